@@ -1,0 +1,133 @@
+// Package config holds the server's settings, read from flags with
+// ENVPLANE_* environment variables as defaults, so the same binary runs
+// unchanged under a shell, systemd or a container.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/envplane/envplane/internal/hostname"
+)
+
+// Service names accepted by --services.
+const (
+	ServiceEnvironment = "environment"
+	ServiceAccess      = "access"
+	ServiceMetadata    = "metadata"
+	ServiceData        = "data"
+)
+
+// Implemented lists the services this build can serve, in mount order.
+var Implemented = []string{ServiceEnvironment}
+
+// Config is everything `envplane serve` is told.
+type Config struct {
+	Listen          string
+	DataDir         string
+	ControlPlane    string // a file path or sqlite: URL; empty = <data-dir>/controlplane.db
+	RootDomain      string
+	Services        []string
+	CORSOrigins     []string
+	MaxRequestBytes int64
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string // json or text
+}
+
+// ControlPlanePath returns the SQLite file of the embedded control plane.
+func (c Config) ControlPlanePath() string {
+	switch {
+	case c.ControlPlane == "":
+		return filepath.Join(c.DataDir, "controlplane.db")
+	case strings.HasPrefix(c.ControlPlane, "sqlite://"):
+		return strings.TrimPrefix(c.ControlPlane, "sqlite://")
+	case strings.HasPrefix(c.ControlPlane, "sqlite:"):
+		return strings.TrimPrefix(c.ControlPlane, "sqlite:")
+	default:
+		return c.ControlPlane
+	}
+}
+
+// Has reports whether service is among those to serve.
+func (c Config) Has(service string) bool { return slices.Contains(c.Services, service) }
+
+// Parse reads the serve flags from args, with getenv supplying ENVPLANE_*
+// defaults. Usage and errors go to out.
+func Parse(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	env := func(name, def string) string {
+		if v := getenv("ENVPLANE_" + name); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("envplane serve", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var c Config
+	var services, origins, level string
+	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:8080"), "address to serve every protocol on (ENVPLANE_LISTEN)")
+	fs.StringVar(&c.DataDir, "data-dir", env("DATA_DIR", "./.envplane"), "directory for the control plane, environment databases and keys (ENVPLANE_DATA_DIR)")
+	fs.StringVar(&c.ControlPlane, "control-plane", env("CONTROL_PLANE", ""), "control-plane store: a SQLite file path (default <data-dir>/controlplane.db) (ENVPLANE_CONTROL_PLANE)")
+	fs.StringVar(&c.RootDomain, "root-domain", env("ROOT_DOMAIN", "localhost"), "domain under which environment hostnames are generated (ENVPLANE_ROOT_DOMAIN)")
+	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")
+	fs.StringVar(&origins, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated browser origins allowed to call the API, or * (ENVPLANE_CORS_ORIGINS)")
+	maxBytes := env("MAX_REQUEST_BYTES", "4194304")
+	fs.StringVar(&maxBytes, "max-request-bytes", maxBytes, "largest request body accepted (ENVPLANE_MAX_REQUEST_BYTES)")
+	shutdown := env("SHUTDOWN_TIMEOUT", "30s")
+	fs.StringVar(&shutdown, "shutdown-timeout", shutdown, "how long in-flight calls may drain on shutdown (ENVPLANE_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (ENVPLANE_LOG_LEVEL)")
+	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (ENVPLANE_LOG_FORMAT)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	var err error
+	if c.MaxRequestBytes, err = strconv.ParseInt(maxBytes, 10, 64); err != nil || c.MaxRequestBytes <= 0 {
+		return Config{}, fmt.Errorf("--max-request-bytes: want a positive number of bytes, got %q", maxBytes)
+	}
+	if c.ShutdownTimeout, err = time.ParseDuration(shutdown); err != nil {
+		return Config{}, fmt.Errorf("--shutdown-timeout: %w", err)
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return Config{}, fmt.Errorf("--log-level: %w", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return Config{}, fmt.Errorf("--log-format: want text or json, got %q", c.LogFormat)
+	}
+	if c.RootDomain, err = hostname.Normalize(c.RootDomain); err != nil {
+		return Config{}, fmt.Errorf("--root-domain: %w", err)
+	}
+	for _, s := range splitList(services) {
+		if !slices.Contains(Implemented, s) {
+			return Config{}, fmt.Errorf("--services: %q is not a service this build serves (have %s)", s, strings.Join(Implemented, ", "))
+		}
+		if !slices.Contains(c.Services, s) {
+			c.Services = append(c.Services, s)
+		}
+	}
+	if len(c.Services) == 0 {
+		return Config{}, errors.New("--services: name at least one service")
+	}
+	c.CORSOrigins = splitList(origins)
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,83 @@
+// Package provision creates and removes the physical database of an
+// environment, one adapter per driver. Adapters report failures as *Error so
+// the service can keep a sanitized message on the environment row while the
+// cause (which may name a file or a server) goes only to the debug log.
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/envplane/envplane/internal/controlplane"
+)
+
+// Drivers the platform knows, configured or not.
+const (
+	DriverMemory   = "memory"
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+	DriverTurso    = "turso"
+)
+
+// ErrDriverNotConfigured means the driver exists but this server has no
+// adapter for it (no cluster, no API token).
+var ErrDriverNotConfigured = errors.New("provision: driver not configured on this server")
+
+// Provisioner creates and removes environments' databases for one driver.
+type Provisioner interface {
+	// Provision creates env's database (idempotently: a retry after a
+	// failure or a crash must succeed) and returns its URL, which holds no
+	// secret.
+	Provision(ctx context.Context, env controlplane.Environment) (databaseURL string, err error)
+	// Deprovision removes env's database; a database already gone is success.
+	Deprovision(ctx context.Context, env controlplane.Environment) error
+}
+
+// Error is a provisioning failure with a message safe to show clients.
+type Error struct {
+	Public string // what the client and the environment row see
+	Err    error  // the cause, for the debug log only
+}
+
+func (e *Error) Error() string { return e.Public + ": " + e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// PublicMessage returns the client-safe text of a provisioning failure.
+func PublicMessage(err error) string {
+	var pe *Error
+	if errors.As(err, &pe) {
+		return pe.Public
+	}
+	return "provisioning failed"
+}
+
+// Set maps drivers to their provisioners.
+type Set struct {
+	byDriver map[string]Provisioner
+}
+
+// NewSet returns a Set of the given adapters.
+func NewSet(byDriver map[string]Provisioner) *Set {
+	return &Set{byDriver: byDriver}
+}
+
+// For returns the provisioner of driver or ErrDriverNotConfigured.
+func (s *Set) For(driver string) (Provisioner, error) {
+	p, ok := s.byDriver[driver]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrDriverNotConfigured, driver)
+	}
+	return p, nil
+}
+
+// Drivers lists the configured drivers, sorted.
+func (s *Set) Drivers() []string {
+	out := make([]string, 0, len(s.byDriver))
+	for d := range s.byDriver {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,91 @@
+package provision
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/envplane/envplane/internal/controlplane"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// SQLite provisions one database file per environment under
+// <data-dir>/envs/<environment-id>.db. The database URL it reports,
+// "sqlite:<environment-id>", names no path: the data dir is the server's
+// business, not the client's.
+type SQLite struct {
+	dir string
+}
+
+// NewSQLite returns a provisioner keeping environment files under dataDir/envs.
+func NewSQLite(dataDir string) *SQLite {
+	return &SQLite{dir: filepath.Join(dataDir, "envs")}
+}
+
+// Path returns the file of an environment's database.
+func (s *SQLite) Path(environmentID string) string {
+	return filepath.Join(s.dir, environmentID+".db")
+}
+
+// DatabaseURL is the client-visible URL of an environment's database.
+func (s *SQLite) DatabaseURL(environmentID string) string {
+	return "sqlite:" + environmentID
+}
+
+// Provision creates the file, opens it once in WAL mode and writes an
+// ownership marker, proving the database works before the environment is
+// declared active.
+func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (string, error) {
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return "", &Error{Public: "could not create the directory for environment databases", Err: err}
+	}
+	db, err := sql.Open("sqlite", SQLiteDSN(s.Path(env.ID)))
+	if err != nil {
+		return "", &Error{Public: "could not open the environment's database file", Err: err}
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS _envplane_environment (environment_id TEXT PRIMARY KEY)`); err != nil {
+		return "", &Error{Public: "could not create the environment's database file", Err: err}
+	}
+	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO _envplane_environment (environment_id) VALUES (?)`, env.ID); err != nil {
+		return "", &Error{Public: "could not write to the environment's database file", Err: err}
+	}
+	var owner string
+	if err := db.QueryRowContext(ctx, `SELECT environment_id FROM _envplane_environment`).Scan(&owner); err != nil {
+		return "", &Error{Public: "could not read the environment's database file", Err: err}
+	}
+	if owner != env.ID {
+		return "", &Error{Public: "the environment's database file belongs to another environment", Err: fmt.Errorf("owner %s", owner)}
+	}
+	return s.DatabaseURL(env.ID), nil
+}
+
+// Deprovision removes the file and its WAL companions.
+func (s *SQLite) Deprovision(_ context.Context, env controlplane.Environment) error {
+	path := s.Path(env.ID)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return &Error{Public: "could not remove the environment's database file", Err: err}
+		}
+	}
+	return nil
+}
+
+// SQLiteDSN is the modernc.org/sqlite DSN envplane opens every SQLite file
+// with: WAL so readers don't block the writer, a busy timeout instead of
+// immediate SQLITE_BUSY, foreign keys enforced.
+func SQLiteDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}

@@ -1,0 +1,168 @@
+// Package server serves every mounted service on one port as Connect (JSON
+// and binary), gRPC, gRPC-Web and REST, with reflection, health and CORS.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"connectrpc.com/vanguard"
+	"github.com/rs/cors"
+
+	"github.com/envplane/envplane/internal/config"
+)
+
+// Service is one protobuf service to mount. Mount builds its handler with the
+// server's shared options (interceptors, size limits) and returns the path
+// prefix it serves, as the generated New…Handler functions do.
+type Service struct {
+	Name  string // fully-qualified, e.g. envplane.environment.v1.EnvironmentService
+	Mount func(opts ...connect.HandlerOption) (string, http.Handler)
+}
+
+// Server is the one listening socket of the process.
+type Server struct {
+	http     *http.Server
+	listen   string
+	log      *slog.Logger
+	shutdown time.Duration
+	listener net.Listener
+	done     chan struct{}
+}
+
+// New builds the HTTP handler tree: each Connect handler on its own path,
+// the vanguard REST transcoder only under /api/ (behind it a Connect POST
+// without Connect-Protocol-Version would be taken for REST), reflection and
+// health beside them, all behind CORS and the request size limit.
+func New(cfg config.Config, services []Service, log *slog.Logger) (*Server, error) {
+	interceptors, err := Interceptors(log)
+	if err != nil {
+		return nil, err
+	}
+	opts := []connect.HandlerOption{
+		connect.WithInterceptors(interceptors...),
+		connect.WithReadMaxBytes(int(cfg.MaxRequestBytes)),
+	}
+	mux := http.NewServeMux()
+	names := make([]string, 0, len(services))
+	vservices := make([]*vanguard.Service, 0, len(services))
+	for _, s := range services {
+		path, h := s.Mount(opts...)
+		mux.Handle(path, h)
+		vservices = append(vservices, vanguard.NewService(path, h))
+		names = append(names, s.Name)
+	}
+	if len(vservices) > 0 {
+		transcoder, err := vanguard.NewTranscoder(vservices)
+		if err != nil {
+			return nil, fmt.Errorf("rest transcoder: %w", err)
+		}
+		mux.Handle("/api/", jsonByDefault(transcoder))
+	}
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+
+	var handler http.Handler = http.MaxBytesHandler(mux, cfg.MaxRequestBytes)
+	if len(cfg.CORSOrigins) > 0 {
+		handler = cors.New(cors.Options{
+			AllowedOrigins: cfg.CORSOrigins,
+			AllowedMethods: append(connectcors.AllowedMethods(), http.MethodPut, http.MethodPatch, http.MethodDelete),
+			AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization", "X-Environment-Id", HeaderRequestID),
+			ExposedHeaders: append(connectcors.ExposedHeaders(), "X-Environment-Id", HeaderRequestID),
+			MaxAge:         7200,
+		}).Handler(handler)
+	}
+
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &Server{
+		http: &http.Server{
+			Handler:           handler,
+			Protocols:         protocols,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+		listen:   cfg.Listen,
+		log:      log,
+		shutdown: cfg.ShutdownTimeout,
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.listen, err)
+	}
+	s.listener = ln
+	s.log.Info("serving Connect, gRPC, gRPC-Web and REST", "addr", ln.Addr().String())
+	go func() {
+		defer close(s.done)
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("server stopped", "error", err)
+		}
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on (useful with port 0).
+func (s *Server) Addr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Stop stops accepting calls and waits for in-flight ones to finish, for at
+// most the configured shutdown timeout.
+func (s *Server) Stop(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.shutdown)
+	defer cancel()
+	s.log.Info("draining in-flight calls")
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		_ = s.http.Close()
+	}
+	if s.listener != nil {
+		<-s.done
+	}
+	return err
+}
+
+// jsonByDefault treats a REST body sent without a JSON content type (curl -d
+// sends application/x-www-form-urlencoded) as JSON, the only body the REST
+// surface speaks, so such a call gets a JSON answer instead of an opaque
+// "sub-format not supported".
+func jsonByDefault(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			ct := r.Header.Get("Content-Type")
+			if ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+				r.Header.Set("Content-Type", "application/json")
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,33 @@
+package environment
+
+import (
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+	"go.uber.org/fx"
+
+	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
+	"github.com/envplane/envplane/internal/config"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/server"
+)
+
+// Module serves EnvironmentService.
+var Module = fx.Module("environment",
+	fx.Provide(
+		func(cfg config.Config, store controlplane.Store, p *provision.Set, events invalidate.Publisher, log *slog.Logger) *Service {
+			return New(store, p, events, cfg.RootDomain, log)
+		},
+		server.AsService(func(s *Service) server.Service {
+			return server.Service{
+				Name: environmentv1connect.EnvironmentServiceName,
+				Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
+					return environmentv1connect.NewEnvironmentServiceHandler(s, opts...)
+				},
+			}
+		}),
+	),
+)

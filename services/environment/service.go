@@ -1,0 +1,422 @@
+// Package environment implements EnvironmentService: organizations,
+// environments, provisioning of each environment's own database and the
+// hostname registry.
+package environment
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
+	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/hostname"
+	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/pagetoken"
+	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/reqlog"
+)
+
+// provisionTimeout bounds one provisioning run. Provisioning is detached from
+// the caller's cancellation so a client that hangs up cannot leave an
+// environment stuck in provisioning.
+const provisionTimeout = 2 * time.Minute
+
+// Service implements environmentv1connect.EnvironmentServiceHandler.
+type Service struct {
+	store       controlplane.Store
+	provisioner *provision.Set
+	events      invalidate.Publisher
+	rootDomain  string
+	log         *slog.Logger
+	now         func() time.Time
+}
+
+var _ environmentv1connect.EnvironmentServiceHandler = (*Service)(nil)
+
+// New returns the service. rootDomain must be normalized.
+func New(store controlplane.Store, provisioner *provision.Set, events invalidate.Publisher, rootDomain string, log *slog.Logger) *Service {
+	return &Service{
+		store:       store,
+		provisioner: provisioner,
+		events:      events,
+		rootDomain:  rootDomain,
+		log:         log.With("service", "environment"),
+		now:         func() time.Time { return time.Now().UTC() },
+	}
+}
+
+// CreateOrganization implements EnvironmentService.CreateOrganization.
+func (s *Service) CreateOrganization(ctx context.Context, req *connect.Request[environmentv1.CreateOrganizationRequest]) (*connect.Response[environmentv1.CreateOrganizationResponse], error) {
+	m := req.Msg
+	now := s.now()
+	org := controlplane.Organization{
+		ID:          uuid.Must(uuid.NewV7()).String(),
+		Slug:        m.GetSlug(),
+		DisplayName: m.GetDisplayName(),
+		RequestID:   m.GetRequestId(),
+		CreateTime:  now,
+		UpdateTime:  now,
+	}
+	if org.DisplayName == "" {
+		org.DisplayName = org.Slug
+	}
+	stored, created, err := s.store.CreateOrganization(ctx, org)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	if created {
+		reqlog.Logger(ctx, s.log).Info("organization created", "organization_id", stored.ID, "slug", stored.Slug)
+	}
+	return connect.NewResponse(&environmentv1.CreateOrganizationResponse{Organization: organizationToProto(stored)}), nil
+}
+
+// GetOrganization implements EnvironmentService.GetOrganization.
+func (s *Service) GetOrganization(ctx context.Context, req *connect.Request[environmentv1.GetOrganizationRequest]) (*connect.Response[environmentv1.GetOrganizationResponse], error) {
+	org, err := s.store.GetOrganization(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+	}
+	return connect.NewResponse(&environmentv1.GetOrganizationResponse{Organization: organizationToProto(org)}), nil
+}
+
+// ListOrganizations implements EnvironmentService.ListOrganizations.
+func (s *Service) ListOrganizations(ctx context.Context, req *connect.Request[environmentv1.ListOrganizationsRequest]) (*connect.Response[environmentv1.ListOrganizationsResponse], error) {
+	after, err := pagetoken.Decode(req.Msg.GetPageToken(), "organizations")
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	size := pagetoken.Size(req.Msg.GetPageSize())
+	// One more than the page tells whether a next page exists.
+	orgs, err := s.store.ListOrganizations(ctx, controlplane.Page{After: after, Limit: size + 1})
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	resp := &environmentv1.ListOrganizationsResponse{}
+	if len(orgs) > size {
+		orgs = orgs[:size]
+		resp.NextPageToken = pagetoken.Encode(orgs[size-1].ID, "organizations")
+	}
+	for _, o := range orgs {
+		resp.Organizations = append(resp.Organizations, organizationToProto(o))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// CreateEnvironment implements EnvironmentService.CreateEnvironment: it
+// registers the environment as provisioning, provisions its database and
+// marks it active, or failed with a sanitized message that RetryProvisioning
+// can recover from.
+func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[environmentv1.CreateEnvironmentRequest]) (*connect.Response[environmentv1.CreateEnvironmentResponse], error) {
+	m := req.Msg
+	org, err := s.store.GetOrganization(ctx, m.GetOrganizationId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+	}
+	env := controlplane.Environment{
+		ID:             uuid.Must(uuid.NewV7()).String(),
+		OrganizationID: org.ID,
+		Slug:           m.GetSlug(),
+		DisplayName:    m.GetDisplayName(),
+		Type:           m.GetType(),
+		Driver:         m.GetDriver(),
+		Status:         controlplane.StatusProvisioning,
+		Region:         m.GetRegion(),
+		StorageLimitMB: m.GetStorageLimitMb(),
+		RequestID:      m.GetRequestId(),
+	}
+	if env.DisplayName == "" {
+		env.DisplayName = env.Slug
+	}
+	if env.Type == "" {
+		env.Type = "development"
+	}
+	if env.Driver == "" {
+		env.Driver = provision.DriverSQLite
+	}
+	if m.Hostname != nil {
+		if env.Hostname, err = hostname.Normalize(m.GetHostname()); err != nil {
+			return nil, invalidHostname("hostname", err)
+		}
+	} else if env.Hostname, err = hostname.Normalize(hostname.Generate(org.Slug, env.Slug, s.rootDomain)); err != nil {
+		return nil, invalidHostname("hostname", errors.New("the generated hostname {organization}-{environment}."+s.rootDomain+
+			" is not a valid DNS name (a label over 63 characters?); set hostname explicitly"))
+	}
+	provisioner, err := s.provisioner.For(env.Driver)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	if m.GetDatabaseUrl() != "" || m.GetDatabaseSecret() != "" {
+		return nil, apierr.InvalidArgument(ReasonDatabaseURLNotAllowed,
+			"database_url and database_secret bring an existing database and are not accepted for the "+env.Driver+" driver",
+			apierr.FieldViolation{Field: "database_url", Description: "not accepted for driver " + env.Driver})
+	}
+	mode := controlplane.DefaultIfFirst
+	if m.IsDefault != nil {
+		mode = controlplane.DefaultNo
+		if m.GetIsDefault() {
+			mode = controlplane.DefaultYes
+		}
+	}
+	now := s.now()
+	env.CreateTime, env.UpdateTime = now, now
+	stored, created, err := s.store.CreateEnvironment(ctx, env, mode)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	if !created {
+		// A retry of a create that already happened: return what it made.
+		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
+	}
+	s.publish(ctx, routingEvents(stored, "")...)
+	reqlog.Logger(ctx, s.log).Info("environment registered", "environment_id", stored.ID,
+		"organization_id", stored.OrganizationID, "driver", stored.Driver, "hostname", stored.Hostname, "default", stored.IsDefault)
+	result, err := s.provision(ctx, provisioner, stored)
+	if err != nil {
+		return nil, s.toConnect(ctx, err, "environment_id", stored.ID)
+	}
+	return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(result)}), nil
+}
+
+// provision runs the driver's provisioner on env (status provisioning) and
+// records the outcome: active with its database URL, or failed with a
+// sanitized message. The cause goes to the debug log only: it may name files
+// or servers.
+func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment) (controlplane.Environment, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+	defer cancel()
+	log := reqlog.Logger(ctx, s.log).With("environment_id", env.ID, "driver", env.Driver)
+	start := time.Now()
+	url, perr := p.Provision(ctx, env)
+	now := s.now()
+	patch := controlplane.EnvironmentPatch{}
+	if perr != nil {
+		status, message := controlplane.StatusFailed, provision.PublicMessage(perr)
+		patch.Status, patch.StatusMessage = &status, &message
+		log.Warn("provisioning failed", "status_message", message)
+		log.Debug("provisioning failure cause", "error", perr)
+	} else {
+		status, message := controlplane.StatusActive, ""
+		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &url, &now
+		log.Info("environment provisioned", "duration_ms", time.Since(start).Milliseconds())
+	}
+	updated, err := s.store.UpdateEnvironment(ctx, env.ID, patch)
+	if err != nil {
+		return controlplane.Environment{}, err
+	}
+	s.publish(ctx, invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
+	return updated, nil
+}
+
+// GetEnvironment implements EnvironmentService.GetEnvironment.
+func (s *Service) GetEnvironment(ctx context.Context, req *connect.Request[environmentv1.GetEnvironmentRequest]) (*connect.Response[environmentv1.GetEnvironmentResponse], error) {
+	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	return connect.NewResponse(&environmentv1.GetEnvironmentResponse{Environment: environmentToProto(env)}), nil
+}
+
+// ListEnvironments implements EnvironmentService.ListEnvironments.
+func (s *Service) ListEnvironments(ctx context.Context, req *connect.Request[environmentv1.ListEnvironmentsRequest]) (*connect.Response[environmentv1.ListEnvironmentsResponse], error) {
+	orgID := req.Msg.GetOrganizationId()
+	after, err := pagetoken.Decode(req.Msg.GetPageToken(), "environments", orgID)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	if _, err := s.store.GetOrganization(ctx, orgID); err != nil {
+		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+	}
+	size := pagetoken.Size(req.Msg.GetPageSize())
+	envs, err := s.store.ListEnvironments(ctx, orgID, controlplane.Page{After: after, Limit: size + 1})
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	resp := &environmentv1.ListEnvironmentsResponse{}
+	if len(envs) > size {
+		envs = envs[:size]
+		resp.NextPageToken = pagetoken.Encode(envs[size-1].ID, "environments", orgID)
+	}
+	for _, e := range envs {
+		resp.Environments = append(resp.Environments, environmentToProto(e))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// UpdateEnvironment implements EnvironmentService.UpdateEnvironment: only
+// the fields present in the request change.
+func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[environmentv1.UpdateEnvironmentRequest]) (*connect.Response[environmentv1.UpdateEnvironmentResponse], error) {
+	m := req.Msg
+	before, err := s.store.GetEnvironment(ctx, m.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	patch := controlplane.EnvironmentPatch{
+		DisplayName:    m.DisplayName,
+		IsDefault:      m.IsDefault,
+		Region:         m.Region,
+		StorageLimitMB: m.StorageLimitMb,
+	}
+	if m.Hostname != nil {
+		h, err := hostname.Normalize(m.GetHostname())
+		if err != nil {
+			return nil, invalidHostname("hostname", err)
+		}
+		patch.Hostname = &h
+	}
+	if m.Status != nil && m.GetStatus() != before.Status {
+		if before.Status != controlplane.StatusActive && before.Status != controlplane.StatusSuspended {
+			return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotReady,
+				"only an active or suspended environment can change status; this one is "+before.Status,
+				"status", before.Status)
+		}
+		patch.Status = m.Status
+	}
+	after, err := s.store.UpdateEnvironment(ctx, before.ID, patch)
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	s.publish(ctx, routingEvents(after, before.Hostname)...)
+	reqlog.Logger(ctx, s.log).Info("environment updated", "environment_id", after.ID,
+		"hostname", after.Hostname, "status", after.Status, "default", after.IsDefault)
+	return connect.NewResponse(&environmentv1.UpdateEnvironmentResponse{Environment: environmentToProto(after)}), nil
+}
+
+// DeleteEnvironment implements EnvironmentService.DeleteEnvironment. The row
+// goes to deleting first, so routing stops before the database is removed; a
+// failure in between leaves it deleting, and calling Delete again finishes.
+func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[environmentv1.DeleteEnvironmentRequest]) (*connect.Response[environmentv1.DeleteEnvironmentResponse], error) {
+	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	if !req.Msg.GetForce() && env.Status != controlplane.StatusDeleting {
+		if env.IsDefault {
+			return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentProtected,
+				"this is the organization's default environment; make another the default or pass force", "protection", "default")
+		}
+		if env.Type == "production" {
+			return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentProtected,
+				"this is a production environment; pass force to delete it", "protection", "production")
+		}
+	}
+	provisioner, err := s.provisioner.For(env.Driver)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+	defer cancel()
+	deleting := controlplane.StatusDeleting
+	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Status: &deleting}); err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	s.publish(ctx, routingEvents(env, "")...)
+	if err := provisioner.Deprovision(ctx, env); err != nil {
+		reqlog.Logger(ctx, s.log).Warn("deprovisioning failed; the environment stays deleting until Delete is retried",
+			"environment_id", env.ID, "status_message", provision.PublicMessage(err))
+		reqlog.Logger(ctx, s.log).Debug("deprovisioning failure cause", "environment_id", env.ID, "error", err)
+		return nil, apierr.New(connect.CodeUnavailable, ReasonDeprovisionFailed,
+			provision.PublicMessage(err)+"; the environment is deleting and no longer routed: retry the delete")
+	}
+	if err := s.store.DeleteEnvironment(ctx, env.ID); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		return nil, s.toConnect(ctx, err)
+	}
+	s.publish(ctx, routingEvents(env, "")...)
+	reqlog.Logger(ctx, s.log).Info("environment deleted", "environment_id", env.ID, "organization_id", env.OrganizationID)
+	return connect.NewResponse(&environmentv1.DeleteEnvironmentResponse{}), nil
+}
+
+// ActivateEnvironment implements EnvironmentService.ActivateEnvironment.
+// Sessions belong to API tokens, which AccessService brings; until then no
+// call has a session to activate an environment in.
+func (s *Service) ActivateEnvironment(ctx context.Context, req *connect.Request[environmentv1.ActivateEnvironmentRequest]) (*connect.Response[environmentv1.ActivateEnvironmentResponse], error) {
+	if _, err := s.store.GetEnvironment(ctx, req.Msg.GetId()); err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	return nil, apierr.New(connect.CodeFailedPrecondition, ReasonSessionRequired,
+		"activating an environment needs a session, and this call carries none (authenticate with an API token)")
+}
+
+// RotateCredential implements EnvironmentService.RotateCredential. Memory
+// and SQLite environments live inside the server and have no credential;
+// engines with one (postgres, turso) bring rotation with them.
+func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[environmentv1.RotateCredentialRequest]) (*connect.Response[environmentv1.RotateCredentialResponse], error) {
+	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	return nil, apierr.New(connect.CodeFailedPrecondition, ReasonCredentialNotRotatable,
+		"environments with the "+env.Driver+" driver have no database credential to rotate", "driver", env.Driver)
+}
+
+// RetryProvisioning implements EnvironmentService.RetryProvisioning.
+func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[environmentv1.RetryProvisioningRequest]) (*connect.Response[environmentv1.RetryProvisioningResponse], error) {
+	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	if err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	if env.Status != controlplane.StatusFailed {
+		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
+			"only a failed environment can be retried; this one is "+env.Status, "status", env.Status)
+	}
+	provisioner, err := s.provisioner.For(env.Driver)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	status := controlplane.StatusProvisioning
+	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Status: &status}); err != nil {
+		return nil, s.notFound(ctx, err, environmentNotFound())
+	}
+	result, err := s.provision(ctx, provisioner, env)
+	if err != nil {
+		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
+	}
+	return connect.NewResponse(&environmentv1.RetryProvisioningResponse{Environment: environmentToProto(result)}), nil
+}
+
+// ResolveHostname implements EnvironmentService.ResolveHostname, normalizing
+// the hostname exactly as the router normalizes a Host header.
+func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[environmentv1.ResolveHostnameRequest]) (*connect.Response[environmentv1.ResolveHostnameResponse], error) {
+	h, ok := hostname.FromHost(req.Msg.GetHostname())
+	if !ok {
+		return nil, invalidHostname("hostname", errors.New("hostname: not a DNS name that can route to an environment"))
+	}
+	env, err := s.store.GetEnvironmentByHostname(ctx, h)
+	if err != nil {
+		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonHostnameNotFound, "no environment has this hostname", "hostname", h))
+	}
+	return connect.NewResponse(&environmentv1.ResolveHostnameResponse{
+		Hostname:       h,
+		EnvironmentId:  env.ID,
+		OrganizationId: env.OrganizationID,
+		Environment:    environmentToProto(env),
+	}), nil
+}
+
+// routingEvents lists what a change of env makes stale: the environment, its
+// organization's resolution (default, only environment) and its hostnames,
+// old and new.
+func routingEvents(env controlplane.Environment, oldHostname string) []invalidate.Event {
+	events := []invalidate.Event{
+		{Kind: invalidate.KindEnvironment, EnvironmentID: env.ID, OrganizationID: env.OrganizationID},
+		{Kind: invalidate.KindOrganization, OrganizationID: env.OrganizationID},
+		{Kind: invalidate.KindHostname, Hostname: env.Hostname, EnvironmentID: env.ID},
+	}
+	if oldHostname != "" && oldHostname != env.Hostname {
+		events = append(events, invalidate.Event{Kind: invalidate.KindHostname, Hostname: oldHostname, EnvironmentID: env.ID})
+	}
+	return events
+}
+
+func (s *Service) publish(ctx context.Context, events ...invalidate.Event) {
+	if err := s.events.Publish(ctx, events...); err != nil {
+		// Caches still expire by TTL; say loudly that they may be stale until then.
+		reqlog.Logger(ctx, s.log).Error("publishing invalidation failed; caches stay stale until their TTL", "error", err)
+	}
+}
