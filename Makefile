@@ -1,0 +1,62 @@
+# envplane — every target a new user or CI needs. `make help` lists them.
+SHELL := /bin/bash
+GO    ?= go
+BUF   := node_modules/.bin/buf
+LISTEN ?= 127.0.0.1:8080
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: $(BUF) third_party/.stamp ## Install codegen tools (buf from npm, third-party protos from the Go module cache)
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+third_party/.stamp: scripts/third_party.sh
+	./scripts/third_party.sh
+	@touch $@
+
+.PHONY: generate
+generate: tools ## Regenerate gen/ from proto/
+	rm -rf gen/envplane
+	$(BUF) generate
+
+.PHONY: check-generate
+check-generate: generate ## Fail when generated code differs from what is committed
+	@if [ -n "$$(git status --porcelain -- gen proto)" ]; then \
+		echo "generated code is stale; run 'make generate' and commit:"; git status --porcelain -- gen proto; exit 1; fi
+
+.PHONY: lint
+lint: tools ## buf lint, buf format check, go vet
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(GO) vet ./... ./gen/...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
+
+.PHONY: test
+test: ## Run every test of every module with the race detector
+	$(GO) test -race -count=1 ./... ./gen/...
+
+.PHONY: run
+run: ## Run the server with the embedded SQLite control plane (data in ./.envplane)
+	$(GO) run ./cmd/envplane serve --listen $(LISTEN)
+
+.PHONY: build
+build: ## Build bin/envplane
+	$(GO) build -o bin/envplane ./cmd/envplane
+
+.PHONY: bench
+bench: ## Go benchmarks, then the load tool against an in-process server
+	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s ./...
+	$(GO) run ./cmd/envplane-load -duration 10s -concurrency 16
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for a short while
+	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=20s ./internal/hostname/
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=20s ./internal/pagetoken/
