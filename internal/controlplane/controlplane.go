@@ -1,0 +1,96 @@
+// Package controlplane stores what the platform knows about organizations and
+// environments: which exist, where each environment's database lives and how
+// requests are routed to it. Uniqueness rules live in the schema, so they hold
+// under concurrent writers without check-then-insert races.
+package controlplane
+
+import (
+	"errors"
+	"time"
+)
+
+// Environment statuses.
+const (
+	StatusProvisioning = "provisioning"
+	StatusActive       = "active"
+	StatusSuspended    = "suspended"
+	StatusFailed       = "failed"
+	StatusDeleting     = "deleting"
+)
+
+// Errors returned by a Store, wrapped with context; compare with errors.Is.
+var (
+	ErrNotFound            = errors.New("controlplane: not found")
+	ErrOrganizationExists  = errors.New("controlplane: organization slug taken")
+	ErrEnvironmentExists   = errors.New("controlplane: environment slug taken in organization")
+	ErrHostnameTaken       = errors.New("controlplane: hostname taken")
+	ErrOrganizationMissing = errors.New("controlplane: organization does not exist")
+	// ErrRequestReused means a request_id was sent again with different content.
+	ErrRequestReused = errors.New("controlplane: request id reused for a different request")
+)
+
+// Organization owns environments.
+type Organization struct {
+	ID          string
+	Slug        string
+	DisplayName string
+	// RequestID is the client's idempotency key of the create, if any.
+	RequestID  string
+	CreateTime time.Time
+	UpdateTime time.Time
+}
+
+// Environment is one environment of an organization with its own database.
+type Environment struct {
+	ID             string
+	OrganizationID string
+	Slug           string
+	DisplayName    string
+	Type           string
+	Driver         string
+	Status         string
+	// StatusMessage explains a failed status; sanitized, never secrets or paths.
+	StatusMessage  string
+	IsDefault      bool
+	Hostname       string
+	Region         string
+	StorageLimitMB int64
+	// DatabaseURL locates the environment's database, without any secret.
+	DatabaseURL   string
+	RequestID     string
+	CreateTime    time.Time
+	UpdateTime    time.Time
+	ProvisionTime time.Time // zero until provisioned
+}
+
+// DefaultMode says how a new environment relates to its organization's default.
+type DefaultMode int
+
+const (
+	// DefaultIfFirst makes the environment the default when the organization has none.
+	DefaultIfFirst DefaultMode = iota
+	// DefaultYes makes it the default, moving the flag from the old one atomically.
+	DefaultYes
+	// DefaultNo never makes it the default.
+	DefaultNo
+)
+
+// EnvironmentPatch holds the fields an update changes; nil fields are kept.
+type EnvironmentPatch struct {
+	Hostname       *string
+	DisplayName    *string
+	IsDefault      *bool
+	Status         *string
+	StatusMessage  *string
+	Region         *string
+	StorageLimitMB *int64
+	DatabaseURL    *string
+	ProvisionTime  *time.Time
+}
+
+// Page asks for at most Limit items whose id sorts after After ("" = start).
+// Ids are UUIDv7, so id order is creation order.
+type Page struct {
+	After string
+	Limit int
+}

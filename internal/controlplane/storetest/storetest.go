@@ -1,0 +1,949 @@
+// Package storetest is the conformance suite of controlplane.Store: every
+// implementation runs Run, so the documented semantics (uniqueness, request
+// idempotency, the single default environment, patching, paging) hold the same
+// on every backend, including under concurrent writers.
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
+
+	"github.com/envplane/envplane/internal/controlplane"
+)
+
+// Run runs the conformance suite. open must return a new, empty store for each
+// call and close it when t ends (t.Cleanup); subtests run in parallel, each on
+// its own store.
+func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s controlplane.Store)
+	}{
+		{"Ping", testPing},
+		{"OrganizationRoundTrip", testOrganizationRoundTrip},
+		{"OrganizationSlugTaken", testOrganizationSlugTaken},
+		{"OrganizationRequestID", testOrganizationRequestID},
+		{"ListOrganizations", testListOrganizations},
+		{"EnvironmentRoundTrip", testEnvironmentRoundTrip},
+		{"EnvironmentOrganizationMissing", testEnvironmentOrganizationMissing},
+		{"EnvironmentSlugTaken", testEnvironmentSlugTaken},
+		{"EnvironmentHostnameTaken", testEnvironmentHostnameTaken},
+		{"EnvironmentRequestID", testEnvironmentRequestID},
+		{"DefaultModes", testDefaultModes},
+		{"DefaultYesRollsBack", testDefaultYesRollsBack},
+		{"ListEnvironments", testListEnvironments},
+		{"UpdatePatch", testUpdatePatch},
+		{"UpdateHostnameTaken", testUpdateHostnameTaken},
+		{"UpdateDefault", testUpdateDefault},
+		{"Delete", testDelete},
+		{"RaceOrganizationSlug", testRaceOrganizationSlug},
+		{"RaceOrganizationRequestID", testRaceOrganizationRequestID},
+		{"RaceEnvironmentSlug", testRaceEnvironmentSlug},
+		{"RaceHostname", testRaceHostname},
+		{"RaceEnvironmentRequestID", testRaceEnvironmentRequestID},
+		{"RaceDefaultYes", testRaceDefaultYes},
+		{"RaceDefaultIfFirst", testRaceDefaultIfFirst},
+		{"RaceUpdateDefault", testRaceUpdateDefault},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, open(t))
+		})
+	}
+}
+
+// racers is how many goroutines the race tests run against one store.
+const racers = 20
+
+// zone is a non-UTC location for fixture times: stores must keep the instant,
+// whatever location they hand back.
+var zone = time.FixedZone("UTC+2", 2*60*60)
+
+// fixtureTime is an hour in the past, at microsecond precision so that every
+// backend (PostgreSQL timestamps included) can store it exactly, and in zone.
+func fixtureTime() time.Time {
+	return time.Now().Add(-time.Hour).Truncate(time.Microsecond).In(zone)
+}
+
+// newID returns a new UUIDv7, as the API layer makes them. It takes no
+// *testing.T so that racing goroutines can call it.
+func newID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+func newOrg(slug string) controlplane.Organization {
+	now := fixtureTime()
+	return controlplane.Organization{
+		ID:          newID(),
+		Slug:        slug,
+		DisplayName: "Organization " + slug,
+		CreateTime:  now,
+		UpdateTime:  now,
+	}
+}
+
+func newEnv(orgID, slug string) controlplane.Environment {
+	now := fixtureTime()
+	id := newID()
+	return controlplane.Environment{
+		ID:             id,
+		OrganizationID: orgID,
+		Slug:           slug,
+		DisplayName:    "Environment " + slug,
+		Type:           "development",
+		Driver:         "postgres",
+		Status:         controlplane.StatusProvisioning,
+		Hostname:       slug + "-" + id[len(id)-12:] + ".env.test",
+		Region:         "eu-west-1",
+		StorageLimitMB: 1024,
+		DatabaseURL:    "postgres://db.internal:5432/" + slug,
+		CreateTime:     now,
+		UpdateTime:     now,
+	}
+}
+
+func mustCreateOrg(t *testing.T, s controlplane.Store, slug string) controlplane.Organization {
+	t.Helper()
+	org, created, err := s.CreateOrganization(t.Context(), newOrg(slug))
+	if err != nil || !created {
+		t.Fatalf("CreateOrganization(%q) = created %v, %v; want created", slug, created, err)
+	}
+	return org
+}
+
+func mustCreateEnv(t *testing.T, s controlplane.Store, env controlplane.Environment, mode controlplane.DefaultMode) controlplane.Environment {
+	t.Helper()
+	got, created, err := s.CreateEnvironment(t.Context(), env, mode)
+	if err != nil || !created {
+		t.Fatalf("CreateEnvironment(%q) = created %v, %v; want created", env.Slug, created, err)
+	}
+	return got
+}
+
+func mustGetEnv(t *testing.T, s controlplane.Store, id string) controlplane.Environment {
+	t.Helper()
+	env, err := s.GetEnvironment(t.Context(), id)
+	if err != nil {
+		t.Fatalf("GetEnvironment(%s): %v", id, err)
+	}
+	return env
+}
+
+// allEnvs lists every environment of an organization, following the pages.
+func allEnvs(t *testing.T, s controlplane.Store, orgID string) []controlplane.Environment {
+	t.Helper()
+	var out []controlplane.Environment
+	page := controlplane.Page{Limit: 7}
+	for {
+		envs, err := s.ListEnvironments(t.Context(), orgID, page)
+		if err != nil {
+			t.Fatalf("ListEnvironments: %v", err)
+		}
+		out = append(out, envs...)
+		if len(envs) < page.Limit {
+			return out
+		}
+		page.After = envs[len(envs)-1].ID
+	}
+}
+
+// defaults returns the ids of the organization's default environments.
+func defaults(t *testing.T, s controlplane.Store, orgID string) []string {
+	t.Helper()
+	var ids []string
+	for _, env := range allEnvs(t, s, orgID) {
+		if env.IsDefault {
+			ids = append(ids, env.ID)
+		}
+	}
+	return ids
+}
+
+func allOrgs(t *testing.T, s controlplane.Store) []controlplane.Organization {
+	t.Helper()
+	var out []controlplane.Organization
+	page := controlplane.Page{Limit: 7}
+	for {
+		orgs, err := s.ListOrganizations(t.Context(), page)
+		if err != nil {
+			t.Fatalf("ListOrganizations: %v", err)
+		}
+		out = append(out, orgs...)
+		if len(orgs) < page.Limit {
+			return out
+		}
+		page.After = orgs[len(orgs)-1].ID
+	}
+}
+
+func diff(t *testing.T, what string, want, got any, opts ...cmp.Option) {
+	t.Helper()
+	if d := cmp.Diff(want, got, opts...); d != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", what, d)
+	}
+}
+
+// wantErr fails unless err is target, and unless its message is free of the
+// SQL behind it: callers may show these messages to clients.
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: error %v, want %v", what, err, target)
+	}
+	msg := strings.ToLower(err.Error())
+	for _, leak := range []string{"constraint", "unique", "sqlite", "sqlstate", "organizations.", "environments.", "(20"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("%s: error %q reveals %q", what, err, leak)
+		}
+	}
+}
+
+// race runs fn(i) for i in [0, racers) at once and returns their errors.
+func race(fn func(i int) error) []error {
+	errs := make([]error, racers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			<-start
+			errs[i] = fn(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+	return errs
+}
+
+// wantOneWinner fails unless exactly one error is nil and the others are loser.
+func wantOneWinner(t *testing.T, errs []error, loser error) {
+	t.Helper()
+	won := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, loser):
+			t.Errorf("racer %d: error %v, want nil or %v", i, err, loser)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d racers succeeded, want exactly 1", won)
+	}
+}
+
+func wantNoErrors(t *testing.T, errs []error) {
+	t.Helper()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("racer %d: %v", i, err)
+		}
+	}
+}
+
+func testPing(t *testing.T, s controlplane.Store) {
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func testOrganizationRoundTrip(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	for i, requestID := range []string{"", "req-" + newID()} {
+		org := newOrg(fmt.Sprintf("acme-%d", i))
+		org.RequestID = requestID
+		got, created, err := s.CreateOrganization(ctx, org)
+		if err != nil || !created {
+			t.Fatalf("CreateOrganization = created %v, %v; want created", created, err)
+		}
+		diff(t, "created organization", org, got)
+		got, err = s.GetOrganization(ctx, org.ID)
+		if err != nil {
+			t.Fatalf("GetOrganization: %v", err)
+		}
+		diff(t, "read organization", org, got)
+	}
+	_, err := s.GetOrganization(ctx, newID())
+	wantErr(t, "GetOrganization(unknown)", err, controlplane.ErrNotFound)
+}
+
+func testOrganizationSlugTaken(t *testing.T, s controlplane.Store) {
+	first := mustCreateOrg(t, s, "acme")
+	_, _, err := s.CreateOrganization(t.Context(), newOrg("acme"))
+	wantErr(t, "CreateOrganization(taken slug)", err, controlplane.ErrOrganizationExists)
+	diff(t, "organizations", []controlplane.Organization{first}, allOrgs(t, s))
+}
+
+func testOrganizationRequestID(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	first := newOrg("acme")
+	first.RequestID = "req-1"
+	mustCreate := func(org controlplane.Organization) {
+		t.Helper()
+		if _, created, err := s.CreateOrganization(ctx, org); err != nil || !created {
+			t.Fatalf("CreateOrganization(%q) = created %v, %v; want created", org.Slug, created, err)
+		}
+	}
+	mustCreate(first)
+
+	// A retry carries the same content but, being a new attempt, a new id
+	// and new times: the store answers with what it stored the first time.
+	retry := newOrg("acme")
+	retry.RequestID = "req-1"
+	retry.CreateTime = retry.CreateTime.Add(time.Minute)
+	retry.UpdateTime = retry.CreateTime
+	got, created, err := s.CreateOrganization(ctx, retry)
+	if err != nil || created {
+		t.Fatalf("retried CreateOrganization = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried organization", first, got)
+
+	otherSlug := newOrg("other")
+	otherSlug.RequestID = "req-1"
+	_, _, err = s.CreateOrganization(ctx, otherSlug)
+	wantErr(t, "request id reused with another slug", err, controlplane.ErrRequestReused)
+
+	otherName := newOrg("acme")
+	otherName.RequestID = "req-1"
+	otherName.DisplayName = "Another name"
+	_, _, err = s.CreateOrganization(ctx, otherName)
+	wantErr(t, "request id reused with another display name", err, controlplane.ErrRequestReused)
+
+	// Creates without a request id never collide on it.
+	noKey1, noKey2 := newOrg("nokey1"), newOrg("nokey2")
+	mustCreate(noKey1)
+	mustCreate(noKey2)
+
+	diff(t, "organizations", []controlplane.Organization{first, noKey1, noKey2}, allOrgs(t, s),
+		cmpopts.SortSlices(func(a, b controlplane.Organization) bool { return a.ID < b.ID }))
+}
+
+func testListOrganizations(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	var want []controlplane.Organization
+	for i := range 7 {
+		want = append(want, mustCreateOrg(t, s, fmt.Sprintf("org-%d", i)))
+	}
+	slices.SortFunc(want, func(a, b controlplane.Organization) int { return strings.Compare(a.ID, b.ID) })
+
+	var got []controlplane.Organization
+	page := controlplane.Page{Limit: 3}
+	var sizes []int
+	for range 5 {
+		orgs, err := s.ListOrganizations(ctx, page)
+		if err != nil {
+			t.Fatalf("ListOrganizations(%+v): %v", page, err)
+		}
+		sizes = append(sizes, len(orgs))
+		if len(orgs) == 0 {
+			break
+		}
+		got = append(got, orgs...)
+		page.After = orgs[len(orgs)-1].ID
+	}
+	diff(t, "page sizes", []int{3, 3, 1, 0}, sizes)
+	diff(t, "paged organizations", want, got)
+
+	all, err := s.ListOrganizations(ctx, controlplane.Page{})
+	if err != nil {
+		t.Fatalf("ListOrganizations(default page): %v", err)
+	}
+	diff(t, "default page", want, all)
+
+	rest, err := s.ListOrganizations(ctx, controlplane.Page{After: want[4].ID, Limit: 10})
+	if err != nil {
+		t.Fatalf("ListOrganizations(after): %v", err)
+	}
+	diff(t, "page after the fifth", want[5:], rest)
+}
+
+func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+
+	plain := newEnv(org.ID, "dev")
+	got := mustCreateEnv(t, s, plain, controlplane.DefaultNo)
+	diff(t, "created environment", plain, got)
+
+	full := newEnv(org.ID, "prod")
+	full.Type = "production"
+	full.Status = controlplane.StatusFailed
+	full.StatusMessage = "quota exceeded"
+	full.RequestID = "req-" + newID()
+	full.StorageLimitMB = 1 << 40
+	full.ProvisionTime = fixtureTime().Add(time.Minute)
+	got = mustCreateEnv(t, s, full, controlplane.DefaultNo)
+	diff(t, "created environment", full, got)
+
+	for _, want := range []controlplane.Environment{plain, full} {
+		got, err := s.GetEnvironment(ctx, want.ID)
+		if err != nil {
+			t.Fatalf("GetEnvironment: %v", err)
+		}
+		diff(t, "read environment", want, got)
+		got, err = s.GetEnvironmentByHostname(ctx, want.Hostname)
+		if err != nil {
+			t.Fatalf("GetEnvironmentByHostname: %v", err)
+		}
+		diff(t, "environment read by hostname", want, got)
+	}
+
+	_, err := s.GetEnvironment(ctx, newID())
+	wantErr(t, "GetEnvironment(unknown)", err, controlplane.ErrNotFound)
+	_, err = s.GetEnvironmentByHostname(ctx, "nowhere.env.test")
+	wantErr(t, "GetEnvironmentByHostname(unknown)", err, controlplane.ErrNotFound)
+}
+
+func testEnvironmentOrganizationMissing(t *testing.T, s controlplane.Store) {
+	for _, mode := range []controlplane.DefaultMode{controlplane.DefaultIfFirst, controlplane.DefaultYes, controlplane.DefaultNo} {
+		_, _, err := s.CreateEnvironment(t.Context(), newEnv(newID(), "dev"), mode)
+		wantErr(t, fmt.Sprintf("CreateEnvironment(mode %d) in a missing organization", mode), err, controlplane.ErrOrganizationMissing)
+	}
+}
+
+func testEnvironmentSlugTaken(t *testing.T, s controlplane.Store) {
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	first := mustCreateEnv(t, s, newEnv(a.ID, "dev"), controlplane.DefaultIfFirst)
+	_, _, err := s.CreateEnvironment(t.Context(), newEnv(a.ID, "dev"), controlplane.DefaultNo)
+	wantErr(t, "CreateEnvironment(taken slug)", err, controlplane.ErrEnvironmentExists)
+	diff(t, "environments of a", []controlplane.Environment{first}, allEnvs(t, s, a.ID))
+
+	// Slugs are unique per organization only.
+	mustCreateEnv(t, s, newEnv(b.ID, "dev"), controlplane.DefaultNo)
+}
+
+func testEnvironmentHostnameTaken(t *testing.T, s controlplane.Store) {
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	first := mustCreateEnv(t, s, newEnv(a.ID, "dev"), controlplane.DefaultIfFirst)
+
+	// Hostnames are unique across organizations.
+	for _, orgID := range []string{a.ID, b.ID} {
+		env := newEnv(orgID, "other")
+		env.Hostname = first.Hostname
+		_, _, err := s.CreateEnvironment(t.Context(), env, controlplane.DefaultYes)
+		wantErr(t, "CreateEnvironment(taken hostname)", err, controlplane.ErrHostnameTaken)
+	}
+	diff(t, "environments of a", []controlplane.Environment{first}, allEnvs(t, s, a.ID))
+	diff(t, "environments of b", []controlplane.Environment(nil), allEnvs(t, s, b.ID), cmpopts.EquateEmpty())
+}
+
+func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	other := mustCreateOrg(t, s, "other")
+
+	first := newEnv(org.ID, "dev")
+	first.RequestID = "req-1"
+	stored := mustCreateEnv(t, s, first, controlplane.DefaultIfFirst)
+
+	// A retry is a new attempt with a new id, new server-side fields and
+	// possibly another mode; the store answers with the stored environment.
+	retry := first
+	retry.ID = newID()
+	retry.Status = controlplane.StatusActive
+	retry.DatabaseURL = "postgres://elsewhere/dev"
+	retry.CreateTime = retry.CreateTime.Add(time.Minute)
+	got, created, err := s.CreateEnvironment(ctx, retry, controlplane.DefaultNo)
+	if err != nil || created {
+		t.Fatalf("retried CreateEnvironment = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried environment", stored, got)
+
+	changes := map[string]func(*controlplane.Environment){
+		"slug":             func(e *controlplane.Environment) { e.Slug = "staging" },
+		"display_name":     func(e *controlplane.Environment) { e.DisplayName = "Another name" },
+		"type":             func(e *controlplane.Environment) { e.Type = "production" },
+		"driver":           func(e *controlplane.Environment) { e.Driver = "sqlite" },
+		"hostname":         func(e *controlplane.Environment) { e.Hostname = "another.env.test" },
+		"region":           func(e *controlplane.Environment) { e.Region = "us-east-1" },
+		"storage_limit_mb": func(e *controlplane.Environment) { e.StorageLimitMB++ },
+	}
+	for field, change := range changes {
+		env := first
+		env.ID = newID()
+		change(&env)
+		_, _, err := s.CreateEnvironment(ctx, env, controlplane.DefaultNo)
+		wantErr(t, "request id reused with another "+field, err, controlplane.ErrRequestReused)
+	}
+	diff(t, "environments", []controlplane.Environment{stored}, allEnvs(t, s, org.ID))
+
+	// Request ids are scoped to the organization.
+	elsewhere := newEnv(other.ID, "dev")
+	elsewhere.RequestID = "req-1"
+	mustCreateEnv(t, s, elsewhere, controlplane.DefaultNo)
+
+	// Creates without a request id never collide on it.
+	mustCreateEnv(t, s, newEnv(org.ID, "nokey1"), controlplane.DefaultNo)
+	mustCreateEnv(t, s, newEnv(org.ID, "nokey2"), controlplane.DefaultNo)
+}
+
+func testDefaultModes(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+
+	first := mustCreateEnv(t, s, newEnv(org.ID, "first"), controlplane.DefaultIfFirst)
+	if !first.IsDefault {
+		t.Errorf("first environment with DefaultIfFirst is not the default")
+	}
+	second := mustCreateEnv(t, s, newEnv(org.ID, "second"), controlplane.DefaultIfFirst)
+	if second.IsDefault {
+		t.Errorf("second environment with DefaultIfFirst is the default")
+	}
+	// The mode decides, not the IsDefault the caller passes.
+	asked := newEnv(org.ID, "never")
+	asked.IsDefault = true
+	if never := mustCreateEnv(t, s, asked, controlplane.DefaultNo); never.IsDefault {
+		t.Errorf("environment created with DefaultNo is the default")
+	}
+	diff(t, "defaults", []string{first.ID}, defaults(t, s, org.ID))
+
+	moved := mustCreateEnv(t, s, newEnv(org.ID, "moved"), controlplane.DefaultYes)
+	if !moved.IsDefault {
+		t.Errorf("environment created with DefaultYes is not the default")
+	}
+	diff(t, "defaults", []string{moved.ID}, defaults(t, s, org.ID))
+	// The old default lost the flag and nothing else.
+	wantFirst := first
+	wantFirst.IsDefault = false
+	diff(t, "old default", wantFirst, mustGetEnv(t, s, first.ID),
+		cmpopts.IgnoreFields(controlplane.Environment{}, "UpdateTime"))
+
+	// Another organization's default is its own business.
+	fresh := mustCreateOrg(t, s, "fresh")
+	if e := mustCreateEnv(t, s, newEnv(fresh.ID, "no"), controlplane.DefaultNo); e.IsDefault {
+		t.Errorf("DefaultNo in a fresh organization made the default")
+	}
+	if e := mustCreateEnv(t, s, newEnv(fresh.ID, "yes"), controlplane.DefaultYes); !e.IsDefault {
+		t.Errorf("DefaultYes in a fresh organization did not make the default")
+	}
+	if e := mustCreateEnv(t, s, newEnv(fresh.ID, "first"), controlplane.DefaultIfFirst); e.IsDefault {
+		t.Errorf("DefaultIfFirst in an organization with a default made the default")
+	}
+	diff(t, "defaults of acme", []string{moved.ID}, defaults(t, s, org.ID))
+
+	// DefaultIfFirst in an organization whose environments are all DefaultNo.
+	none := mustCreateOrg(t, s, "none")
+	mustCreateEnv(t, s, newEnv(none.ID, "no"), controlplane.DefaultNo)
+	if e := mustCreateEnv(t, s, newEnv(none.ID, "first"), controlplane.DefaultIfFirst); !e.IsDefault {
+		t.Errorf("DefaultIfFirst in an organization without a default did not make the default")
+	}
+
+	bad := newEnv(org.ID, "bad")
+	if _, _, err := s.CreateEnvironment(ctx, bad, controlplane.DefaultMode(99)); err == nil {
+		t.Errorf("CreateEnvironment with an unknown mode succeeded")
+	}
+	if _, err := s.GetEnvironment(ctx, bad.ID); !errors.Is(err, controlplane.ErrNotFound) {
+		t.Errorf("environment created with an unknown mode: GetEnvironment error %v, want ErrNotFound", err)
+	}
+}
+
+func testDefaultYesRollsBack(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	def := mustCreateEnv(t, s, newEnv(org.ID, "dev"), controlplane.DefaultIfFirst)
+
+	// Each failing create must leave the old default in place, untouched.
+	slugTaken := newEnv(org.ID, "dev")
+	hostTaken := newEnv(org.ID, "other")
+	hostTaken.Hostname = def.Hostname
+	for _, env := range []controlplane.Environment{slugTaken, hostTaken} {
+		if _, _, err := s.CreateEnvironment(t.Context(), env, controlplane.DefaultYes); err == nil {
+			t.Fatalf("CreateEnvironment(%q) succeeded, want a uniqueness error", env.Slug)
+		}
+	}
+	diff(t, "environments", []controlplane.Environment{def}, allEnvs(t, s, org.ID))
+}
+
+func testListEnvironments(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	var want []controlplane.Environment
+	for i := range 6 {
+		want = append(want, mustCreateEnv(t, s, newEnv(a.ID, fmt.Sprintf("env-%d", i)), controlplane.DefaultIfFirst))
+		if i < 2 {
+			mustCreateEnv(t, s, newEnv(b.ID, fmt.Sprintf("env-%d", i)), controlplane.DefaultIfFirst)
+		}
+	}
+	slices.SortFunc(want, func(x, y controlplane.Environment) int { return strings.Compare(x.ID, y.ID) })
+
+	var got []controlplane.Environment
+	var sizes []int
+	page := controlplane.Page{Limit: 4}
+	for range 5 {
+		envs, err := s.ListEnvironments(ctx, a.ID, page)
+		if err != nil {
+			t.Fatalf("ListEnvironments(%+v): %v", page, err)
+		}
+		sizes = append(sizes, len(envs))
+		if len(envs) == 0 {
+			break
+		}
+		got = append(got, envs...)
+		page.After = envs[len(envs)-1].ID
+	}
+	diff(t, "page sizes", []int{4, 2, 0}, sizes)
+	diff(t, "paged environments", want, got)
+
+	all, err := s.ListEnvironments(ctx, a.ID, controlplane.Page{})
+	if err != nil {
+		t.Fatalf("ListEnvironments(default page): %v", err)
+	}
+	diff(t, "default page", want, all)
+
+	if n := len(allEnvs(t, s, b.ID)); n != 2 {
+		t.Errorf("organization b has %d environments, want 2", n)
+	}
+	unknown, err := s.ListEnvironments(ctx, newID(), controlplane.Page{})
+	if err != nil || len(unknown) != 0 {
+		t.Errorf("ListEnvironments(unknown organization) = %d environments, %v; want none", len(unknown), err)
+	}
+}
+
+// wantUpdatedNow fails unless the store set UpdateTime between before and now.
+func wantUpdatedNow(t *testing.T, got controlplane.Environment, before time.Time) {
+	t.Helper()
+	if got.UpdateTime.Before(before.Truncate(time.Microsecond)) || got.UpdateTime.After(time.Now()) {
+		t.Errorf("UpdateTime %v, want between %v and now", got.UpdateTime, before)
+	}
+}
+
+func testUpdatePatch(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	env := mustCreateEnv(t, s, newEnv(org.ID, "dev"), controlplane.DefaultNo)
+
+	// An empty patch changes nothing but UpdateTime.
+	before := time.Now()
+	got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(empty patch): %v", err)
+	}
+	wantUpdatedNow(t, got, before)
+	want := env
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after an empty patch", want, got)
+
+	// One field at a time leaves the others alone.
+	name := "Renamed"
+	got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{DisplayName: &name})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(display name): %v", err)
+	}
+	want.DisplayName = name
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after a display name patch", want, got)
+
+	// Every field at once.
+	provisioned := fixtureTime().Add(30 * time.Minute)
+	patch := controlplane.EnvironmentPatch{
+		Hostname:       ptr("renamed.env.test"),
+		DisplayName:    ptr("Dev"),
+		IsDefault:      ptr(true),
+		Status:         ptr(controlplane.StatusActive),
+		StatusMessage:  ptr("ready"),
+		Region:         ptr("us-east-1"),
+		StorageLimitMB: ptr(int64(4096)),
+		DatabaseURL:    ptr("postgres://db2.internal:5432/dev"),
+		ProvisionTime:  &provisioned,
+	}
+	before = time.Now()
+	got, err = s.UpdateEnvironment(ctx, env.ID, patch)
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(every field): %v", err)
+	}
+	wantUpdatedNow(t, got, before)
+	want.Hostname = *patch.Hostname
+	want.DisplayName = *patch.DisplayName
+	want.IsDefault = true
+	want.Status = *patch.Status
+	want.StatusMessage = *patch.StatusMessage
+	want.Region = *patch.Region
+	want.StorageLimitMB = *patch.StorageLimitMB
+	want.DatabaseURL = *patch.DatabaseURL
+	want.ProvisionTime = provisioned
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after a full patch", want, got)
+	diff(t, "environment read after a full patch", want, mustGetEnv(t, s, env.ID))
+	if _, err := s.GetEnvironmentByHostname(ctx, env.Hostname); !errors.Is(err, controlplane.ErrNotFound) {
+		t.Errorf("old hostname still resolves: %v", err)
+	}
+	byHost, err := s.GetEnvironmentByHostname(ctx, want.Hostname)
+	if err != nil {
+		t.Fatalf("GetEnvironmentByHostname(new hostname): %v", err)
+	}
+	diff(t, "environment by new hostname", want, byHost)
+
+	// A zero ProvisionTime in a patch clears it; keeping one's own hostname
+	// is no conflict.
+	got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		ProvisionTime: &time.Time{},
+		Hostname:      &want.Hostname,
+	})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(clear provision time): %v", err)
+	}
+	want.ProvisionTime = time.Time{}
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after clearing the provision time", want, got)
+
+	_, err = s.UpdateEnvironment(ctx, newID(), controlplane.EnvironmentPatch{DisplayName: &name})
+	wantErr(t, "UpdateEnvironment(unknown)", err, controlplane.ErrNotFound)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func testUpdateHostnameTaken(t *testing.T, s controlplane.Store) {
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	def := mustCreateEnv(t, s, newEnv(a.ID, "dev"), controlplane.DefaultIfFirst)
+	other := mustCreateEnv(t, s, newEnv(a.ID, "other"), controlplane.DefaultNo)
+	foreign := mustCreateEnv(t, s, newEnv(b.ID, "dev"), controlplane.DefaultIfFirst)
+
+	for _, taken := range []string{def.Hostname, foreign.Hostname} {
+		_, err := s.UpdateEnvironment(t.Context(), other.ID, controlplane.EnvironmentPatch{
+			Hostname:    &taken,
+			DisplayName: ptr("Changed"),
+			IsDefault:   ptr(true),
+			Status:      ptr(controlplane.StatusActive),
+		})
+		wantErr(t, "UpdateEnvironment(taken hostname)", err, controlplane.ErrHostnameTaken)
+	}
+	// Nothing changed: not the patched row, not the default flag.
+	diff(t, "environments of a", []controlplane.Environment{def, other}, allEnvs(t, s, a.ID),
+		cmpopts.SortSlices(func(x, y controlplane.Environment) bool { return x.ID < y.ID }))
+	diff(t, "environment of b", foreign, mustGetEnv(t, s, foreign.ID))
+}
+
+func testUpdateDefault(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	first := mustCreateEnv(t, s, newEnv(a.ID, "first"), controlplane.DefaultIfFirst)
+	second := mustCreateEnv(t, s, newEnv(a.ID, "second"), controlplane.DefaultNo)
+	foreign := mustCreateEnv(t, s, newEnv(b.ID, "dev"), controlplane.DefaultIfFirst)
+
+	setDefault := func(id string, v bool) controlplane.Environment {
+		t.Helper()
+		got, err := s.UpdateEnvironment(ctx, id, controlplane.EnvironmentPatch{IsDefault: &v})
+		if err != nil {
+			t.Fatalf("UpdateEnvironment(IsDefault=%v): %v", v, err)
+		}
+		if got.IsDefault != v {
+			t.Errorf("UpdateEnvironment(IsDefault=%v) returned IsDefault=%v", v, got.IsDefault)
+		}
+		return got
+	}
+
+	setDefault(second.ID, true)
+	diff(t, "defaults after moving", []string{second.ID}, defaults(t, s, a.ID))
+	wantFirst := first
+	wantFirst.IsDefault = false
+	diff(t, "old default", wantFirst, mustGetEnv(t, s, first.ID),
+		cmpopts.IgnoreFields(controlplane.Environment{}, "UpdateTime"))
+
+	setDefault(second.ID, true) // already the default
+	diff(t, "defaults after setting again", []string{second.ID}, defaults(t, s, a.ID))
+
+	setDefault(second.ID, false)
+	diff(t, "defaults after clearing", []string(nil), defaults(t, s, a.ID))
+
+	setDefault(first.ID, false) // was not the default
+	setDefault(first.ID, true)
+	diff(t, "defaults after setting on an organization without one", []string{first.ID}, defaults(t, s, a.ID))
+
+	diff(t, "other organization's default", foreign, mustGetEnv(t, s, foreign.ID))
+}
+
+func testDelete(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	env := mustCreateEnv(t, s, newEnv(org.ID, "dev"), controlplane.DefaultIfFirst)
+	keep := mustCreateEnv(t, s, newEnv(org.ID, "keep"), controlplane.DefaultNo)
+
+	if err := s.DeleteEnvironment(ctx, env.ID); err != nil {
+		t.Fatalf("DeleteEnvironment: %v", err)
+	}
+	_, err := s.GetEnvironment(ctx, env.ID)
+	wantErr(t, "GetEnvironment(deleted)", err, controlplane.ErrNotFound)
+	_, err = s.GetEnvironmentByHostname(ctx, env.Hostname)
+	wantErr(t, "GetEnvironmentByHostname(deleted)", err, controlplane.ErrNotFound)
+	err = s.DeleteEnvironment(ctx, env.ID)
+	wantErr(t, "DeleteEnvironment(deleted)", err, controlplane.ErrNotFound)
+	_, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{DisplayName: ptr("x")})
+	wantErr(t, "UpdateEnvironment(deleted)", err, controlplane.ErrNotFound)
+	diff(t, "remaining environments", []controlplane.Environment{keep}, allEnvs(t, s, org.ID))
+
+	// The slug and hostname are free again, and so is the default.
+	again := newEnv(org.ID, "dev")
+	again.Hostname = env.Hostname
+	if got := mustCreateEnv(t, s, again, controlplane.DefaultIfFirst); !got.IsDefault {
+		t.Errorf("DefaultIfFirst after deleting the default did not make the default")
+	}
+}
+
+func testRaceOrganizationSlug(t *testing.T, s controlplane.Store) {
+	errs := race(func(int) error {
+		_, _, err := s.CreateOrganization(t.Context(), newOrg("acme"))
+		return err
+	})
+	wantOneWinner(t, errs, controlplane.ErrOrganizationExists)
+	if n := len(allOrgs(t, s)); n != 1 {
+		t.Errorf("%d organizations, want 1", n)
+	}
+}
+
+func testRaceOrganizationRequestID(t *testing.T, s controlplane.Store) {
+	ids := make([]string, racers)
+	created := make([]bool, racers)
+	errs := race(func(i int) error {
+		org := newOrg("acme")
+		org.RequestID = "req-1"
+		got, c, err := s.CreateOrganization(t.Context(), org)
+		ids[i], created[i] = got.ID, c
+		return err
+	})
+	wantNoErrors(t, errs)
+	if n := countTrue(created); n != 1 {
+		t.Errorf("%d callers created, want 1", n)
+	}
+	orgs := allOrgs(t, s)
+	if len(orgs) != 1 {
+		t.Fatalf("%d organizations, want 1", len(orgs))
+	}
+	for i, id := range ids {
+		if id != orgs[0].ID {
+			t.Errorf("racer %d got organization %q, want %q", i, id, orgs[0].ID)
+		}
+	}
+}
+
+func testRaceEnvironmentSlug(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	errs := race(func(int) error {
+		_, _, err := s.CreateEnvironment(t.Context(), newEnv(org.ID, "dev"), controlplane.DefaultIfFirst)
+		return err
+	})
+	wantOneWinner(t, errs, controlplane.ErrEnvironmentExists)
+	if n := len(allEnvs(t, s, org.ID)); n != 1 {
+		t.Errorf("%d environments, want 1", n)
+	}
+}
+
+func testRaceHostname(t *testing.T, s controlplane.Store) {
+	a := mustCreateOrg(t, s, "a")
+	b := mustCreateOrg(t, s, "b")
+	errs := race(func(i int) error {
+		orgID := a.ID
+		if i%2 == 1 {
+			orgID = b.ID
+		}
+		env := newEnv(orgID, fmt.Sprintf("env-%d", i))
+		env.Hostname = "contested.env.test"
+		_, _, err := s.CreateEnvironment(t.Context(), env, controlplane.DefaultIfFirst)
+		return err
+	})
+	wantOneWinner(t, errs, controlplane.ErrHostnameTaken)
+	if n := len(allEnvs(t, s, a.ID)) + len(allEnvs(t, s, b.ID)); n != 1 {
+		t.Errorf("%d environments, want 1", n)
+	}
+}
+
+func testRaceEnvironmentRequestID(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	template := newEnv(org.ID, "dev")
+	template.RequestID = "req-1"
+	ids := make([]string, racers)
+	created := make([]bool, racers)
+	errs := race(func(i int) error {
+		env := template
+		env.ID = newID()
+		got, c, err := s.CreateEnvironment(t.Context(), env, controlplane.DefaultIfFirst)
+		ids[i], created[i] = got.ID, c
+		return err
+	})
+	wantNoErrors(t, errs)
+	if n := countTrue(created); n != 1 {
+		t.Errorf("%d callers created, want 1", n)
+	}
+	envs := allEnvs(t, s, org.ID)
+	if len(envs) != 1 {
+		t.Fatalf("%d environments, want 1", len(envs))
+	}
+	for i, id := range ids {
+		if id != envs[0].ID {
+			t.Errorf("racer %d got environment %q, want %q", i, id, envs[0].ID)
+		}
+	}
+}
+
+func testRaceDefaultYes(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	errs := race(func(i int) error {
+		_, _, err := s.CreateEnvironment(t.Context(), newEnv(org.ID, fmt.Sprintf("env-%d", i)), controlplane.DefaultYes)
+		return err
+	})
+	wantNoErrors(t, errs)
+	if n := len(allEnvs(t, s, org.ID)); n != racers {
+		t.Errorf("%d environments, want %d", n, racers)
+	}
+	if d := defaults(t, s, org.ID); len(d) != 1 {
+		t.Errorf("%d defaults, want 1", len(d))
+	}
+}
+
+func testRaceDefaultIfFirst(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	isDefault := make([]bool, racers)
+	errs := race(func(i int) error {
+		env, _, err := s.CreateEnvironment(t.Context(), newEnv(org.ID, fmt.Sprintf("env-%d", i)), controlplane.DefaultIfFirst)
+		isDefault[i] = env.IsDefault
+		return err
+	})
+	wantNoErrors(t, errs)
+	if n := countTrue(isDefault); n != 1 {
+		t.Errorf("%d creates returned IsDefault, want 1", n)
+	}
+	if n := len(allEnvs(t, s, org.ID)); n != racers {
+		t.Errorf("%d environments, want %d", n, racers)
+	}
+	if d := defaults(t, s, org.ID); len(d) != 1 {
+		t.Errorf("%d defaults, want 1", len(d))
+	}
+}
+
+func testRaceUpdateDefault(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	ids := make([]string, racers)
+	for i := range racers {
+		ids[i] = mustCreateEnv(t, s, newEnv(org.ID, fmt.Sprintf("env-%d", i)), controlplane.DefaultNo).ID
+	}
+	errs := race(func(i int) error {
+		_, err := s.UpdateEnvironment(t.Context(), ids[i], controlplane.EnvironmentPatch{IsDefault: ptr(true)})
+		return err
+	})
+	wantNoErrors(t, errs)
+	if d := defaults(t, s, org.ID); len(d) != 1 {
+		t.Errorf("%d defaults, want 1", len(d))
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
