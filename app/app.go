@@ -9,15 +9,18 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"go.uber.org/fx"
 	"go.uber.org/fx/fxevent"
 
+	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/server"
+	"github.com/envplane/envplane/services/access"
 	"github.com/envplane/envplane/services/environment"
 )
 
@@ -33,10 +36,14 @@ func Options(cfg config.Config, log *slog.Logger) fx.Option {
 		StoreModule,
 		ProvisionModule,
 		InvalidateModule,
+		AuthModule,
 		server.Module,
 	}
 	if cfg.Has(config.ServiceEnvironment) {
 		opts = append(opts, environment.Module)
+	}
+	if cfg.Has(config.ServiceAccess) {
+		opts = append(opts, access.Module)
 	}
 	return fx.Options(opts...)
 }
@@ -72,10 +79,26 @@ var ProvisionModule = fx.Module("provision",
 	),
 )
 
-// InvalidateModule provides the in-process invalidation bus as the Publisher.
+// InvalidateModule provides the in-process invalidation bus as the
+// Publisher writers use and the Subscriber caches use.
 var InvalidateModule = fx.Module("invalidate",
 	fx.Provide(
 		invalidate.NewBus,
 		func(b *invalidate.Bus) invalidate.Publisher { return b },
+		func(b *invalidate.Bus) invalidate.Subscriber { return b },
 	),
+)
+
+// AuthModule authenticates every call. On a control plane that never had a
+// token it first mints the platform-admin token into <data-dir>/admin.token;
+// this runs while the graph is built, before the server listens.
+var AuthModule = fx.Module("auth",
+	fx.Provide(func(store controlplane.Store, events invalidate.Subscriber, log *slog.Logger) *auth.Authenticator {
+		return auth.NewAuthenticator(store, events, log)
+	}),
+	fx.Invoke(func(cfg config.Config, store controlplane.Store, log *slog.Logger) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return auth.Bootstrap(ctx, store, cfg.DataDir, log)
+	}),
 )

@@ -21,6 +21,7 @@ const usage = `envplane gives every environment of an organization its own datab
 
 Usage:
   envplane serve [flags]   run the server (envplane serve -h lists the flags)
+  envplane token create    mint a token in the local control plane (-h for flags)
   envplane help            show this text
 `
 
@@ -38,6 +39,15 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		if err := serve(args[1:], getenv, stderr); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return 0
+			}
+			fmt.Fprintln(stderr, "envplane:", err)
+			return 1
+		}
+		return 0
+	case "token":
+		if err := tokenCommand(args[1:], getenv, stdout, stderr); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 2
 			}
 			fmt.Fprintln(stderr, "envplane:", err)
 			return 1

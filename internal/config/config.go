@@ -27,7 +27,7 @@ const (
 )
 
 // Implemented lists the services this build can serve, in mount order.
-var Implemented = []string{ServiceEnvironment}
+var Implemented = []string{ServiceEnvironment, ServiceAccess}
 
 // Config is everything `envplane serve` is told.
 type Config struct {

@@ -94,3 +94,33 @@ type Page struct {
 	After string
 	Limit int
 }
+
+// Token is an API token as stored: the principal of every call. Only a hash
+// of the secret is kept; the secret itself is shown once, at creation.
+type Token struct {
+	ID   string
+	Name string
+	// OrganizationID is "" for a platform-wide token.
+	OrganizationID string
+	// Role is admin, developer, editor or viewer.
+	Role          string
+	PlatformAdmin bool
+	// EnvironmentIDs limits the token to these environments when not empty.
+	// Stores keep the order given and hand an empty list back as nil.
+	EnvironmentIDs []string
+	// SecretHash is the SHA-256 of the secret; unique.
+	SecretHash []byte
+	// SecretPrefix is the secret's first characters, for people to recognize it.
+	SecretPrefix string
+	// RequestID is the idempotency key of the create, scoped to the organization.
+	RequestID string
+	// CreatedBy is the id of the token that created this one ("" for bootstrap and CLI).
+	CreatedBy  string
+	CreateTime time.Time
+	ExpireTime time.Time // zero: never expires
+	RevokeTime time.Time // zero: not revoked
+	// LastUseTime is updated at most about once a minute, not on every call.
+	LastUseTime time.Time
+	// ActiveEnvironmentID is the session's active environment ("" = none).
+	ActiveEnvironmentID string
+}

@@ -22,3 +22,7 @@ const SQLiteMigrationsDir = sqliteMigrationsDir
 func (s *SQLite) WriteDB() *sql.DB { return s.w }
 
 func (s *SQLite) ReadDB() *sql.DB { return s.r }
+
+// IsUniqueViolation exposes the error classifier, so tests can check that the
+// column lists the store matches are the ones SQLite reports.
+var IsUniqueViolation = isUniqueViolation

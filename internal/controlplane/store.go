@@ -1,6 +1,9 @@
 package controlplane
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Store is the control-plane storage. Implementations: SQLite (embedded
 // default, OpenSQLite) and, in a later issue, PostgreSQL. storetest.Run holds
@@ -33,7 +36,39 @@ type Store interface {
 	// DeleteEnvironment removes the row; ErrNotFound when it is not there.
 	DeleteEnvironment(ctx context.Context, id string) error
 
+	TokenStore
+
 	// Ping checks the store is reachable.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// TokenStore is the part of the Store that keeps API tokens and their sessions.
+type TokenStore interface {
+	// CreateToken inserts t (ID, SecretHash, CreateTime set by the caller).
+	// Idempotency by RequestID scoped to t.OrganizationID ("" = platform) as
+	// CreateOrganization: same content (name, role, environment ids, expire
+	// time, platform admin) returns the stored token and created=false.
+	// Errors: ErrOrganizationMissing, ErrRequestReused.
+	CreateToken(ctx context.Context, t Token) (stored Token, created bool, err error)
+	GetToken(ctx context.Context, id string) (Token, error)
+	// GetTokenBySecretHash finds the token whose secret hashes to hash.
+	GetTokenBySecretHash(ctx context.Context, hash []byte) (Token, error)
+	// ListTokens lists one organization's tokens, or every token (platform
+	// ones included) when organizationID is "".
+	ListTokens(ctx context.Context, organizationID string, page Page) ([]Token, error)
+	// RevokeToken sets RevokeTime (kept from the first revocation when called
+	// again) and returns the token.
+	RevokeToken(ctx context.Context, id string, at time.Time) (Token, error)
+	// SetActiveEnvironment stores the session's active environment;
+	// ErrNotFound when the token or the environment does not exist. Deleting
+	// the environment clears it, and so does an empty environmentID.
+	SetActiveEnvironment(ctx context.Context, tokenID, environmentID string) error
+	// TouchToken records a use of the token at at; LastUseTime never moves
+	// back, so touches landing out of order keep the latest. ErrNotFound
+	// when the token does not exist.
+	TouchToken(ctx context.Context, id string, at time.Time) error
+	// CountTokens counts every token, revoked ones included (bootstrap runs
+	// only on a control plane that never had one).
+	CountTokens(ctx context.Context) (int, error)
 }

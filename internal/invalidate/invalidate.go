@@ -81,3 +81,8 @@ func (b *Bus) Subscribe(fn func(Event)) (cancel func()) {
 		b.mu.Unlock()
 	}
 }
+
+// Subscriber is what caches depend on to hear about invalidations.
+type Subscriber interface {
+	Subscribe(fn func(Event)) (cancel func())
+}

@@ -29,11 +29,12 @@ const ReasonValidation = "VALIDATION_FAILED"
 var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // Interceptors returns the interceptor chain, outermost first, because the
-// order matters: log → recover → validate → handler. Logging sits outside
-// recovery (unlike STYLE.md's sketch) so a recovered panic still gets its one
-// line with request id and code INTERNAL. Later issues insert authentication
-// after recover and environment resolution after validate.
-func Interceptors(log *slog.Logger) ([]connect.Interceptor, error) {
+// order matters: log → recover → authenticate → validate → handler. Logging
+// sits outside recovery (unlike STYLE.md's sketch) so a recovered panic still
+// gets its one line with request id and code INTERNAL; authentication comes
+// before validation so an anonymous caller learns nothing about the contract
+// from its errors. Environment resolution, when it comes, follows validation.
+func Interceptors(log *slog.Logger, authn connect.Interceptor) ([]connect.Interceptor, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, fmt.Errorf("protovalidate: %w", err)
@@ -41,6 +42,7 @@ func Interceptors(log *slog.Logger) ([]connect.Interceptor, error) {
 	return []connect.Interceptor{
 		logInterceptor{log: log},
 		recoverInterceptor{log: log},
+		authn,
 		validateInterceptor{validator: validator},
 	}, nil
 }
@@ -132,6 +134,7 @@ func (i logInterceptor) record(ctx context.Context, procedure, protocol string, 
 			level = slog.LevelWarn
 		}
 	}
+	attrs = append(attrs, reqlog.Annotations(ctx)...)
 	attrs = append(attrs, "code", code)
 	reqlog.Logger(ctx, i.log).Log(ctx, level, "rpc", attrs...)
 }

@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/vanguard"
 	"github.com/rs/cors"
 
+	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
 )
 
@@ -44,8 +45,11 @@ type Server struct {
 // the vanguard REST transcoder only under /api/ (behind it a Connect POST
 // without Connect-Protocol-Version would be taken for REST), reflection and
 // health beside them, all behind CORS and the request size limit.
-func New(cfg config.Config, services []Service, log *slog.Logger) (*Server, error) {
-	interceptors, err := Interceptors(log)
+//
+// Every service handler requires authentication (authn); health and
+// reflection are mounted without it.
+func New(cfg config.Config, services []Service, authn *auth.Authenticator, log *slog.Logger) (*Server, error) {
+	interceptors, err := Interceptors(log, authn)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +73,8 @@ func New(cfg config.Config, services []Service, log *slog.Logger) (*Server, erro
 		}
 		mux.Handle("/api/", jsonByDefault(transcoder))
 	}
-	reflector := grpcreflect.NewStaticReflector(names...)
+	// Health is listed too, so grpcurl can describe and call it by reflection.
+	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))

@@ -31,7 +31,6 @@ const (
 	ReasonEnvironmentNotReady    = "ENVIRONMENT_NOT_READY"
 	ReasonCredentialNotRotatable = "CREDENTIAL_NOT_ROTATABLE"
 	ReasonDeprovisionFailed      = "DEPROVISION_FAILED"
-	ReasonSessionRequired        = "SESSION_REQUIRED"
 )
 
 // toConnect maps a store, hostname or provisioning error to the client-facing
@@ -42,7 +41,7 @@ func (s *Service) toConnect(ctx context.Context, err error, attrs ...any) error 
 	case errors.As(err, &ce):
 		return ce
 	case errors.Is(err, controlplane.ErrOrganizationMissing):
-		return apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found")
+		return organizationNotFound()
 	case errors.Is(err, controlplane.ErrOrganizationExists):
 		return apierr.New(connect.CodeAlreadyExists, ReasonOrganizationSlugTaken, "an organization with this slug exists")
 	case errors.Is(err, controlplane.ErrEnvironmentExists):
@@ -65,6 +64,10 @@ func (s *Service) toConnect(ctx context.Context, err error, attrs ...any) error 
 	}
 	reqlog.Logger(ctx, s.log).Error("environment service failed", append(attrs, "error", err)...)
 	return apierr.Internal()
+}
+
+func organizationNotFound() error {
+	return apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found")
 }
 
 func environmentNotFound() error {

@@ -15,6 +15,7 @@ import (
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
 	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/hostname"
 	"github.com/envplane/envplane/internal/invalidate"
@@ -54,6 +55,9 @@ func New(store controlplane.Store, provisioner *provision.Set, events invalidate
 
 // CreateOrganization implements EnvironmentService.CreateOrganization.
 func (s *Service) CreateOrganization(ctx context.Context, req *connect.Request[environmentv1.CreateOrganizationRequest]) (*connect.Response[environmentv1.CreateOrganizationResponse], error) {
+	if err := auth.From(ctx).RequirePlatformAdmin(); err != nil {
+		return nil, err
+	}
 	m := req.Msg
 	now := s.now()
 	org := controlplane.Organization{
@@ -79,18 +83,33 @@ func (s *Service) CreateOrganization(ctx context.Context, req *connect.Request[e
 
 // GetOrganization implements EnvironmentService.GetOrganization.
 func (s *Service) GetOrganization(ctx context.Context, req *connect.Request[environmentv1.GetOrganizationRequest]) (*connect.Response[environmentv1.GetOrganizationResponse], error) {
+	if !auth.From(ctx).InOrganization(req.Msg.GetId()) {
+		return nil, organizationNotFound()
+	}
 	org, err := s.store.GetOrganization(ctx, req.Msg.GetId())
 	if err != nil {
-		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+		return nil, s.notFound(ctx, err, organizationNotFound())
 	}
 	return connect.NewResponse(&environmentv1.GetOrganizationResponse{Organization: organizationToProto(org)}), nil
 }
 
-// ListOrganizations implements EnvironmentService.ListOrganizations.
+// ListOrganizations implements EnvironmentService.ListOrganizations: a
+// platform admin sees every organization, any other token its own.
 func (s *Service) ListOrganizations(ctx context.Context, req *connect.Request[environmentv1.ListOrganizationsRequest]) (*connect.Response[environmentv1.ListOrganizationsResponse], error) {
 	after, err := pagetoken.Decode(req.Msg.GetPageToken(), "organizations")
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
+	}
+	if caller := auth.From(ctx); !caller.PlatformAdmin {
+		resp := &environmentv1.ListOrganizationsResponse{}
+		if after == "" && caller.OrganizationID != "" {
+			org, err := s.store.GetOrganization(ctx, caller.OrganizationID)
+			if err != nil {
+				return nil, s.notFound(ctx, err, organizationNotFound())
+			}
+			resp.Organizations = append(resp.Organizations, organizationToProto(org))
+		}
+		return connect.NewResponse(resp), nil
 	}
 	size := pagetoken.Size(req.Msg.GetPageSize())
 	// One more than the page tells whether a next page exists.
@@ -115,9 +134,19 @@ func (s *Service) ListOrganizations(ctx context.Context, req *connect.Request[en
 // can recover from.
 func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[environmentv1.CreateEnvironmentRequest]) (*connect.Response[environmentv1.CreateEnvironmentResponse], error) {
 	m := req.Msg
+	caller := auth.From(ctx)
+	if !caller.InOrganization(m.GetOrganizationId()) {
+		return nil, organizationNotFound()
+	}
+	if err := caller.RequireRole(auth.RoleAdmin); err != nil {
+		return nil, err
+	}
+	if err := caller.RequireUnlimited(); err != nil {
+		return nil, err
+	}
 	org, err := s.store.GetOrganization(ctx, m.GetOrganizationId())
 	if err != nil {
-		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+		return nil, s.notFound(ctx, err, organizationNotFound())
 	}
 	env := controlplane.Environment{
 		ID:             uuid.Must(uuid.NewV7()).String(),
@@ -216,9 +245,9 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 
 // GetEnvironment implements EnvironmentService.GetEnvironment.
 func (s *Service) GetEnvironment(ctx context.Context, req *connect.Request[environmentv1.GetEnvironmentRequest]) (*connect.Response[environmentv1.GetEnvironmentResponse], error) {
-	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleViewer)
 	if err != nil {
-		return nil, s.notFound(ctx, err, environmentNotFound())
+		return nil, err
 	}
 	return connect.NewResponse(&environmentv1.GetEnvironmentResponse{Environment: environmentToProto(env)}), nil
 }
@@ -226,12 +255,16 @@ func (s *Service) GetEnvironment(ctx context.Context, req *connect.Request[envir
 // ListEnvironments implements EnvironmentService.ListEnvironments.
 func (s *Service) ListEnvironments(ctx context.Context, req *connect.Request[environmentv1.ListEnvironmentsRequest]) (*connect.Response[environmentv1.ListEnvironmentsResponse], error) {
 	orgID := req.Msg.GetOrganizationId()
+	caller := auth.From(ctx)
+	if !caller.InOrganization(orgID) {
+		return nil, organizationNotFound()
+	}
 	after, err := pagetoken.Decode(req.Msg.GetPageToken(), "environments", orgID)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
 	if _, err := s.store.GetOrganization(ctx, orgID); err != nil {
-		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonOrganizationNotFound, "organization not found"))
+		return nil, s.notFound(ctx, err, organizationNotFound())
 	}
 	size := pagetoken.Size(req.Msg.GetPageSize())
 	envs, err := s.store.ListEnvironments(ctx, orgID, controlplane.Page{After: after, Limit: size + 1})
@@ -244,7 +277,11 @@ func (s *Service) ListEnvironments(ctx context.Context, req *connect.Request[env
 		resp.NextPageToken = pagetoken.Encode(envs[size-1].ID, "environments", orgID)
 	}
 	for _, e := range envs {
-		resp.Environments = append(resp.Environments, environmentToProto(e))
+		// A token limited to environments lists only those (a page may then
+		// hold fewer than page_size; next_page_token still says if more follow).
+		if caller.AllowsEnvironment(e.ID) {
+			resp.Environments = append(resp.Environments, environmentToProto(e))
+		}
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -253,9 +290,9 @@ func (s *Service) ListEnvironments(ctx context.Context, req *connect.Request[env
 // the fields present in the request change.
 func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[environmentv1.UpdateEnvironmentRequest]) (*connect.Response[environmentv1.UpdateEnvironmentResponse], error) {
 	m := req.Msg
-	before, err := s.store.GetEnvironment(ctx, m.GetId())
+	before, err := s.enter(ctx, m.GetId(), auth.RoleAdmin)
 	if err != nil {
-		return nil, s.notFound(ctx, err, environmentNotFound())
+		return nil, err
 	}
 	patch := controlplane.EnvironmentPatch{
 		DisplayName:    m.DisplayName,
@@ -292,9 +329,9 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 // goes to deleting first, so routing stops before the database is removed; a
 // failure in between leaves it deleting, and calling Delete again finishes.
 func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[environmentv1.DeleteEnvironmentRequest]) (*connect.Response[environmentv1.DeleteEnvironmentResponse], error) {
-	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
-		return nil, s.notFound(ctx, err, environmentNotFound())
+		return nil, err
 	}
 	if !req.Msg.GetForce() && env.Status != controlplane.StatusDeleting {
 		if env.IsDefault {
@@ -332,24 +369,30 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 	return connect.NewResponse(&environmentv1.DeleteEnvironmentResponse{}), nil
 }
 
-// ActivateEnvironment implements EnvironmentService.ActivateEnvironment.
-// Sessions belong to API tokens, which AccessService brings; until then no
-// call has a session to activate an environment in.
+// ActivateEnvironment implements EnvironmentService.ActivateEnvironment: the
+// calling token's session remembers the environment, which data and metadata
+// calls then use when they name none.
 func (s *Service) ActivateEnvironment(ctx context.Context, req *connect.Request[environmentv1.ActivateEnvironmentRequest]) (*connect.Response[environmentv1.ActivateEnvironmentResponse], error) {
-	if _, err := s.store.GetEnvironment(ctx, req.Msg.GetId()); err != nil {
+	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleViewer)
+	if err != nil {
+		return nil, err
+	}
+	caller := auth.From(ctx)
+	if err := s.store.SetActiveEnvironment(ctx, caller.TokenID, env.ID); err != nil {
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
-	return nil, apierr.New(connect.CodeFailedPrecondition, ReasonSessionRequired,
-		"activating an environment needs a session, and this call carries none (authenticate with an API token)")
+	s.publish(ctx, invalidate.Event{Kind: invalidate.KindToken, TokenID: caller.TokenID})
+	reqlog.Logger(ctx, s.log).Info("environment activated", "environment_id", env.ID, "token_id", caller.TokenID)
+	return connect.NewResponse(&environmentv1.ActivateEnvironmentResponse{Environment: environmentToProto(env)}), nil
 }
 
 // RotateCredential implements EnvironmentService.RotateCredential. Memory
 // and SQLite environments live inside the server and have no credential;
 // engines with one (postgres, turso) bring rotation with them.
 func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[environmentv1.RotateCredentialRequest]) (*connect.Response[environmentv1.RotateCredentialResponse], error) {
-	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
-		return nil, s.notFound(ctx, err, environmentNotFound())
+		return nil, err
 	}
 	return nil, apierr.New(connect.CodeFailedPrecondition, ReasonCredentialNotRotatable,
 		"environments with the "+env.Driver+" driver have no database credential to rotate", "driver", env.Driver)
@@ -357,9 +400,9 @@ func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[env
 
 // RetryProvisioning implements EnvironmentService.RetryProvisioning.
 func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[environmentv1.RetryProvisioningRequest]) (*connect.Response[environmentv1.RetryProvisioningResponse], error) {
-	env, err := s.store.GetEnvironment(ctx, req.Msg.GetId())
+	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
-		return nil, s.notFound(ctx, err, environmentNotFound())
+		return nil, err
 	}
 	if env.Status != controlplane.StatusFailed {
 		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
@@ -387,9 +430,17 @@ func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[envi
 	if !ok {
 		return nil, invalidHostname("hostname", errors.New("hostname: not a DNS name that can route to an environment"))
 	}
+	notFound := apierr.New(connect.CodeNotFound, ReasonHostnameNotFound, "no environment has this hostname", "hostname", h)
 	env, err := s.store.GetEnvironmentByHostname(ctx, h)
 	if err != nil {
-		return nil, s.notFound(ctx, err, apierr.New(connect.CodeNotFound, ReasonHostnameNotFound, "no environment has this hostname", "hostname", h))
+		return nil, s.notFound(ctx, err, notFound)
+	}
+	caller := auth.From(ctx)
+	if !caller.InOrganization(env.OrganizationID) {
+		return nil, notFound
+	}
+	if err := caller.RequireEnvironment(env.ID); err != nil {
+		return nil, err
 	}
 	return connect.NewResponse(&environmentv1.ResolveHostnameResponse{
 		Hostname:       h,
@@ -397,6 +448,27 @@ func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[envi
 		OrganizationId: env.OrganizationID,
 		Environment:    environmentToProto(env),
 	}), nil
+}
+
+// enter loads environment id for the caller: an environment of another
+// organization is NOT_FOUND, exactly like a missing one; a role below min or
+// a token limited to other environments is PERMISSION_DENIED.
+func (s *Service) enter(ctx context.Context, id, min string) (controlplane.Environment, error) {
+	caller := auth.From(ctx)
+	env, err := s.store.GetEnvironment(ctx, id)
+	if err != nil {
+		return controlplane.Environment{}, s.notFound(ctx, err, environmentNotFound())
+	}
+	if !caller.InOrganization(env.OrganizationID) {
+		return controlplane.Environment{}, environmentNotFound()
+	}
+	if err := caller.RequireEnvironment(env.ID); err != nil {
+		return controlplane.Environment{}, err
+	}
+	if err := caller.RequireRole(min); err != nil {
+		return controlplane.Environment{}, err
+	}
+	return env, nil
 }
 
 // routingEvents lists what a change of env makes stale: the environment, its

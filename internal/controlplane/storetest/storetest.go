@@ -1,7 +1,8 @@
 // Package storetest is the conformance suite of controlplane.Store: every
 // implementation runs Run, so the documented semantics (uniqueness, request
-// idempotency, the single default environment, patching, paging) hold the same
-// on every backend, including under concurrent writers.
+// idempotency, the single default environment, patching, paging, tokens and
+// their sessions) hold the same on every backend, including under concurrent
+// writers.
 package storetest
 
 import (
@@ -53,6 +54,16 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"RaceDefaultYes", testRaceDefaultYes},
 		{"RaceDefaultIfFirst", testRaceDefaultIfFirst},
 		{"RaceUpdateDefault", testRaceUpdateDefault},
+		{"TokenRoundTrip", testTokenRoundTrip},
+		{"TokenOrganizationMissing", testTokenOrganizationMissing},
+		{"TokenSecretHashTaken", testTokenSecretHashTaken},
+		{"ListTokens", testListTokens},
+		{"TokenRequestID", testTokenRequestID},
+		{"RevokeToken", testRevokeToken},
+		{"ActiveEnvironment", testActiveEnvironment},
+		{"TouchToken", testTouchToken},
+		{"CountTokens", testCountTokens},
+		{"RaceTokenRequestID", testRaceTokenRequestID},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,7 +212,7 @@ func wantErr(t *testing.T, what string, err, target error) {
 		t.Fatalf("%s: error %v, want %v", what, err, target)
 	}
 	msg := strings.ToLower(err.Error())
-	for _, leak := range []string{"constraint", "unique", "sqlite", "sqlstate", "organizations.", "environments.", "(20"} {
+	for _, leak := range []string{"constraint", "unique", "sqlite", "sqlstate", "organizations.", "environments.", "tokens.", "(20"} {
 		if strings.Contains(msg, leak) {
 			t.Errorf("%s: error %q reveals %q", what, err, leak)
 		}
