@@ -34,9 +34,11 @@ type ObjectDefinition struct {
 	Description string   `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
 	Fields      []*Field `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty"`
 	// version increases with every change that migrated the database.
-	Version       int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	Version    int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// indexes beyond the single-field ones that Field.indexed and Field.unique ask for.
+	Indexes       []*Index `protobuf:"bytes,8,rep,name=indexes,proto3" json:"indexes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -120,6 +122,148 @@ func (x *ObjectDefinition) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ObjectDefinition) GetIndexes() []*Index {
+	if x != nil {
+		return x.Indexes
+	}
+	return nil
+}
+
+// Index is a (possibly multi-field) index of an object's table.
+type Index struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Fields        []string               `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	Unique        bool                   `protobuf:"varint,3,opt,name=unique,proto3" json:"unique,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Index) Reset() {
+	*x = Index{}
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Index) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Index) ProtoMessage() {}
+
+func (x *Index) ProtoReflect() protoreflect.Message {
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Index.ProtoReflect.Descriptor instead.
+func (*Index) Descriptor() ([]byte, []int) {
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Index) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Index) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *Index) GetUnique() bool {
+	if x != nil {
+		return x.Unique
+	}
+	return false
+}
+
+// MigrationStep is one change PutObject makes (or would make) to the
+// environment's database.
+type MigrationStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// kind: create_table, add_field, drop_field, change_field, add_index, drop_index.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// target is the field or index the step is about, if any.
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// description says what the step does, in words.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// destructive steps can lose data or fail on existing rows; they need allow_destructive.
+	Destructive   bool `protobuf:"varint,4,opt,name=destructive,proto3" json:"destructive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationStep) Reset() {
+	*x = MigrationStep{}
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationStep) ProtoMessage() {}
+
+func (x *MigrationStep) ProtoReflect() protoreflect.Message {
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationStep.ProtoReflect.Descriptor instead.
+func (*MigrationStep) Descriptor() ([]byte, []int) {
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MigrationStep) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *MigrationStep) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *MigrationStep) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *MigrationStep) GetDestructive() bool {
+	if x != nil {
+		return x.Destructive
+	}
+	return false
+}
+
 // Field is one field of an object.
 type Field struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -134,14 +278,16 @@ type Field struct {
 	Options     []string `protobuf:"bytes,6,rep,name=options,proto3" json:"options,omitempty"`
 	Description string   `protobuf:"bytes,7,opt,name=description,proto3" json:"description,omitempty"`
 	// default_value is used when a create leaves the field out.
-	DefaultValue  *structpb.Value `protobuf:"bytes,8,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	DefaultValue *structpb.Value `protobuf:"bytes,8,opt,name=default_value,json=defaultValue,proto3" json:"default_value,omitempty"`
+	// indexed asks for an index on this field (unique fields have one anyway).
+	Indexed       bool `protobuf:"varint,9,opt,name=indexed,proto3" json:"indexed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Field) Reset() {
 	*x = Field{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[1]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +299,7 @@ func (x *Field) String() string {
 func (*Field) ProtoMessage() {}
 
 func (x *Field) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[1]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +312,7 @@ func (x *Field) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Field.ProtoReflect.Descriptor instead.
 func (*Field) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{1}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Field) GetName() string {
@@ -225,6 +371,13 @@ func (x *Field) GetDefaultValue() *structpb.Value {
 	return nil
 }
 
+func (x *Field) GetIndexed() bool {
+	if x != nil {
+		return x.Indexed
+	}
+	return false
+}
+
 type PutObjectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// environment_id names the environment explicitly; when empty the
@@ -232,13 +385,18 @@ type PutObjectRequest struct {
 	EnvironmentId string            `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
 	Name          string            `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Object        *ObjectDefinition `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
+	// allow_destructive permits steps that drop fields, change types or
+	// tighten constraints on existing rows.
+	AllowDestructive bool `protobuf:"varint,4,opt,name=allow_destructive,json=allowDestructive,proto3" json:"allow_destructive,omitempty"`
+	// validate_only plans the change and returns its steps without applying it.
+	ValidateOnly  bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutObjectRequest) Reset() {
 	*x = PutObjectRequest{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[2]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -250,7 +408,7 @@ func (x *PutObjectRequest) String() string {
 func (*PutObjectRequest) ProtoMessage() {}
 
 func (x *PutObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[2]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -263,7 +421,7 @@ func (x *PutObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObjectRequest.ProtoReflect.Descriptor instead.
 func (*PutObjectRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{2}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutObjectRequest) GetEnvironmentId() string {
@@ -287,16 +445,35 @@ func (x *PutObjectRequest) GetObject() *ObjectDefinition {
 	return nil
 }
 
+func (x *PutObjectRequest) GetAllowDestructive() bool {
+	if x != nil {
+		return x.AllowDestructive
+	}
+	return false
+}
+
+func (x *PutObjectRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 type PutObjectResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Object        *ObjectDefinition      `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// object is the definition as stored (as it would be, for validate_only).
+	Object *ObjectDefinition `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	// steps are the changes applied (or planned); empty when nothing changed.
+	Steps []*MigrationStep `protobuf:"bytes,2,rep,name=steps,proto3" json:"steps,omitempty"`
+	// applied is false for validate_only and for a definition already in place.
+	Applied       bool `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutObjectResponse) Reset() {
 	*x = PutObjectResponse{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[3]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +485,7 @@ func (x *PutObjectResponse) String() string {
 func (*PutObjectResponse) ProtoMessage() {}
 
 func (x *PutObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[3]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +498,7 @@ func (x *PutObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutObjectResponse.ProtoReflect.Descriptor instead.
 func (*PutObjectResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{3}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutObjectResponse) GetObject() *ObjectDefinition {
@@ -329,6 +506,20 @@ func (x *PutObjectResponse) GetObject() *ObjectDefinition {
 		return x.Object
 	}
 	return nil
+}
+
+func (x *PutObjectResponse) GetSteps() []*MigrationStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *PutObjectResponse) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
 }
 
 type GetObjectRequest struct {
@@ -341,7 +532,7 @@ type GetObjectRequest struct {
 
 func (x *GetObjectRequest) Reset() {
 	*x = GetObjectRequest{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[4]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +544,7 @@ func (x *GetObjectRequest) String() string {
 func (*GetObjectRequest) ProtoMessage() {}
 
 func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[4]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +557,7 @@ func (x *GetObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectRequest.ProtoReflect.Descriptor instead.
 func (*GetObjectRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{4}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetObjectRequest) GetEnvironmentId() string {
@@ -392,7 +583,7 @@ type GetObjectResponse struct {
 
 func (x *GetObjectResponse) Reset() {
 	*x = GetObjectResponse{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[5]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +595,7 @@ func (x *GetObjectResponse) String() string {
 func (*GetObjectResponse) ProtoMessage() {}
 
 func (x *GetObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[5]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +608,7 @@ func (x *GetObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetObjectResponse.ProtoReflect.Descriptor instead.
 func (*GetObjectResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{5}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetObjectResponse) GetObject() *ObjectDefinition {
@@ -439,7 +630,7 @@ type ListObjectsRequest struct {
 
 func (x *ListObjectsRequest) Reset() {
 	*x = ListObjectsRequest{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[6]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -451,7 +642,7 @@ func (x *ListObjectsRequest) String() string {
 func (*ListObjectsRequest) ProtoMessage() {}
 
 func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[6]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -464,7 +655,7 @@ func (x *ListObjectsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsRequest.ProtoReflect.Descriptor instead.
 func (*ListObjectsRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{6}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListObjectsRequest) GetEnvironmentId() string {
@@ -498,7 +689,7 @@ type ListObjectsResponse struct {
 
 func (x *ListObjectsResponse) Reset() {
 	*x = ListObjectsResponse{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[7]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +701,7 @@ func (x *ListObjectsResponse) String() string {
 func (*ListObjectsResponse) ProtoMessage() {}
 
 func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[7]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +714,7 @@ func (x *ListObjectsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListObjectsResponse.ProtoReflect.Descriptor instead.
 func (*ListObjectsResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{7}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListObjectsResponse) GetObjects() []*ObjectDefinition {
@@ -544,13 +735,15 @@ type DeleteObjectRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// force drops the table even though it has rows.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteObjectRequest) Reset() {
 	*x = DeleteObjectRequest{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[8]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +755,7 @@ func (x *DeleteObjectRequest) String() string {
 func (*DeleteObjectRequest) ProtoMessage() {}
 
 func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[8]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +768,7 @@ func (x *DeleteObjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteObjectRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{8}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteObjectRequest) GetEnvironmentId() string {
@@ -592,6 +785,13 @@ func (x *DeleteObjectRequest) GetName() string {
 	return ""
 }
 
+func (x *DeleteObjectRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type DeleteObjectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -600,7 +800,7 @@ type DeleteObjectResponse struct {
 
 func (x *DeleteObjectResponse) Reset() {
 	*x = DeleteObjectResponse{}
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[9]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +812,7 @@ func (x *DeleteObjectResponse) String() string {
 func (*DeleteObjectResponse) ProtoMessage() {}
 
 func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[9]
+	mi := &file_envplane_metadata_v1_metadata_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,24 +825,34 @@ func (x *DeleteObjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteObjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteObjectResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{9}
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{11}
 }
 
 var File_envplane_metadata_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"\n" +
-	"#envplane/metadata/v1/metadata.proto\x12\x14envplane.metadata.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n" +
+	"#envplane/metadata/v1/metadata.proto\x12\x14envplane.metadata.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n" +
 	"\x10ObjectDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\x123\n" +
-	"\x06fields\x18\x04 \x03(\v2\x1b.envplane.metadata.v1.FieldR\x06fields\x12\x18\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12>\n" +
+	"\x06fields\x18\x04 \x03(\v2\x1b.envplane.metadata.v1.FieldB\t\xbaH\x06\x92\x01\x03\x10\xf4\x03R\x06fields\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\x03R\aversion\x12;\n" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x89\x03\n" +
+	"updateTime\x12?\n" +
+	"\aindexes\x18\b \x03(\v2\x1b.envplane.metadata.v1.IndexB\b\xbaH\x05\x92\x01\x02\x10@R\aindexes\"\x92\x01\n" +
+	"\x05Index\x121\n" +
+	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12>\n" +
+	"\x06fields\x18\x02 \x03(\tB&\xbaH#\x92\x01 \b\x01\x10\x10\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x06fields\x12\x16\n" +
+	"\x06unique\x18\x03 \x01(\bR\x06unique\"\x7f\n" +
+	"\rMigrationStep\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12 \n" +
+	"\vdestructive\x18\x04 \x01(\bR\vdestructive\"\xa3\x03\n" +
 	"\x05Field\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12X\n" +
 	"\x04type\x18\x02 \x01(\tBD\xbaHAr?R\x04textR\aintegerR\x06numberR\abooleanR\ttimestampR\x04dateR\x04jsonR\x06selectR\x04type\x12\x1a\n" +
@@ -652,13 +862,18 @@ const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"max_length\x18\x05 \x01(\x05B\a\xbaH\x04\x1a\x02(\x00R\tmaxLength\x12.\n" +
 	"\aoptions\x18\x06 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\x10\xf4\x03\x18\x01\"\ar\x05\x10\x01\x18\xc8\x01R\aoptions\x12*\n" +
 	"\vdescription\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12;\n" +
-	"\rdefault_value\x18\b \x01(\v2\x16.google.protobuf.ValueR\fdefaultValue\"\xc1\x01\n" +
+	"\rdefault_value\x18\b \x01(\v2\x16.google.protobuf.ValueR\fdefaultValue\x12\x18\n" +
+	"\aindexed\x18\t \x01(\bR\aindexed\"\x93\x02\n" +
 	"\x10PutObjectRequest\x122\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x121\n" +
 	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12F\n" +
-	"\x06object\x18\x03 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x06object\"S\n" +
+	"\x06object\x18\x03 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x06object\x12+\n" +
+	"\x11allow_destructive\x18\x04 \x01(\bR\x10allowDestructive\x12#\n" +
+	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\"\xa8\x01\n" +
 	"\x11PutObjectResponse\x12>\n" +
-	"\x06object\x18\x01 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionR\x06object\"y\n" +
+	"\x06object\x18\x01 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionR\x06object\x129\n" +
+	"\x05steps\x18\x02 \x03(\v2#.envplane.metadata.v1.MigrationStepR\x05steps\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\bR\aapplied\"y\n" +
 	"\x10GetObjectRequest\x122\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x121\n" +
 	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\"S\n" +
@@ -671,13 +886,14 @@ const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x7f\n" +
 	"\x13ListObjectsResponse\x12@\n" +
 	"\aobjects\x18\x01 \x03(\v2&.envplane.metadata.v1.ObjectDefinitionR\aobjects\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"|\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x92\x01\n" +
 	"\x13DeleteObjectRequest\x122\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x121\n" +
-	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\"\x16\n" +
-	"\x14DeleteObjectResponse2\xc7\x06\n" +
-	"\x0fMetadataService\x12\xdf\x01\n" +
-	"\tPutObject\x12&.envplane.metadata.v1.PutObjectRequest\x1a'.envplane.metadata.v1.PutObjectResponse\"\x80\x01\x82\xd3\xe4\x93\x02z:\x06objectZK:\x06objectb\x06object\x1a9/api/v1/environments/{environment_id}/meta/objects/{name}b\x06object\x1a\x1b/api/v1/meta/objects/{name}\x12\xce\x01\n" +
+	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x16\n" +
+	"\x14DeleteObjectResponse2\xb6\x06\n" +
+	"\x0fMetadataService\x12\xce\x01\n" +
+	"\tPutObject\x12&.envplane.metadata.v1.PutObjectRequest\x1a'.envplane.metadata.v1.PutObjectResponse\"p\x82\xd3\xe4\x93\x02j:\x06objectZC:\x06object\x1a9/api/v1/environments/{environment_id}/meta/objects/{name}\x1a\x1b/api/v1/meta/objects/{name}\x12\xce\x01\n" +
 	"\tGetObject\x12&.envplane.metadata.v1.GetObjectRequest\x1a'.envplane.metadata.v1.GetObjectResponse\"p\x82\xd3\xe4\x93\x02jZCb\x06object\x129/api/v1/environments/{environment_id}/meta/objects/{name}b\x06object\x12\x1b/api/v1/meta/objects/{name}\x12\xb6\x01\n" +
 	"\vListObjects\x12(.envplane.metadata.v1.ListObjectsRequest\x1a).envplane.metadata.v1.ListObjectsResponse\"R\x82\xd3\xe4\x93\x02LZ4\x122/api/v1/environments/{environment_id}/meta/objects\x12\x14/api/v1/meta/objects\x12\xc7\x01\n" +
 	"\fDeleteObject\x12).envplane.metadata.v1.DeleteObjectRequest\x1a*.envplane.metadata.v1.DeleteObjectResponse\"`\x82\xd3\xe4\x93\x02ZZ;*9/api/v1/environments/{environment_id}/meta/objects/{name}*\x1b/api/v1/meta/objects/{name}BBZ@github.com/envplane/envplane/gen/envplane/metadata/v1;metadatav1b\x06proto3"
@@ -694,43 +910,47 @@ func file_envplane_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 	return file_envplane_metadata_v1_metadata_proto_rawDescData
 }
 
-var file_envplane_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_envplane_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_envplane_metadata_v1_metadata_proto_goTypes = []any{
 	(*ObjectDefinition)(nil),      // 0: envplane.metadata.v1.ObjectDefinition
-	(*Field)(nil),                 // 1: envplane.metadata.v1.Field
-	(*PutObjectRequest)(nil),      // 2: envplane.metadata.v1.PutObjectRequest
-	(*PutObjectResponse)(nil),     // 3: envplane.metadata.v1.PutObjectResponse
-	(*GetObjectRequest)(nil),      // 4: envplane.metadata.v1.GetObjectRequest
-	(*GetObjectResponse)(nil),     // 5: envplane.metadata.v1.GetObjectResponse
-	(*ListObjectsRequest)(nil),    // 6: envplane.metadata.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),   // 7: envplane.metadata.v1.ListObjectsResponse
-	(*DeleteObjectRequest)(nil),   // 8: envplane.metadata.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil),  // 9: envplane.metadata.v1.DeleteObjectResponse
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 11: google.protobuf.Value
+	(*Index)(nil),                 // 1: envplane.metadata.v1.Index
+	(*MigrationStep)(nil),         // 2: envplane.metadata.v1.MigrationStep
+	(*Field)(nil),                 // 3: envplane.metadata.v1.Field
+	(*PutObjectRequest)(nil),      // 4: envplane.metadata.v1.PutObjectRequest
+	(*PutObjectResponse)(nil),     // 5: envplane.metadata.v1.PutObjectResponse
+	(*GetObjectRequest)(nil),      // 6: envplane.metadata.v1.GetObjectRequest
+	(*GetObjectResponse)(nil),     // 7: envplane.metadata.v1.GetObjectResponse
+	(*ListObjectsRequest)(nil),    // 8: envplane.metadata.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),   // 9: envplane.metadata.v1.ListObjectsResponse
+	(*DeleteObjectRequest)(nil),   // 10: envplane.metadata.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil),  // 11: envplane.metadata.v1.DeleteObjectResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 13: google.protobuf.Value
 }
 var file_envplane_metadata_v1_metadata_proto_depIdxs = []int32{
-	1,  // 0: envplane.metadata.v1.ObjectDefinition.fields:type_name -> envplane.metadata.v1.Field
-	10, // 1: envplane.metadata.v1.ObjectDefinition.create_time:type_name -> google.protobuf.Timestamp
-	10, // 2: envplane.metadata.v1.ObjectDefinition.update_time:type_name -> google.protobuf.Timestamp
-	11, // 3: envplane.metadata.v1.Field.default_value:type_name -> google.protobuf.Value
-	0,  // 4: envplane.metadata.v1.PutObjectRequest.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	0,  // 5: envplane.metadata.v1.PutObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	0,  // 6: envplane.metadata.v1.GetObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	0,  // 7: envplane.metadata.v1.ListObjectsResponse.objects:type_name -> envplane.metadata.v1.ObjectDefinition
-	2,  // 8: envplane.metadata.v1.MetadataService.PutObject:input_type -> envplane.metadata.v1.PutObjectRequest
-	4,  // 9: envplane.metadata.v1.MetadataService.GetObject:input_type -> envplane.metadata.v1.GetObjectRequest
-	6,  // 10: envplane.metadata.v1.MetadataService.ListObjects:input_type -> envplane.metadata.v1.ListObjectsRequest
-	8,  // 11: envplane.metadata.v1.MetadataService.DeleteObject:input_type -> envplane.metadata.v1.DeleteObjectRequest
-	3,  // 12: envplane.metadata.v1.MetadataService.PutObject:output_type -> envplane.metadata.v1.PutObjectResponse
-	5,  // 13: envplane.metadata.v1.MetadataService.GetObject:output_type -> envplane.metadata.v1.GetObjectResponse
-	7,  // 14: envplane.metadata.v1.MetadataService.ListObjects:output_type -> envplane.metadata.v1.ListObjectsResponse
-	9,  // 15: envplane.metadata.v1.MetadataService.DeleteObject:output_type -> envplane.metadata.v1.DeleteObjectResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	3,  // 0: envplane.metadata.v1.ObjectDefinition.fields:type_name -> envplane.metadata.v1.Field
+	12, // 1: envplane.metadata.v1.ObjectDefinition.create_time:type_name -> google.protobuf.Timestamp
+	12, // 2: envplane.metadata.v1.ObjectDefinition.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 3: envplane.metadata.v1.ObjectDefinition.indexes:type_name -> envplane.metadata.v1.Index
+	13, // 4: envplane.metadata.v1.Field.default_value:type_name -> google.protobuf.Value
+	0,  // 5: envplane.metadata.v1.PutObjectRequest.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	0,  // 6: envplane.metadata.v1.PutObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	2,  // 7: envplane.metadata.v1.PutObjectResponse.steps:type_name -> envplane.metadata.v1.MigrationStep
+	0,  // 8: envplane.metadata.v1.GetObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	0,  // 9: envplane.metadata.v1.ListObjectsResponse.objects:type_name -> envplane.metadata.v1.ObjectDefinition
+	4,  // 10: envplane.metadata.v1.MetadataService.PutObject:input_type -> envplane.metadata.v1.PutObjectRequest
+	6,  // 11: envplane.metadata.v1.MetadataService.GetObject:input_type -> envplane.metadata.v1.GetObjectRequest
+	8,  // 12: envplane.metadata.v1.MetadataService.ListObjects:input_type -> envplane.metadata.v1.ListObjectsRequest
+	10, // 13: envplane.metadata.v1.MetadataService.DeleteObject:input_type -> envplane.metadata.v1.DeleteObjectRequest
+	5,  // 14: envplane.metadata.v1.MetadataService.PutObject:output_type -> envplane.metadata.v1.PutObjectResponse
+	7,  // 15: envplane.metadata.v1.MetadataService.GetObject:output_type -> envplane.metadata.v1.GetObjectResponse
+	9,  // 16: envplane.metadata.v1.MetadataService.ListObjects:output_type -> envplane.metadata.v1.ListObjectsResponse
+	11, // 17: envplane.metadata.v1.MetadataService.DeleteObject:output_type -> envplane.metadata.v1.DeleteObjectResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_envplane_metadata_v1_metadata_proto_init() }
@@ -744,7 +964,7 @@ func file_envplane_metadata_v1_metadata_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envplane_metadata_v1_metadata_proto_rawDesc), len(file_envplane_metadata_v1_metadata_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -50,13 +50,17 @@ const (
 // MetadataServiceClient is a client for the envplane.metadata.v1.MetadataService service.
 type MetadataServiceClient interface {
 	// PutObject creates or evolves an object definition and migrates the
-	// environment's database in the same step.
+	// environment's database in the same step. Additive changes apply
+	// directly; destructive ones need allow_destructive. validate_only returns
+	// the planned steps without applying them. Applying the same definition
+	// again changes nothing.
 	PutObject(context.Context, *connect.Request[v1.PutObjectRequest]) (*connect.Response[v1.PutObjectResponse], error)
 	// GetObject returns one object definition.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
 	// ListObjects lists the environment's object definitions by name.
 	ListObjects(context.Context, *connect.Request[v1.ListObjectsRequest]) (*connect.Response[v1.ListObjectsResponse], error)
-	// DeleteObject removes an object definition and drops its table.
+	// DeleteObject removes an object definition and drops its table; refused
+	// while the table has rows unless force is set.
 	DeleteObject(context.Context, *connect.Request[v1.DeleteObjectRequest]) (*connect.Response[v1.DeleteObjectResponse], error)
 }
 
@@ -129,13 +133,17 @@ func (c *metadataServiceClient) DeleteObject(ctx context.Context, req *connect.R
 // MetadataServiceHandler is an implementation of the envplane.metadata.v1.MetadataService service.
 type MetadataServiceHandler interface {
 	// PutObject creates or evolves an object definition and migrates the
-	// environment's database in the same step.
+	// environment's database in the same step. Additive changes apply
+	// directly; destructive ones need allow_destructive. validate_only returns
+	// the planned steps without applying them. Applying the same definition
+	// again changes nothing.
 	PutObject(context.Context, *connect.Request[v1.PutObjectRequest]) (*connect.Response[v1.PutObjectResponse], error)
 	// GetObject returns one object definition.
 	GetObject(context.Context, *connect.Request[v1.GetObjectRequest]) (*connect.Response[v1.GetObjectResponse], error)
 	// ListObjects lists the environment's object definitions by name.
 	ListObjects(context.Context, *connect.Request[v1.ListObjectsRequest]) (*connect.Response[v1.ListObjectsResponse], error)
-	// DeleteObject removes an object definition and drops its table.
+	// DeleteObject removes an object definition and drops its table; refused
+	// while the table has rows unless force is set.
 	DeleteObject(context.Context, *connect.Request[v1.DeleteObjectRequest]) (*connect.Response[v1.DeleteObjectResponse], error)
 }
 
