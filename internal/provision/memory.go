@@ -22,11 +22,11 @@ func NewMemory() *Memory {
 }
 
 // Provision registers env in this process.
-func (m *Memory) Provision(_ context.Context, env controlplane.Environment) (string, error) {
+func (m *Memory) Provision(_ context.Context, env controlplane.Environment) (Result, error) {
 	m.mu.Lock()
 	m.ids[env.ID] = struct{}{}
 	m.mu.Unlock()
-	return "memory:" + env.ID, nil
+	return Result{DatabaseURL: "memory:" + env.ID}, nil
 }
 
 // Deprovision forgets env.

@@ -28,11 +28,26 @@ var ErrDriverNotConfigured = errors.New("provision: driver not configured on thi
 // Provisioner creates and removes environments' databases for one driver.
 type Provisioner interface {
 	// Provision creates env's database (idempotently: a retry after a
-	// failure or a crash must succeed) and returns its URL, which holds no
-	// secret.
-	Provision(ctx context.Context, env controlplane.Environment) (databaseURL string, err error)
+	// failure or a crash must succeed).
+	Provision(ctx context.Context, env controlplane.Environment) (Result, error)
 	// Deprovision removes env's database; a database already gone is success.
 	Deprovision(ctx context.Context, env controlplane.Environment) error
+}
+
+// Result is what provisioning made.
+type Result struct {
+	// DatabaseURL locates the database; it never holds a secret.
+	DatabaseURL string
+	// Secret is the password or token to reach it ("" when the engine
+	// needs none). The caller stores it encrypted and never shows it.
+	Secret string
+}
+
+// Rotator is implemented by provisioners whose databases have a credential.
+type Rotator interface {
+	// Rotate makes a new secret the valid one and revokes current, returning
+	// the new secret.
+	Rotate(ctx context.Context, env controlplane.Environment, current string) (string, error)
 }
 
 // Error is a provisioning failure with a message safe to show clients.

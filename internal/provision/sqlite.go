@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/envplane/envplane/internal/controlplane"
 
@@ -41,36 +42,37 @@ func (s *SQLite) DatabaseURL(environmentID string) string {
 // Provision creates the file, opens it once in WAL mode and writes an
 // ownership marker, proving the database works before the environment is
 // declared active.
-func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (string, error) {
+func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (Result, error) {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return "", &Error{Public: "could not create the directory for environment databases", Err: err}
+		return Result{}, &Error{Public: "could not create the directory for environment databases", Err: err}
 	}
 	db, err := sql.Open("sqlite", SQLiteDSN(s.Path(env.ID)))
 	if err != nil {
-		return "", &Error{Public: "could not open the environment's database file", Err: err}
+		return Result{}, &Error{Public: "could not open the environment's database file", Err: err}
 	}
 	defer db.Close()
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS _envplane_environment (environment_id TEXT PRIMARY KEY)`); err != nil {
-		return "", &Error{Public: "could not create the environment's database file", Err: err}
+		return Result{}, &Error{Public: "could not create the environment's database file", Err: err}
 	}
 	if _, err := db.ExecContext(ctx, `INSERT OR IGNORE INTO _envplane_environment (environment_id) VALUES (?)`, env.ID); err != nil {
-		return "", &Error{Public: "could not write to the environment's database file", Err: err}
+		return Result{}, &Error{Public: "could not write to the environment's database file", Err: err}
 	}
 	var owner string
 	if err := db.QueryRowContext(ctx, `SELECT environment_id FROM _envplane_environment`).Scan(&owner); err != nil {
-		return "", &Error{Public: "could not read the environment's database file", Err: err}
+		return Result{}, &Error{Public: "could not read the environment's database file", Err: err}
 	}
 	if owner != env.ID {
-		return "", &Error{Public: "the environment's database file belongs to another environment", Err: fmt.Errorf("owner %s", owner)}
+		return Result{}, &Error{Public: "the environment's database file belongs to another environment", Err: fmt.Errorf("owner %s", owner)}
 	}
-	return s.DatabaseURL(env.ID), nil
+	return Result{DatabaseURL: s.DatabaseURL(env.ID)}, nil
 }
 
 // Deprovision removes the file and its WAL companions.
 func (s *SQLite) Deprovision(_ context.Context, env controlplane.Environment) error {
 	path := s.Path(env.ID)
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// ENOTDIR: the envs directory is not a directory, so no file is there.
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 			return &Error{Public: "could not remove the environment's database file", Err: err}
 		}
 	}

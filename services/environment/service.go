@@ -222,7 +222,7 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	defer cancel()
 	log := reqlog.Logger(ctx, s.log).With("environment_id", env.ID, "driver", env.Driver)
 	start := time.Now()
-	url, perr := p.Provision(ctx, env)
+	result, perr := p.Provision(ctx, env)
 	now := s.now()
 	patch := controlplane.EnvironmentPatch{}
 	if perr != nil {
@@ -232,7 +232,7 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 		log.Debug("provisioning failure cause", "error", perr)
 	} else {
 		status, message := controlplane.StatusActive, ""
-		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &url, &now
+		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &result.DatabaseURL, &now
 		log.Info("environment provisioned", "duration_ms", time.Since(start).Milliseconds())
 	}
 	updated, err := s.store.UpdateEnvironment(ctx, env.ID, patch)
