@@ -19,6 +19,7 @@ import (
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
 	"github.com/envplane/envplane/services/access"
 	"github.com/envplane/envplane/services/environment"
@@ -48,33 +49,79 @@ func Options(cfg config.Config, log *slog.Logger) fx.Option {
 	return fx.Options(opts...)
 }
 
-// StoreModule opens the control-plane store, migrating it, and closes it on stop.
+// StoreModule opens the control-plane store (SQLite in the data dir, or
+// PostgreSQL for several replicas), migrating it, and closes it on stop. It
+// also provides the keyring that encrypts credentials at rest.
 var StoreModule = fx.Module("store",
-	fx.Provide(func(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (controlplane.Store, error) {
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
-		}
-		store, err := controlplane.OpenSQLite(context.Background(), cfg.ControlPlanePath())
-		if err != nil {
-			return nil, fmt.Errorf("control plane: %w", err)
-		}
-		log.Info("control plane ready", "store", "sqlite")
-		lc.Append(fx.StopHook(store.Close))
-		return store, nil
-	}),
+	fx.Provide(
+		func(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (controlplane.Store, error) {
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				return nil, fmt.Errorf("data dir: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var store controlplane.Store
+			var err error
+			kind := "sqlite"
+			if cfg.ControlPlaneIsPostgres() {
+				kind = "postgres"
+				store, err = controlplane.OpenPostgres(ctx, cfg.ControlPlane)
+			} else {
+				store, err = controlplane.OpenSQLite(ctx, cfg.ControlPlanePath())
+			}
+			if err != nil {
+				// The error may quote the URL; say which store without it.
+				log.Debug("control plane open failed", "error", err)
+				return nil, fmt.Errorf("control plane (%s): cannot open or migrate the store; run with --log-level=debug for the cause", kind)
+			}
+			log.Info("control plane ready", "store", kind)
+			lc.Append(fx.StopHook(store.Close))
+			return store, nil
+		},
+		func(cfg config.Config, log *slog.Logger) (*secrets.Keyring, error) {
+			if cfg.MasterKey != "" {
+				kr, err := secrets.ParseKeys(cfg.MasterKey)
+				if err != nil {
+					return nil, fmt.Errorf("ENVPLANE_MASTER_KEY: %w", err)
+				}
+				return kr, nil
+			}
+			kr, created, err := secrets.LoadOrCreateKeyFile(cfg.MasterKeyPath())
+			if err != nil {
+				return nil, fmt.Errorf("master key: %w", err)
+			}
+			if created {
+				log.Info("created the master key that encrypts credentials; back it up", "file", cfg.MasterKeyPath())
+				if cfg.ControlPlaneIsPostgres() {
+					log.Warn("a new master key was created for a PostgreSQL control plane: every replica must use this same key file")
+				}
+			}
+			return kr, nil
+		},
+	),
 )
 
 // ProvisionModule provides the provisioners of the drivers this server can
-// create environments with.
+// create environments with: memory and sqlite always, postgres when an
+// admin URL is configured.
 var ProvisionModule = fx.Module("provision",
 	fx.Provide(
 		provision.NewMemory,
 		func(cfg config.Config) *provision.SQLite { return provision.NewSQLite(cfg.DataDir) },
-		func(mem *provision.Memory, lite *provision.SQLite) *provision.Set {
-			return provision.NewSet(map[string]provision.Provisioner{
+		func(lc fx.Lifecycle, cfg config.Config, mem *provision.Memory, lite *provision.SQLite) (*provision.Set, error) {
+			byDriver := map[string]provision.Provisioner{
 				provision.DriverMemory: mem,
 				provision.DriverSQLite: lite,
-			})
+			}
+			if cfg.PostgresAdminURL != "" {
+				pg, err := provision.NewPostgres(cfg.PostgresAdminURL)
+				if err != nil {
+					return nil, fmt.Errorf("--postgres-admin-url: not a valid postgres:// URL")
+				}
+				lc.Append(fx.StopHook(pg.Close))
+				byDriver[provision.DriverPostgres] = pg
+			}
+			return provision.NewSet(byDriver), nil
 		},
 	),
 )

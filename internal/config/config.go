@@ -33,7 +33,15 @@ var Implemented = []string{ServiceEnvironment, ServiceAccess}
 type Config struct {
 	Listen          string
 	DataDir         string
-	ControlPlane    string // a file path or sqlite: URL; empty = <data-dir>/controlplane.db
+	ControlPlane    string // a SQLite file path or sqlite: URL (empty = <data-dir>/controlplane.db), or a postgres:// URL
+	// PostgresAdminURL reaches a cluster where postgres environments are
+	// provisioned (a role with CREATEDB and CREATEROLE); empty disables the driver.
+	PostgresAdminURL string
+	// MasterKeyFile holds the keys that encrypt credentials; MasterKey holds
+	// them inline (ENVPLANE_MASTER_KEY). Embedded mode creates
+	// <data-dir>/master.key when neither is set.
+	MasterKeyFile string
+	MasterKey     string
 	RootDomain      string
 	Services        []string
 	CORSOrigins     []string
@@ -41,6 +49,19 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string // json or text
+}
+
+// ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
+func (c Config) ControlPlaneIsPostgres() bool {
+	return strings.HasPrefix(c.ControlPlane, "postgres://") || strings.HasPrefix(c.ControlPlane, "postgresql://")
+}
+
+// MasterKeyPath is the key file used when no key is configured (embedded mode).
+func (c Config) MasterKeyPath() string {
+	if c.MasterKeyFile != "" {
+		return c.MasterKeyFile
+	}
+	return filepath.Join(c.DataDir, "master.key")
 }
 
 // ControlPlanePath returns the SQLite file of the embedded control plane.
@@ -75,7 +96,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	var services, origins, level string
 	fs.StringVar(&c.Listen, "listen", env("LISTEN", "127.0.0.1:8080"), "address to serve every protocol on (ENVPLANE_LISTEN)")
 	fs.StringVar(&c.DataDir, "data-dir", env("DATA_DIR", "./.envplane"), "directory for the control plane, environment databases and keys (ENVPLANE_DATA_DIR)")
-	fs.StringVar(&c.ControlPlane, "control-plane", env("CONTROL_PLANE", ""), "control-plane store: a SQLite file path (default <data-dir>/controlplane.db) (ENVPLANE_CONTROL_PLANE)")
+	fs.StringVar(&c.ControlPlane, "control-plane", env("CONTROL_PLANE", ""), "control-plane store: a SQLite file path (default <data-dir>/controlplane.db) or a postgres:// URL for several replicas (ENVPLANE_CONTROL_PLANE)")
+	fs.StringVar(&c.PostgresAdminURL, "postgres-admin-url", env("POSTGRES_ADMIN_URL", ""), "postgres:// URL of a role allowed to create databases and roles; enables the postgres driver (ENVPLANE_POSTGRES_ADMIN_URL)")
+	fs.StringVar(&c.MasterKeyFile, "master-key-file", env("MASTER_KEY_FILE", ""), "file with the keys that encrypt credentials (default <data-dir>/master.key, created in embedded mode) (ENVPLANE_MASTER_KEY_FILE)")
+	c.MasterKey = getenv("ENVPLANE_MASTER_KEY")
 	fs.StringVar(&c.RootDomain, "root-domain", env("ROOT_DOMAIN", "localhost"), "domain under which environment hostnames are generated (ENVPLANE_ROOT_DOMAIN)")
 	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")
 	fs.StringVar(&origins, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated browser origins allowed to call the API, or * (ENVPLANE_CORS_ORIGINS)")
@@ -119,6 +143,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 		return Config{}, errors.New("--services: name at least one service")
 	}
 	c.CORSOrigins = splitList(origins)
+	if c.ControlPlaneIsPostgres() && c.MasterKeyFile == "" && c.MasterKey == "" {
+		return Config{}, errors.New("a PostgreSQL control plane needs the credential key shared by every replica: " +
+			"set --master-key-file or ENVPLANE_MASTER_KEY (format id:base64-of-32-bytes)")
+	}
 	return c, nil
 }
 

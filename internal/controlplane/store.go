@@ -6,8 +6,9 @@ import (
 )
 
 // Store is the control-plane storage. Implementations: SQLite (embedded
-// default, OpenSQLite) and, in a later issue, PostgreSQL. storetest.Run holds
-// the conformance suite every implementation passes.
+// default, OpenSQLite) and PostgreSQL (OpenPostgres, for control planes with
+// several replicas). storetest.Run holds the conformance suite every
+// implementation passes.
 type Store interface {
 	// CreateOrganization inserts org (ID, CreateTime, UpdateTime set by the
 	// caller). With a RequestID already used by an identical create it
