@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -22,6 +23,7 @@ const usage = `envplane gives every environment of an organization its own datab
 Usage:
   envplane serve [flags]   run the server (envplane serve -h lists the flags)
   envplane token create    mint a token in the local control plane (-h for flags)
+  envplane healthcheck     exit 0 when the server answers /healthz (for container health checks)
   envplane help            show this text
 `
 
@@ -49,6 +51,12 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 			if errors.Is(err, flag.ErrHelp) {
 				return 2
 			}
+			fmt.Fprintln(stderr, "envplane:", err)
+			return 1
+		}
+		return 0
+	case "healthcheck":
+		if err := healthcheck(args[1:], stderr); err != nil {
 			fmt.Fprintln(stderr, "envplane:", err)
 			return 1
 		}
@@ -91,4 +99,24 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// healthcheck asks a server's /healthz, for images without curl.
+func healthcheck(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("envplane healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	url := fs.String("url", "http://127.0.0.1:8080/healthz", "health endpoint to ask")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get(*url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", *url, resp.Status)
+	}
+	return nil
 }

@@ -61,6 +61,22 @@ type Environment struct {
 	CreateTime    time.Time
 	UpdateTime    time.Time
 	ProvisionTime time.Time // zero until provisioned
+	// ExternalDatabase marks a database the user brought (database_url at
+	// create): envplane connects to it but never provisions or drops it.
+	ExternalDatabase bool
+	// Credential is the sealed secret of the database (zero: none).
+	Credential Credential
+}
+
+// Credential is an environment's database secret, encrypted at rest
+// (secrets.Sealed, bound to the environment id). The key id names the master
+// key that sealed it, so keys can rotate. A Credential with an empty
+// Ciphertext is none: stores keep no part of it and hand it back as the zero
+// Credential, with a nil (never an empty non-nil) Ciphertext.
+type Credential struct {
+	KeyID      string
+	Ciphertext []byte
+	RotateTime time.Time
 }
 
 // DefaultMode says how a new environment relates to its organization's default.
@@ -86,6 +102,8 @@ type EnvironmentPatch struct {
 	StorageLimitMB *int64
 	DatabaseURL    *string
 	ProvisionTime  *time.Time
+	// Credential replaces the sealed secret (the old one is gone with it).
+	Credential *Credential
 }
 
 // Page asks for at most Limit items whose id sorts after After ("" = start).

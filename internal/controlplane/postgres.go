@@ -312,21 +312,24 @@ func (s *Postgres) CreateEnvironment(ctx context.Context, env Environment, mode 
 const insertEnvironmentSQL = `INSERT INTO environments
 	(id, organization_id, slug, display_name, type, driver, status, status_message,
 	 is_default, hostname, region, storage_limit_mb, database_url, request_id,
-	 create_time, update_time, provision_time)
+	 create_time, update_time, provision_time, external_database,
+	 credential_key_id, credential_ciphertext, credential_rotate_time)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
 	 coalesce($9::boolean, NOT EXISTS (SELECT 1 FROM environments
 		WHERE organization_id = $2 AND is_default)),
-	 $10, $11, $12, $13, $14, $15, $16, $17)
+	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 	RETURNING ` + environmentColumns
 
 // insertEnvironment runs one attempt of CreateEnvironment's insert for mode.
 func (s *Postgres) insertEnvironment(ctx context.Context, env Environment, mode DefaultMode) (Environment, error) {
+	keyID, ciphertext, rotateTime := pgCredential(env.Credential)
 	insert := func(q pgxQuerier, isDefault *bool) (Environment, error) {
 		return scanPgEnvironment(q.QueryRow(ctx, insertEnvironmentSQL,
 			env.ID, env.OrganizationID, env.Slug, env.DisplayName, env.Type, env.Driver,
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
-			env.CreateTime, env.UpdateTime, pgNullTime(env.ProvisionTime)))
+			env.CreateTime, env.UpdateTime, pgNullTime(env.ProvisionTime),
+			env.ExternalDatabase, keyID, ciphertext, rotateTime))
 	}
 	switch mode {
 	case DefaultNo:
@@ -476,20 +479,23 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 			setIf(&next.StorageLimitMB, patch.StorageLimitMB)
 			setIf(&next.DatabaseURL, patch.DatabaseURL)
 			setIf(&next.ProvisionTime, patch.ProvisionTime)
+			setIf(&next.Credential, patch.Credential)
 			if next.IsDefault && !cur.IsDefault {
 				if err := s.clearDefault(ctx, tx, cur.OrganizationID); err != nil {
 					return err
 				}
 			}
+			keyID, ciphertext, rotateTime := pgCredential(next.Credential)
 			stored, err = scanPgEnvironment(tx.QueryRow(ctx, `UPDATE environments SET
 				hostname = $1, display_name = $2, is_default = $3, status = $4, status_message = $5,
 				region = $6, storage_limit_mb = $7, database_url = $8, provision_time = $9,
-				update_time = $10
-				WHERE id = $11
+				update_time = $10, credential_key_id = $11, credential_ciphertext = $12,
+				credential_rotate_time = $13
+				WHERE id = $14
 				RETURNING `+environmentColumns,
 				next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 				next.Region, next.StorageLimitMB, next.DatabaseURL, pgNullTime(pgTime(next.ProvisionTime)),
-				pgTime(s.now()), id))
+				pgTime(s.now()), keyID, ciphertext, rotateTime, id))
 			return err
 		})
 		if err == nil {
@@ -535,18 +541,34 @@ func scanPgOrganization(row pgx.Row) (Organization, error) {
 // environmentColumns.
 func scanPgEnvironment(row pgx.Row) (Environment, error) {
 	var env Environment
-	var requestID *string
-	var provisionTime *time.Time
+	var requestID, keyID *string
+	var provisionTime, rotateTime *time.Time
+	var ciphertext []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &env.CreateTime, &env.UpdateTime,
-		&provisionTime); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime); err != nil {
 		return Environment{}, err
 	}
 	env.RequestID = derefString(requestID)
 	env.CreateTime, env.UpdateTime = env.CreateTime.UTC(), env.UpdateTime.UTC()
 	env.ProvisionTime = derefTime(provisionTime)
+	if len(ciphertext) > 0 {
+		env.Credential = Credential{
+			KeyID: derefString(keyID), Ciphertext: ciphertext, RotateTime: derefTime(rotateTime),
+		}
+	}
 	return env, nil
+}
+
+// pgCredential is c as the values of the credential_key_id,
+// credential_ciphertext and credential_rotate_time columns: all NULL for none
+// (see hasCredential), the rotate time truncated as pgTime does.
+func pgCredential(c Credential) (keyID *string, ciphertext []byte, rotateTime *time.Time) {
+	if !hasCredential(c) {
+		return nil, nil, nil
+	}
+	return &c.KeyID, c.Ciphertext, pgNullTime(pgTime(c.RotateTime))
 }
 
 // collectPg scans every row of a query with scan; rows and err are what the

@@ -307,12 +307,19 @@ func TestPostgresReopenAppliesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateOrganization: %v", err)
 	}
+	newEnv := newPgEnv(org.ID, "dev")
+	newEnv.ExternalDatabase = true
+	newEnv.Credential = controlplane.Credential{KeyID: "k1", Ciphertext: []byte{0, 1, 0xff}, RotateTime: time.Now()}
+	env, _, err := s.CreateEnvironment(ctx, newEnv, controlplane.DefaultIfFirst)
+	if err != nil {
+		t.Fatalf("CreateEnvironment: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	conn := connectPostgres(t, dbURL)
 	before := pgSchemaMigrations(t, conn)
-	diff(t, "versions after the first open", []int{1, 2}, pgVersions(t, conn))
+	diff(t, "versions after the first open", []int{1, 2, 3}, pgVersions(t, conn))
 
 	s = openPostgres(t, dbURL)
 	diff(t, "schema_migrations after reopening", before, pgSchemaMigrations(t, conn))
@@ -321,6 +328,11 @@ func TestPostgresReopenAppliesNothing(t *testing.T) {
 		t.Fatalf("GetOrganization after reopening: %v", err)
 	}
 	diff(t, "organization after reopening", org, got)
+	gotEnv, err := s.GetEnvironment(ctx, env.ID)
+	if err != nil {
+		t.Fatalf("GetEnvironment after reopening: %v", err)
+	}
+	diff(t, "environment after reopening", env, gotEnv)
 	applied, err := controlplane.MigratePostgres(ctx, s)
 	if err != nil || len(applied) != 0 {
 		t.Errorf("migrating an up-to-date database applied %v, %v; want nothing", applied, err)
@@ -357,7 +369,7 @@ func TestPostgresReplicasMigrateTogether(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	diff(t, "versions", []int{1, 2}, pgVersions(t, connectPostgres(t, dbURL)))
+	diff(t, "versions", []int{1, 2, 3}, pgVersions(t, connectPostgres(t, dbURL)))
 	for i, s := range stores {
 		if _, _, err := s.CreateOrganization(t.Context(), newOrg(fmt.Sprintf("org-%d", i))); err != nil {
 			t.Errorf("replica %d: CreateOrganization: %v", i, err)

@@ -281,15 +281,18 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 			isDefault = !hasDefault
 		}
 
+		keyID, ciphertext, rotateTime := sqliteCredential(env.Credential)
 		_, err := tx.ExecContext(ctx, `INSERT INTO environments
 			(id, organization_id, slug, display_name, type, driver, status, status_message,
 			 is_default, hostname, region, storage_limit_mb, database_url, request_id,
-			 create_time, update_time, provision_time)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 create_time, update_time, provision_time, external_database,
+			 credential_key_id, credential_ciphertext, credential_rotate_time)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			env.ID, env.OrganizationID, env.Slug, env.DisplayName, env.Type, env.Driver,
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
-			formatTime(env.CreateTime), formatTime(env.UpdateTime), nullTime(env.ProvisionTime))
+			formatTime(env.CreateTime), formatTime(env.UpdateTime), nullTime(env.ProvisionTime),
+			env.ExternalDatabase, keyID, ciphertext, rotateTime)
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -313,12 +316,28 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 
 // sameEnvironmentRequest reports whether two creates in one organization
 // carry the same client-supplied content, which makes the second a retry of
-// the first. Fields the server fills in (status, database URL, times) and the
-// default mode are not compared.
+// the first. Fields the server fills in (status, database URL, times), the
+// default mode and the credential are not compared: a retry seals the secret
+// afresh, so its ciphertext (and maybe its key) differs from the stored one.
 func sameEnvironmentRequest(a, b Environment) bool {
 	return a.Slug == b.Slug && a.DisplayName == b.DisplayName && a.Type == b.Type &&
 		a.Driver == b.Driver && a.Hostname == b.Hostname && a.Region == b.Region &&
-		a.StorageLimitMB == b.StorageLimitMB
+		a.StorageLimitMB == b.StorageLimitMB && a.ExternalDatabase == b.ExternalDatabase
+}
+
+// hasCredential reports whether c holds a secret. A Credential with an empty
+// Ciphertext is none, whatever its other fields: the stores write it as NULL
+// columns and read it back as the zero Credential (a nil Ciphertext, never
+// an empty non-nil one).
+func hasCredential(c Credential) bool { return len(c.Ciphertext) > 0 }
+
+// sqliteCredential is c as the values of the credential_key_id,
+// credential_ciphertext and credential_rotate_time columns: all NULL for none.
+func sqliteCredential(c Credential) (keyID, ciphertext, rotateTime any) {
+	if !hasCredential(c) {
+		return nil, nil, nil
+	}
+	return c.KeyID, c.Ciphertext, nullTime(c.RotateTime)
 }
 
 // clearDefault takes the default flag off the organization's default
@@ -393,18 +412,21 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		setIf(&next.StorageLimitMB, patch.StorageLimitMB)
 		setIf(&next.DatabaseURL, patch.DatabaseURL)
 		setIf(&next.ProvisionTime, patch.ProvisionTime)
+		setIf(&next.Credential, patch.Credential)
 		if next.IsDefault && !cur.IsDefault {
 			if err := s.clearDefault(ctx, tx, cur.OrganizationID); err != nil {
 				return err
 			}
 		}
+		keyID, ciphertext, rotateTime := sqliteCredential(next.Credential)
 		_, err = tx.ExecContext(ctx, `UPDATE environments SET
 			hostname = ?, display_name = ?, is_default = ?, status = ?, status_message = ?,
-			region = ?, storage_limit_mb = ?, database_url = ?, provision_time = ?, update_time = ?
+			region = ?, storage_limit_mb = ?, database_url = ?, provision_time = ?, update_time = ?,
+			credential_key_id = ?, credential_ciphertext = ?, credential_rotate_time = ?
 			WHERE id = ?`,
 			next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 			next.Region, next.StorageLimitMB, next.DatabaseURL, nullTime(next.ProvisionTime),
-			formatTime(s.now()), id)
+			formatTime(s.now()), keyID, ciphertext, rotateTime, id)
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -485,17 +507,19 @@ func scanOrganization(row interface{ Scan(...any) error }) (Organization, error)
 // environmentColumns lists the columns scanEnvironment reads, in its order.
 const environmentColumns = `id, organization_id, slug, display_name, type, driver, status,
 	status_message, is_default, hostname, region, storage_limit_mb, database_url,
-	request_id, create_time, update_time, provision_time`
+	request_id, create_time, update_time, provision_time, external_database,
+	credential_key_id, credential_ciphertext, credential_rotate_time`
 
 // scanEnvironment reads one environments row selected with environmentColumns.
 func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
 	var env Environment
-	var requestID, provisionTime sql.NullString
+	var requestID, provisionTime, keyID, rotateTime sql.NullString
 	var createTime, updateTime string
+	var ciphertext []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &createTime, &updateTime,
-		&provisionTime); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime); err != nil {
 		return Environment{}, err
 	}
 	env.RequestID = requestID.String
@@ -509,6 +533,14 @@ func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
 	if provisionTime.Valid {
 		if env.ProvisionTime, err = parseTime(provisionTime.String); err != nil {
 			return Environment{}, err
+		}
+	}
+	if len(ciphertext) > 0 {
+		env.Credential = Credential{KeyID: keyID.String, Ciphertext: ciphertext}
+		if rotateTime.Valid {
+			if env.Credential.RotateTime, err = parseTime(rotateTime.String); err != nil {
+				return Environment{}, err
+			}
 		}
 	}
 	return env, nil

@@ -23,8 +23,9 @@ type Store interface {
 	// environment in the same transaction; DefaultIfFirst sets it only when
 	// the organization has no default (and still succeeds, without it, when a
 	// concurrent create won the race). Idempotency by RequestID (scoped to the
-	// organization) as CreateOrganization. Errors: ErrOrganizationMissing,
-	// ErrEnvironmentExists (slug), ErrHostnameTaken.
+	// organization) as CreateOrganization; the Credential is not part of
+	// what makes a retry the same request, ExternalDatabase is. Errors:
+	// ErrOrganizationMissing, ErrEnvironmentExists (slug), ErrHostnameTaken.
 	CreateEnvironment(ctx context.Context, env Environment, mode DefaultMode) (stored Environment, created bool, err error)
 	GetEnvironment(ctx context.Context, id string) (Environment, error)
 	// GetEnvironmentByHostname looks up an already-normalized hostname.
@@ -32,7 +33,8 @@ type Store interface {
 	ListEnvironments(ctx context.Context, organizationID string, page Page) ([]Environment, error)
 	// UpdateEnvironment applies patch in one transaction and sets UpdateTime.
 	// IsDefault=true moves the default atomically; a taken hostname is
-	// ErrHostnameTaken and changes nothing.
+	// ErrHostnameTaken and changes nothing. A Credential patch replaces the
+	// whole credential; a pointer to the zero Credential removes it.
 	UpdateEnvironment(ctx context.Context, id string, patch EnvironmentPatch) (Environment, error)
 	// DeleteEnvironment removes the row; ErrNotFound when it is not there.
 	DeleteEnvironment(ctx context.Context, id string) error

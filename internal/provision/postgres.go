@@ -501,6 +501,13 @@ func PostgresConnConfig(databaseURL, secret string) (*pgxpool.Config, error) {
 // a network host, not a Unix socket of this server. Errors are *Error whose
 // public message does not repeat the URL.
 func (p *Postgres) Validate(ctx context.Context, databaseURL, secret string) error {
+	return ValidatePostgres(ctx, databaseURL, secret)
+}
+
+// ValidatePostgres checks a bring-your-own database answers with the given
+// secret; it needs no admin URL, so users can bring databases to a server
+// that provisions none.
+func ValidatePostgres(ctx context.Context, databaseURL, secret string) error {
 	cfg, err := PostgresConnConfig(databaseURL, secret)
 	if err != nil {
 		return err

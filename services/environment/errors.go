@@ -31,6 +31,8 @@ const (
 	ReasonEnvironmentNotReady    = "ENVIRONMENT_NOT_READY"
 	ReasonCredentialNotRotatable = "CREDENTIAL_NOT_ROTATABLE"
 	ReasonDeprovisionFailed      = "DEPROVISION_FAILED"
+	ReasonRotationFailed         = "ROTATION_FAILED"
+	ReasonDatabaseUnreachable    = "DATABASE_UNREACHABLE"
 )
 
 // toConnect maps a store, hostname or provisioning error to the client-facing

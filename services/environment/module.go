@@ -12,14 +12,15 @@ import (
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
 )
 
 // Module serves EnvironmentService.
 var Module = fx.Module("environment",
 	fx.Provide(
-		func(cfg config.Config, store controlplane.Store, p *provision.Set, events invalidate.Publisher, log *slog.Logger) *Service {
-			return New(store, p, events, cfg.RootDomain, log)
+		func(cfg config.Config, store controlplane.Store, p *provision.Set, kr *secrets.Keyring, events invalidate.Publisher, log *slog.Logger) *Service {
+			return New(store, p, kr, events, cfg.RootDomain, log)
 		},
 		server.AsService(func(s *Service) server.Service {
 			return server.Service{

@@ -22,6 +22,7 @@ import (
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/reqlog"
+	"github.com/envplane/envplane/internal/secrets"
 )
 
 // provisionTimeout bounds one provisioning run. Provisioning is detached from
@@ -33,6 +34,7 @@ const provisionTimeout = 2 * time.Minute
 type Service struct {
 	store       controlplane.Store
 	provisioner *provision.Set
+	keyring     *secrets.Keyring
 	events      invalidate.Publisher
 	rootDomain  string
 	log         *slog.Logger
@@ -42,10 +44,11 @@ type Service struct {
 var _ environmentv1connect.EnvironmentServiceHandler = (*Service)(nil)
 
 // New returns the service. rootDomain must be normalized.
-func New(store controlplane.Store, provisioner *provision.Set, events invalidate.Publisher, rootDomain string, log *slog.Logger) *Service {
+func New(store controlplane.Store, provisioner *provision.Set, keyring *secrets.Keyring, events invalidate.Publisher, rootDomain string, log *slog.Logger) *Service {
 	return &Service{
 		store:       store,
 		provisioner: provisioner,
+		keyring:     keyring,
 		events:      events,
 		rootDomain:  rootDomain,
 		log:         log.With("service", "environment"),
@@ -177,14 +180,13 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 		return nil, invalidHostname("hostname", errors.New("the generated hostname {organization}-{environment}."+s.rootDomain+
 			" is not a valid DNS name (a label over 63 characters?); set hostname explicitly"))
 	}
-	provisioner, err := s.provisioner.For(env.Driver)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
-	}
+	var provisioner provision.Provisioner
 	if m.GetDatabaseUrl() != "" || m.GetDatabaseSecret() != "" {
-		return nil, apierr.InvalidArgument(ReasonDatabaseURLNotAllowed,
-			"database_url and database_secret bring an existing database and are not accepted for the "+env.Driver+" driver",
-			apierr.FieldViolation{Field: "database_url", Description: "not accepted for driver " + env.Driver})
+		if err := s.bringYourOwn(ctx, &env, m.GetDatabaseUrl(), m.GetDatabaseSecret()); err != nil {
+			return nil, err
+		}
+	} else if provisioner, err = s.provisioner.For(env.Driver); err != nil {
+		return nil, s.toConnect(ctx, err)
 	}
 	mode := controlplane.DefaultIfFirst
 	if m.IsDefault != nil {
@@ -205,7 +207,11 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 	}
 	s.publish(ctx, routingEvents(stored, "")...)
 	reqlog.Logger(ctx, s.log).Info("environment registered", "environment_id", stored.ID,
-		"organization_id", stored.OrganizationID, "driver", stored.Driver, "hostname", stored.Hostname, "default", stored.IsDefault)
+		"organization_id", stored.OrganizationID, "driver", stored.Driver, "hostname", stored.Hostname,
+		"default", stored.IsDefault, "external_database", stored.ExternalDatabase)
+	if stored.ExternalDatabase {
+		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
+	}
 	result, err := s.provision(ctx, provisioner, stored)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", stored.ID)
@@ -233,6 +239,13 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	} else {
 		status, message := controlplane.StatusActive, ""
 		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &result.DatabaseURL, &now
+		if result.Secret != "" {
+			cred, err := s.seal(env.ID, result.Secret, now)
+			if err != nil {
+				return controlplane.Environment{}, err
+			}
+			patch.Credential = &cred
+		}
 		log.Info("environment provisioned", "duration_ms", time.Since(start).Milliseconds())
 	}
 	updated, err := s.store.UpdateEnvironment(ctx, env.ID, patch)
@@ -343,9 +356,11 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 				"this is a production environment; pass force to delete it", "protection", "production")
 		}
 	}
-	provisioner, err := s.provisioner.For(env.Driver)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
+	var provisioner provision.Provisioner
+	if !env.ExternalDatabase {
+		if provisioner, err = s.provisioner.For(env.Driver); err != nil {
+			return nil, s.toConnect(ctx, err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
 	defer cancel()
@@ -354,7 +369,9 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
 	s.publish(ctx, routingEvents(env, "")...)
-	if err := provisioner.Deprovision(ctx, env); err != nil {
+	if env.ExternalDatabase {
+		// The user's own database: envplane forgets it and leaves it alone.
+	} else if err := provisioner.Deprovision(ctx, env); err != nil {
 		reqlog.Logger(ctx, s.log).Warn("deprovisioning failed; the environment stays deleting until Delete is retried",
 			"environment_id", env.ID, "status_message", provision.PublicMessage(err))
 		reqlog.Logger(ctx, s.log).Debug("deprovisioning failure cause", "environment_id", env.ID, "error", err)
@@ -386,16 +403,59 @@ func (s *Service) ActivateEnvironment(ctx context.Context, req *connect.Request[
 	return connect.NewResponse(&environmentv1.ActivateEnvironmentResponse{Environment: environmentToProto(env)}), nil
 }
 
-// RotateCredential implements EnvironmentService.RotateCredential. Memory
-// and SQLite environments live inside the server and have no credential;
-// engines with one (postgres, turso) bring rotation with them.
+// RotateCredential implements EnvironmentService.RotateCredential: the
+// engine makes a new secret valid and the old one invalid (a new password
+// for the environment's role), the sealed credential is replaced, and every
+// routing cache drops the old one. A retry after a failure in between
+// converges: the engine does not need the old secret.
 func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[environmentv1.RotateCredentialRequest]) (*connect.Response[environmentv1.RotateCredentialResponse], error) {
 	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
 		return nil, err
 	}
-	return nil, apierr.New(connect.CodeFailedPrecondition, ReasonCredentialNotRotatable,
-		"environments with the "+env.Driver+" driver have no database credential to rotate", "driver", env.Driver)
+	notRotatable := func(why string) error {
+		return apierr.New(connect.CodeFailedPrecondition, ReasonCredentialNotRotatable, why, "driver", env.Driver)
+	}
+	if env.ExternalDatabase {
+		return nil, notRotatable("the database was brought by you: change its password there, then recreate the environment with the new one")
+	}
+	if env.Status != controlplane.StatusActive && env.Status != controlplane.StatusSuspended {
+		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotReady,
+			"only an active or suspended environment's credential can rotate; this one is "+env.Status, "status", env.Status)
+	}
+	p, err := s.provisioner.For(env.Driver)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	rotator, ok := p.(provision.Rotator)
+	if !ok {
+		return nil, notRotatable("environments with the " + env.Driver + " driver have no database credential to rotate")
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+	defer cancel()
+	current, err := s.open(env)
+	if err != nil {
+		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
+	}
+	secret, err := rotator.Rotate(ctx, env, current)
+	if err != nil {
+		reqlog.Logger(ctx, s.log).Debug("rotation failure cause", "environment_id", env.ID, "error", err)
+		return nil, apierr.New(connect.CodeUnavailable, ReasonRotationFailed, provision.PublicMessage(err)+"; the old credential is still valid, retry")
+	}
+	now := s.now()
+	cred, err := s.seal(env.ID, secret, now)
+	if err != nil {
+		return nil, s.toConnect(ctx, err)
+	}
+	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Credential: &cred}); err != nil {
+		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
+	}
+	s.publish(ctx, invalidate.Event{Kind: invalidate.KindCredential, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
+	reqlog.Logger(ctx, s.log).Info("credential rotated", "environment_id", env.ID, "key_id", cred.KeyID)
+	return connect.NewResponse(&environmentv1.RotateCredentialResponse{
+		Environment: environmentToProto(env),
+		RotateTime:  timestamp(now),
+	}), nil
 }
 
 // RetryProvisioning implements EnvironmentService.RetryProvisioning.
@@ -448,6 +508,64 @@ func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[envi
 		OrganizationId: env.OrganizationID,
 		Environment:    environmentToProto(env),
 	}), nil
+}
+
+// bringYourOwn validates a database the user brings and makes env use it:
+// active at once, never provisioned, never dropped by envplane.
+func (s *Service) bringYourOwn(ctx context.Context, env *controlplane.Environment, url, secret string) error {
+	var validate func(ctx context.Context, url, secret string) error
+	switch env.Driver {
+	case provision.DriverPostgres:
+		validate = provision.ValidatePostgres
+	default:
+		return apierr.InvalidArgument(ReasonDatabaseURLNotAllowed,
+			"database_url and database_secret bring an existing database and are not accepted for the "+env.Driver+" driver",
+			apierr.FieldViolation{Field: "database_url", Description: "not accepted for driver " + env.Driver})
+	}
+	if url == "" {
+		return apierr.InvalidArgument(ReasonDatabaseURLNotAllowed, "database_secret needs a database_url",
+			apierr.FieldViolation{Field: "database_url", Description: "required with database_secret"})
+	}
+	if err := validate(ctx, url, secret); err != nil {
+		reqlog.Logger(ctx, s.log).Debug("bring-your-own database check failed", "error", err)
+		return apierr.New(connect.CodeFailedPrecondition, ReasonDatabaseUnreachable,
+			provision.PublicMessage(err)+": check database_url and database_secret")
+	}
+	now := s.now()
+	env.ExternalDatabase = true
+	env.DatabaseURL = url
+	env.Status = controlplane.StatusActive
+	env.ProvisionTime = now
+	if secret != "" {
+		cred, err := s.seal(env.ID, secret, now)
+		if err != nil {
+			return s.toConnect(ctx, err)
+		}
+		env.Credential = cred
+	}
+	return nil
+}
+
+// seal encrypts an environment's secret, bound to the environment id so a
+// ciphertext copied onto another row does not open.
+func (s *Service) seal(environmentID, secret string, now time.Time) (controlplane.Credential, error) {
+	sealed, err := s.keyring.Seal([]byte(secret), []byte(environmentID))
+	if err != nil {
+		return controlplane.Credential{}, err
+	}
+	return controlplane.Credential{KeyID: sealed.KeyID, Ciphertext: sealed.Ciphertext, RotateTime: now}, nil
+}
+
+// open decrypts an environment's secret ("" when it has none).
+func (s *Service) open(env controlplane.Environment) (string, error) {
+	if len(env.Credential.Ciphertext) == 0 {
+		return "", nil
+	}
+	plain, err := s.keyring.Open(secrets.Sealed{KeyID: env.Credential.KeyID, Ciphertext: env.Credential.Ciphertext}, []byte(env.ID))
+	if err != nil {
+		return "", err
+	}
+	return string(plain), nil
 }
 
 // enter loads environment id for the caller: an environment of another

@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"DefaultYesRollsBack", testDefaultYesRollsBack},
 		{"ListEnvironments", testListEnvironments},
 		{"UpdatePatch", testUpdatePatch},
+		{"UpdateCredential", testUpdateCredential},
 		{"UpdateHostnameTaken", testUpdateHostnameTaken},
 		{"UpdateDefault", testUpdateDefault},
 		{"Delete", testDelete},
@@ -121,6 +122,23 @@ func newEnv(orgID, slug string) controlplane.Environment {
 		CreateTime:     now,
 		UpdateTime:     now,
 	}
+}
+
+// newCredential returns a credential sealed with keyID, with a ciphertext of
+// every byte value (NUL included) unique to this call, rotated at a fixture
+// time.
+func newCredential(keyID string) controlplane.Credential {
+	ct := []byte(newID())
+	for b := range 256 {
+		ct = append(ct, byte(b))
+	}
+	return controlplane.Credential{KeyID: keyID, Ciphertext: ct, RotateTime: fixtureTime().Add(2 * time.Minute)}
+}
+
+// sortedByID returns envs in id order, as the stores list them.
+func sortedByID(envs ...controlplane.Environment) []controlplane.Environment {
+	slices.SortFunc(envs, func(x, y controlplane.Environment) int { return strings.Compare(x.ID, y.ID) })
+	return envs
 }
 
 func mustCreateOrg(t *testing.T, s controlplane.Store, slug string) controlplane.Organization {
@@ -392,10 +410,19 @@ func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
 	full.RequestID = "req-" + newID()
 	full.StorageLimitMB = 1 << 40
 	full.ProvisionTime = fixtureTime().Add(time.Minute)
+	full.ExternalDatabase = true
+	full.Credential = newCredential("key-1")
 	got = mustCreateEnv(t, s, full, controlplane.DefaultNo)
 	diff(t, "created environment", full, got)
 
-	for _, want := range []controlplane.Environment{plain, full} {
+	// A credential without ciphertext is none: no part of it is kept.
+	empty := newEnv(org.ID, "empty")
+	empty.Credential = controlplane.Credential{KeyID: "key-1", Ciphertext: []byte{}, RotateTime: fixtureTime()}
+	got = mustCreateEnv(t, s, empty, controlplane.DefaultNo)
+	empty.Credential = controlplane.Credential{}
+	diff(t, "created environment with an empty credential", empty, got)
+
+	for _, want := range []controlplane.Environment{plain, full, empty} {
 		got, err := s.GetEnvironment(ctx, want.ID)
 		if err != nil {
 			t.Fatalf("GetEnvironment: %v", err)
@@ -406,6 +433,16 @@ func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
 			t.Fatalf("GetEnvironmentByHostname: %v", err)
 		}
 		diff(t, "environment read by hostname", want, got)
+	}
+	listed := allEnvs(t, s, org.ID)
+	diff(t, "listed environments", sortedByID(plain, full, empty), listed)
+	for _, env := range listed {
+		if !env.Credential.RotateTime.IsZero() && env.Credential.Ciphertext == nil {
+			t.Errorf("environment %q: credential with a rotate time and no ciphertext", env.Slug)
+		}
+		if env.Credential.Ciphertext != nil && len(env.Credential.Ciphertext) == 0 {
+			t.Errorf("environment %q: empty non-nil ciphertext, want nil for none", env.Slug)
+		}
 	}
 
 	_, err := s.GetEnvironment(ctx, newID())
@@ -456,6 +493,7 @@ func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 
 	first := newEnv(org.ID, "dev")
 	first.RequestID = "req-1"
+	first.Credential = newCredential("key-1")
 	stored := mustCreateEnv(t, s, first, controlplane.DefaultIfFirst)
 
 	// A retry is a new attempt with a new id, new server-side fields and
@@ -465,20 +503,31 @@ func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 	retry.Status = controlplane.StatusActive
 	retry.DatabaseURL = "postgres://elsewhere/dev"
 	retry.CreateTime = retry.CreateTime.Add(time.Minute)
+	// The secret is sealed afresh on every attempt, so the credential
+	// differs too; the stored one is kept.
+	retry.Credential = newCredential("key-2")
 	got, created, err := s.CreateEnvironment(ctx, retry, controlplane.DefaultNo)
 	if err != nil || created {
 		t.Fatalf("retried CreateEnvironment = created %v, %v; want the stored one", created, err)
 	}
 	diff(t, "retried environment", stored, got)
+	retry.ID = newID()
+	retry.Credential = controlplane.Credential{}
+	got, created, err = s.CreateEnvironment(ctx, retry, controlplane.DefaultNo)
+	if err != nil || created {
+		t.Fatalf("retried CreateEnvironment without a credential = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "environment retried without a credential", stored, got)
 
 	changes := map[string]func(*controlplane.Environment){
-		"slug":             func(e *controlplane.Environment) { e.Slug = "staging" },
-		"display_name":     func(e *controlplane.Environment) { e.DisplayName = "Another name" },
-		"type":             func(e *controlplane.Environment) { e.Type = "production" },
-		"driver":           func(e *controlplane.Environment) { e.Driver = "sqlite" },
-		"hostname":         func(e *controlplane.Environment) { e.Hostname = "another.env.test" },
-		"region":           func(e *controlplane.Environment) { e.Region = "us-east-1" },
-		"storage_limit_mb": func(e *controlplane.Environment) { e.StorageLimitMB++ },
+		"slug":              func(e *controlplane.Environment) { e.Slug = "staging" },
+		"display_name":      func(e *controlplane.Environment) { e.DisplayName = "Another name" },
+		"type":              func(e *controlplane.Environment) { e.Type = "production" },
+		"driver":            func(e *controlplane.Environment) { e.Driver = "sqlite" },
+		"hostname":          func(e *controlplane.Environment) { e.Hostname = "another.env.test" },
+		"region":            func(e *controlplane.Environment) { e.Region = "us-east-1" },
+		"storage_limit_mb":  func(e *controlplane.Environment) { e.StorageLimitMB++ },
+		"external_database": func(e *controlplane.Environment) { e.ExternalDatabase = true },
 	}
 	for field, change := range changes {
 		env := first
@@ -713,6 +762,70 @@ func testUpdatePatch(t *testing.T, s controlplane.Store) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func testUpdateCredential(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	created := newEnv(org.ID, "dev")
+	created.ExternalDatabase = true
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+	want := env
+
+	step := func(what string, patch controlplane.EnvironmentPatch) {
+		t.Helper()
+		got, err := s.UpdateEnvironment(ctx, env.ID, patch)
+		if err != nil {
+			t.Fatalf("UpdateEnvironment(%s): %v", what, err)
+		}
+		want.UpdateTime = got.UpdateTime
+		diff(t, "environment after "+what, want, got)
+		diff(t, "environment read after "+what, want, mustGetEnv(t, s, env.ID))
+		byHost, err := s.GetEnvironmentByHostname(ctx, want.Hostname)
+		if err != nil {
+			t.Fatalf("GetEnvironmentByHostname after %s: %v", what, err)
+		}
+		diff(t, "environment by hostname after "+what, want, byHost)
+		diff(t, "environments listed after "+what, []controlplane.Environment{want}, allEnvs(t, s, org.ID))
+	}
+
+	first := newCredential("key-1")
+	want.Credential = first
+	step("setting the credential", controlplane.EnvironmentPatch{Credential: &first})
+
+	// Patches of other fields keep the credential, and ExternalDatabase.
+	want.Status = controlplane.StatusActive
+	want.DatabaseURL = "postgres://db2.internal:5432/dev"
+	step("an unrelated patch", controlplane.EnvironmentPatch{
+		Status: &want.Status, DatabaseURL: &want.DatabaseURL,
+	})
+	step("an empty patch", controlplane.EnvironmentPatch{})
+
+	// A new credential replaces the whole old one, the rotate time included.
+	second := newCredential("key-2")
+	second.RotateTime = time.Time{}
+	want.Credential = second
+	step("replacing the credential", controlplane.EnvironmentPatch{Credential: &second})
+
+	third := newCredential("key-3")
+	want.Credential = third
+	want.DisplayName = "Dev"
+	step("replacing the credential with another field", controlplane.EnvironmentPatch{
+		Credential: &third, DisplayName: &want.DisplayName,
+	})
+
+	// A pointer to the zero credential, or to one without ciphertext, clears it.
+	want.Credential = controlplane.Credential{}
+	step("clearing the credential", controlplane.EnvironmentPatch{Credential: &controlplane.Credential{}})
+	want.Credential = first
+	step("setting the credential again", controlplane.EnvironmentPatch{Credential: &first})
+	want.Credential = controlplane.Credential{}
+	step("clearing with an empty ciphertext", controlplane.EnvironmentPatch{
+		Credential: &controlplane.Credential{KeyID: "key-1", Ciphertext: []byte{}, RotateTime: fixtureTime()},
+	})
+	if got := mustGetEnv(t, s, env.ID); got.Credential.Ciphertext != nil {
+		t.Errorf("cleared credential has ciphertext %v, want nil", got.Credential.Ciphertext)
+	}
+}
 
 func testUpdateHostnameTaken(t *testing.T, s controlplane.Store) {
 	a := mustCreateOrg(t, s, "a")
