@@ -36,7 +36,7 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	fs := flag.NewFlagSet("envplane token create", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", env("DATA_DIR", "./.envplane"), "data directory of the server (ENVPLANE_DATA_DIR)")
-	cp := fs.String("control-plane", env("CONTROL_PLANE", ""), "control-plane SQLite file (default <data-dir>/controlplane.db) (ENVPLANE_CONTROL_PLANE)")
+	cp := fs.String("control-plane", env("CONTROL_PLANE", ""), "control-plane SQLite file (default <data-dir>/controlplane.db) or postgres:// URL (ENVPLANE_CONTROL_PLANE)")
 	name := fs.String("name", "cli admin", "name of the token")
 	org := fs.String("organization", "", "organization id; empty mints a platform admin token")
 	role := fs.String("role", auth.RoleAdmin, "admin, developer, editor or viewer")
@@ -65,13 +65,19 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	if *expires > 0 {
 		spec.ExpireTime = time.Now().UTC().Add(*expires)
 	}
+	var err error
 	path := *cp
 	if path == "" {
 		path = filepath.Join(*dataDir, "controlplane.db")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	store, err := controlplane.OpenSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(path, "sqlite://"), "sqlite:"))
+	var store controlplane.Store
+	if strings.HasPrefix(path, "postgres://") || strings.HasPrefix(path, "postgresql://") {
+		store, err = controlplane.OpenPostgres(ctx, path)
+	} else {
+		store, err = controlplane.OpenSQLite(ctx, strings.TrimPrefix(strings.TrimPrefix(path, "sqlite://"), "sqlite:"))
+	}
 	if err != nil {
 		return err
 	}
