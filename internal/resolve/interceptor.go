@@ -1,0 +1,75 @@
+package resolve
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+
+	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/controlplane"
+)
+
+// environmentScoped is implemented by every request message of an
+// environment-scoped service (the generated GetEnvironmentId).
+type environmentScoped interface {
+	GetEnvironmentId() string
+}
+
+type envKey struct{}
+
+// From returns the environment the call was resolved to. Handlers of
+// environment-scoped services can rely on it: the interceptor ran first.
+func From(ctx context.Context) (controlplane.Environment, bool) {
+	env, ok := ctx.Value(envKey{}).(controlplane.Environment)
+	return env, ok
+}
+
+// WithEnvironment returns ctx carrying env.
+func WithEnvironment(ctx context.Context, env controlplane.Environment) context.Context {
+	return context.WithValue(ctx, envKey{}, env)
+}
+
+// Interceptor resolves the environment of each call, authorizes the caller
+// for it, carries it in the context and echoes its id in the response's
+// X-Environment-Id header. It runs after authentication and validation.
+func (r *Resolver) Interceptor() connect.Interceptor {
+	return interceptor{r}
+}
+
+type interceptor struct{ r *Resolver }
+
+func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		h := Hints{Host: req.Header().Get("Host"), Header: req.Header().Get(HeaderEnvironmentID)}
+		if m, ok := req.Any().(environmentScoped); ok {
+			h.EnvironmentID = m.GetEnvironmentId()
+		}
+		env, err := i.r.Resolve(ctx, h, auth.From(ctx))
+		if err != nil {
+			return nil, err
+		}
+		resp, err := next(WithEnvironment(ctx, env), req)
+		if resp != nil {
+			resp.Header().Set(HeaderEnvironmentID, env.ID)
+		} else if ce, ok := err.(*connect.Error); ok {
+			ce.Meta().Set(HeaderEnvironmentID, env.ID)
+		}
+		return resp, err
+	}
+}
+
+func (i interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		h := Hints{Host: conn.RequestHeader().Get("Host"), Header: conn.RequestHeader().Get(HeaderEnvironmentID)}
+		env, err := i.r.Resolve(ctx, h, auth.From(ctx))
+		if err != nil {
+			return err
+		}
+		conn.ResponseHeader().Set(HeaderEnvironmentID, env.ID)
+		return next(WithEnvironment(ctx, env), conn)
+	}
+}

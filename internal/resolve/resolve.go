@@ -1,0 +1,313 @@
+// Package resolve decides which environment an environment-scoped call is
+// for, with one rule set for every protocol: the request's environment_id,
+// then the Host (:authority), then X-Environment-Id, then the caller's
+// session, then the organization's default, then its only environment. An
+// explicit hint naming an unknown environment is an error, never a
+// fall-through to another environment.
+package resolve
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/hostname"
+	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/reqlog"
+)
+
+// HeaderEnvironmentID names an environment on a request and echoes the
+// resolved one on the response.
+const HeaderEnvironmentID = "X-Environment-Id"
+
+// ErrorInfo reasons of resolution.
+const (
+	ReasonEnvironmentNotFound     = "ENVIRONMENT_NOT_FOUND"
+	ReasonEnvironmentNotResolved  = "ENVIRONMENT_NOT_RESOLVED"
+	ReasonEnvironmentSuspended    = "ENVIRONMENT_SUSPENDED"
+	ReasonEnvironmentProvisioning = "ENVIRONMENT_PROVISIONING"
+	ReasonEnvironmentFailed       = "ENVIRONMENT_FAILED"
+	ReasonEnvironmentDeleting     = "ENVIRONMENT_DELETING"
+)
+
+// Source is what resolution reads from the control plane.
+type Source interface {
+	GetEnvironment(ctx context.Context, id string) (controlplane.Environment, error)
+	GetEnvironmentByHostname(ctx context.Context, hostname string) (controlplane.Environment, error)
+	GetToken(ctx context.Context, id string) (controlplane.Token, error)
+	ListEnvironments(ctx context.Context, organizationID string, page controlplane.Page) ([]controlplane.Environment, error)
+}
+
+// Cache bounds. Invalidation events drop entries at once; the TTL bounds
+// the damage of a missed event.
+const (
+	cacheSize = 100_000
+	cacheTTL  = 10 * time.Second
+)
+
+// orgRoute is what an organization contributes to resolution.
+type orgRoute struct {
+	defaultID string // its default environment, if any
+	onlyID    string // its environment when it has exactly one
+}
+
+// Hints are the ways a request can name its environment.
+type Hints struct {
+	EnvironmentID string // from the path or the request message
+	Host          string // Host header or :authority, as received
+	Header        string // X-Environment-Id
+}
+
+// Resolver resolves and authorizes environments, caching control-plane reads.
+type Resolver struct {
+	src      Source
+	envs     *expirable.LRU[string, controlplane.Environment]
+	hosts    *expirable.LRU[string, string] // hostname → environment id ("" = none)
+	sessions *expirable.LRU[string, string] // token id → active environment id
+	orgs     *expirable.LRU[string, orgRoute]
+	log      *slog.Logger
+}
+
+// New returns a Resolver reading src and dropping cached entries on events.
+func New(src Source, events invalidate.Subscriber, log *slog.Logger) *Resolver {
+	r := &Resolver{
+		src:      src,
+		envs:     expirable.NewLRU[string, controlplane.Environment](cacheSize, nil, cacheTTL),
+		hosts:    expirable.NewLRU[string, string](cacheSize, nil, cacheTTL),
+		sessions: expirable.NewLRU[string, string](cacheSize, nil, cacheTTL),
+		orgs:     expirable.NewLRU[string, orgRoute](cacheSize, nil, cacheTTL),
+		log:      log.With("component", "resolve"),
+	}
+	events.Subscribe(r.invalidate)
+	return r
+}
+
+func (r *Resolver) invalidate(ev invalidate.Event) {
+	switch ev.Kind {
+	case invalidate.KindAll:
+		r.envs.Purge()
+		r.hosts.Purge()
+		r.sessions.Purge()
+		r.orgs.Purge()
+	case invalidate.KindEnvironment, invalidate.KindCredential:
+		r.envs.Remove(ev.EnvironmentID)
+		if ev.OrganizationID != "" {
+			r.orgs.Remove(ev.OrganizationID)
+		}
+	case invalidate.KindHostname:
+		r.hosts.Remove(ev.Hostname)
+		if ev.EnvironmentID != "" {
+			r.envs.Remove(ev.EnvironmentID)
+		}
+	case invalidate.KindOrganization:
+		r.orgs.Remove(ev.OrganizationID)
+	case invalidate.KindToken:
+		r.sessions.Remove(ev.TokenID)
+	}
+}
+
+// Resolve returns the environment the call is for, entered by p: it exists,
+// the caller may enter it, and it is active.
+func (r *Resolver) Resolve(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, error) {
+	env, source, err := r.find(ctx, h, p)
+	if errors.Is(err, errNotFound) {
+		return controlplane.Environment{}, notFound()
+	}
+	if err != nil {
+		return controlplane.Environment{}, err
+	}
+	if !p.InOrganization(env.OrganizationID) {
+		return controlplane.Environment{}, notFound()
+	}
+	if err := p.RequireEnvironment(env.ID); err != nil {
+		return controlplane.Environment{}, err
+	}
+	if err := ready(env); err != nil {
+		return controlplane.Environment{}, err
+	}
+	reqlog.Annotate(ctx, "environment_id", env.ID, "resolved_by", source)
+	return env, nil
+}
+
+// find applies the precedence rules and returns the environment with the
+// name of the rule that found it.
+func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, string, error) {
+	if h.EnvironmentID != "" {
+		env, err := r.environment(ctx, h.EnvironmentID)
+		return env, "request", err
+	}
+	if name, ok := hostname.FromHost(h.Host); ok {
+		id, err := r.hostname(ctx, name)
+		if err != nil {
+			return controlplane.Environment{}, "", err
+		}
+		if id != "" {
+			env, err := r.environment(ctx, id)
+			return env, "host", err
+		}
+	}
+	if h.Header != "" {
+		env, err := r.environment(ctx, h.Header)
+		return env, "header", err
+	}
+	if p == nil {
+		return controlplane.Environment{}, "", notResolved()
+	}
+	if p.TokenID != "" {
+		id, err := r.session(ctx, p.TokenID)
+		if err != nil {
+			return controlplane.Environment{}, "", err
+		}
+		if id != "" {
+			env, err := r.environment(ctx, id)
+			if !errors.Is(err, errNotFound) {
+				return env, "session", err
+			}
+			// The session's environment is gone: not a hint any more.
+		}
+	}
+	if p.OrganizationID != "" {
+		route, err := r.organization(ctx, p.OrganizationID)
+		if err != nil {
+			return controlplane.Environment{}, "", err
+		}
+		for _, c := range []struct{ id, source string }{{route.defaultID, "default"}, {route.onlyID, "only"}} {
+			if c.id == "" {
+				continue
+			}
+			env, err := r.environment(ctx, c.id)
+			if !errors.Is(err, errNotFound) {
+				return env, c.source, err
+			}
+		}
+	}
+	return controlplane.Environment{}, "", notResolved()
+}
+
+// errNotFound is the internal sentinel for a missing environment; Resolve
+// turns it into a fresh client error (connect errors carry per-call metadata,
+// so one instance must never be shared between calls).
+var errNotFound = errors.New("environment not found")
+
+func notFound() *connect.Error {
+	return apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound, "environment not found")
+}
+
+func notResolved() *connect.Error {
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotResolved,
+		"no environment named: use the /api/v1/environments/{id}/… path or the environment_id field, "+
+			"an environment's hostname as Host, the X-Environment-Id header, ActivateEnvironment, "+
+			"or give the organization a default environment")
+}
+
+// ready refuses environments that cannot serve calls now.
+func ready(env controlplane.Environment) error {
+	switch env.Status {
+	case controlplane.StatusActive:
+		return nil
+	case controlplane.StatusSuspended:
+		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentSuspended, "the environment is suspended", "environment_id", env.ID)
+	case controlplane.StatusProvisioning:
+		return apierr.New(connect.CodeUnavailable, ReasonEnvironmentProvisioning, "the environment is still being provisioned; retry shortly", "environment_id", env.ID)
+	case controlplane.StatusFailed:
+		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentFailed, "the environment's provisioning failed; retry it with RetryProvisioning", "environment_id", env.ID)
+	default:
+		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentDeleting, "the environment is being deleted", "environment_id", env.ID)
+	}
+}
+
+func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Environment, error) {
+	if env, ok := r.envs.Get(id); ok {
+		if env.ID == "" {
+			return controlplane.Environment{}, errNotFound
+		}
+		return env, nil
+	}
+	env, err := r.src.GetEnvironment(ctx, id)
+	switch {
+	case errors.Is(err, controlplane.ErrNotFound):
+		r.envs.Add(id, controlplane.Environment{})
+		return controlplane.Environment{}, errNotFound
+	case err != nil:
+		return controlplane.Environment{}, r.unavailable(ctx, err)
+	}
+	r.envs.Add(id, env)
+	return env, nil
+}
+
+func (r *Resolver) hostname(ctx context.Context, name string) (string, error) {
+	if id, ok := r.hosts.Get(name); ok {
+		return id, nil
+	}
+	env, err := r.src.GetEnvironmentByHostname(ctx, name)
+	switch {
+	case errors.Is(err, controlplane.ErrNotFound):
+		r.hosts.Add(name, "")
+		return "", nil
+	case err != nil:
+		return "", r.unavailable(ctx, err)
+	}
+	r.hosts.Add(name, env.ID)
+	r.envs.Add(env.ID, env)
+	return env.ID, nil
+}
+
+func (r *Resolver) session(ctx context.Context, tokenID string) (string, error) {
+	if id, ok := r.sessions.Get(tokenID); ok {
+		return id, nil
+	}
+	tok, err := r.src.GetToken(ctx, tokenID)
+	switch {
+	case errors.Is(err, controlplane.ErrNotFound):
+		return "", nil
+	case err != nil:
+		return "", r.unavailable(ctx, err)
+	}
+	r.sessions.Add(tokenID, tok.ActiveEnvironmentID)
+	return tok.ActiveEnvironmentID, nil
+}
+
+func (r *Resolver) organization(ctx context.Context, orgID string) (orgRoute, error) {
+	if route, ok := r.orgs.Get(orgID); ok {
+		return route, nil
+	}
+	var route orgRoute
+	var after string
+	count := 0
+	for {
+		envs, err := r.src.ListEnvironments(ctx, orgID, controlplane.Page{After: after, Limit: 1000})
+		if err != nil {
+			return orgRoute{}, r.unavailable(ctx, err)
+		}
+		for _, e := range envs {
+			count++
+			if e.IsDefault {
+				route.defaultID = e.ID
+			}
+			if count == 1 {
+				route.onlyID = e.ID
+			}
+		}
+		if len(envs) < 1000 || route.defaultID != "" && count > 1 {
+			break
+		}
+		after = envs[len(envs)-1].ID
+	}
+	if count != 1 {
+		route.onlyID = ""
+	}
+	r.orgs.Add(orgID, route)
+	return route, nil
+}
+
+func (r *Resolver) unavailable(ctx context.Context, err error) error {
+	reqlog.Logger(ctx, r.log).Error("control plane lookup failed", "error", err)
+	return apierr.New(connect.CodeUnavailable, "CONTROL_PLANE_UNAVAILABLE", "the control plane cannot be reached; retry")
+}
