@@ -17,6 +17,7 @@ import (
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/engine"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/secrets"
@@ -106,9 +107,9 @@ var StoreModule = fx.Module("store",
 // admin URL is configured.
 var ProvisionModule = fx.Module("provision",
 	fx.Provide(
-		provision.NewMemory,
+		engine.NewMemory,
 		func(cfg config.Config) *provision.SQLite { return provision.NewSQLite(cfg.DataDir) },
-		func(lc fx.Lifecycle, cfg config.Config, mem *provision.Memory, lite *provision.SQLite) (*provision.Set, error) {
+		func(lc fx.Lifecycle, cfg config.Config, mem *engine.Memory, lite *provision.SQLite) (*provision.Set, error) {
 			byDriver := map[string]provision.Provisioner{
 				provision.DriverMemory: mem,
 				provision.DriverSQLite: lite,

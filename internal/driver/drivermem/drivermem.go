@@ -1,0 +1,281 @@
+// Package drivermem is the in-process engine: an environment's tables live
+// in this process's memory and are gone when it ends, which makes it the
+// engine of development and of tests that need no database. It evaluates
+// the same filter tree as the SQL engines, in Go, and passes the same
+// conformance suite (drivertest), so a service cannot tell it from them.
+//
+// Records are deep-copied on the way in and out: a caller never shares
+// memory with the store. Reads take a read lock; writes take the write lock
+// and check everything before changing anything, and a batch or a migration
+// works on copies of the tables it touches, swapped in only when every step
+// succeeded.
+package drivermem
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/filter"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// errClosed is what every call on a closed handle returns.
+var errClosed = fmt.Errorf("drivermem: driver is closed: %w", driver.ErrUnavailable)
+
+// database is one environment's tables.
+type database struct {
+	mu     sync.RWMutex
+	tables map[string]*table
+}
+
+// Driver is a handle on one in-memory database.
+type Driver struct {
+	db     *database
+	closed atomic.Bool
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// New returns a handle on a new, empty database.
+func New() *Driver {
+	return &Driver{db: &database{tables: make(map[string]*table)}}
+}
+
+// Handle returns another handle on d's database. Closing a handle ends only
+// that handle, never the data: a registry that closes the drivers it
+// evicts can be given handles while the process keeps the database for the
+// environment's next open.
+func (d *Driver) Handle() *Driver {
+	return &Driver{db: d.db}
+}
+
+// begin checks the handle and the context before a call.
+func (d *Driver) begin(ctx context.Context) error {
+	if d.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("drivermem: %w", err)
+	}
+	return nil
+}
+
+// lookup returns the named table, or an error naming the object: the
+// service may hold a definition whose table was never made or was dropped.
+func lookup(tables map[string]*table, name string) (*table, error) {
+	t, ok := tables[name]
+	if !ok {
+		return nil, fmt.Errorf("drivermem: object %q has no table", name)
+	}
+	return t, nil
+}
+
+// Migrate applies steps to a copy of obj's table and keeps it only if all
+// succeed, so a failed migration leaves the table as it was.
+func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	var t *table
+	if cur, ok := d.db.tables[obj.Name]; ok {
+		t = cur.clone()
+	}
+	for _, step := range steps {
+		if step.Kind == schema.StepCreateTable {
+			if t == nil {
+				t = newTable(obj)
+			}
+			continue
+		}
+		if t == nil {
+			return fmt.Errorf("drivermem: %s on object %q, which has no table", step.Kind, obj.Name)
+		}
+		if err := t.apply(step); err != nil {
+			return fmt.Errorf("drivermem: migrate %s: %s: %w", obj.Name, step.Description, err)
+		}
+	}
+	if t != nil {
+		d.db.tables[obj.Name] = t
+	}
+	return nil
+}
+
+// DropObject drops the named table; a missing table is success.
+func (d *Driver) DropObject(ctx context.Context, name string) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	delete(d.db.tables, name)
+	return nil
+}
+
+// Insert stores a copy of rec.
+func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Record) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return err
+	}
+	_, err = t.insert(rec)
+	return err
+}
+
+// Get returns a copy of record id.
+func (d *Driver) Get(ctx context.Context, obj *schema.Object, id string) (driver.Record, error) {
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := t.rows[id]
+	if !ok {
+		return nil, fmt.Errorf("drivermem: get %s %q: %w", obj.Name, id, driver.ErrNotFound)
+	}
+	return copyOut(r), nil
+}
+
+// Query returns copies of the records matching q.
+func (d *Driver) Query(ctx context.Context, obj *schema.Object, q driver.Query) ([]driver.Record, error) {
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := t.query(q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]driver.Record, len(recs))
+	for i, r := range recs {
+		out[i] = copyOut(r)
+	}
+	return out, nil
+}
+
+// Count counts the records matching f.
+func (d *Driver) Count(ctx context.Context, obj *schema.Object, f filter.Expr) (int64, error) {
+	if err := d.begin(ctx); err != nil {
+		return 0, err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return 0, err
+	}
+	return t.count(f)
+}
+
+// Update applies set to record id and returns a copy of the result.
+func (d *Driver) Update(ctx context.Context, obj *schema.Object, id string, set driver.Record, ifETag string) (driver.Record, error) {
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return nil, err
+	}
+	r, err := t.update(id, set, ifETag)
+	if err != nil {
+		return nil, err
+	}
+	return copyOut(r), nil
+}
+
+// Delete removes record id.
+func (d *Driver) Delete(ctx context.Context, obj *schema.Object, id string, ifETag string) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	t, err := lookup(d.db.tables, obj.Name)
+	if err != nil {
+		return err
+	}
+	return t.delete(id, ifETag)
+}
+
+// Batch applies ops to copies of the tables they touch and swaps the
+// copies in only when every op succeeded: all or nothing, and later ops see
+// earlier ones.
+func (d *Driver) Batch(ctx context.Context, ops []driver.Op) ([]driver.Record, error) {
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	d.db.mu.Lock()
+	defer d.db.mu.Unlock()
+	touched := make(map[string]*table)
+	out := make([]driver.Record, len(ops))
+	for i, op := range ops {
+		r, err := d.apply(touched, op)
+		if err != nil {
+			return nil, &driver.BatchError{Index: i, Err: err}
+		}
+		out[i] = copyOut(r)
+	}
+	for name, t := range touched {
+		d.db.tables[name] = t
+	}
+	return out, nil
+}
+
+// apply applies one batch op to the copy of its table in touched.
+func (d *Driver) apply(touched map[string]*table, op driver.Op) (driver.Record, error) {
+	if op.Object == nil {
+		return nil, fmt.Errorf("drivermem: batch op without an object")
+	}
+	t, ok := touched[op.Object.Name]
+	if !ok {
+		cur, err := lookup(d.db.tables, op.Object.Name)
+		if err != nil {
+			return nil, err
+		}
+		t = cur.clone()
+		touched[op.Object.Name] = t
+	}
+	switch op.Kind {
+	case driver.OpInsert:
+		return t.insert(op.Record)
+	case driver.OpUpdate:
+		return t.update(op.ID, op.Record, op.IfETag)
+	case driver.OpDelete:
+		return nil, t.delete(op.ID, op.IfETag)
+	}
+	return nil, fmt.Errorf("drivermem: unknown batch op kind %d", op.Kind)
+}
+
+// Ping answers while the handle is open.
+func (d *Driver) Ping(ctx context.Context) error {
+	return d.begin(ctx)
+}
+
+// Close ends this handle; later calls on it fail. The database itself is
+// freed once no handle refers to it.
+func (d *Driver) Close() error {
+	if d.closed.Swap(true) {
+		return errClosed
+	}
+	return nil
+}

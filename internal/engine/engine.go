@@ -1,0 +1,140 @@
+// Package engine opens an environment's Driver from its control-plane row:
+// it is the one place that knows which engine serves which driver name and
+// how an environment's credential reaches it. The registry calls it on a
+// cache miss; services never see it.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivermem"
+	"github.com/envplane/envplane/internal/driver/driverpg"
+	"github.com/envplane/envplane/internal/driver/driversqlite"
+	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/secrets"
+)
+
+// ErrNotProvisioned means the environment has no database this server can
+// open (a memory environment of another process, a driver not configured).
+var ErrNotProvisioned = errors.New("engine: the environment's database is not available on this server")
+
+// Rows is what the opener reads of the control plane.
+type Rows interface {
+	GetEnvironment(ctx context.Context, id string) (controlplane.Environment, error)
+}
+
+// Opener opens drivers for environments.
+type Opener struct {
+	rows    Rows
+	keyring *secrets.Keyring
+	sqlite  *provision.SQLite
+	memory  *Memory
+	// PostgresMaxConns bounds each postgres environment's pool.
+	PostgresMaxConns int32
+}
+
+// New returns an Opener.
+func New(rows Rows, keyring *secrets.Keyring, sqlite *provision.SQLite, memory *Memory) *Opener {
+	return &Opener{rows: rows, keyring: keyring, sqlite: sqlite, memory: memory, PostgresMaxConns: 4}
+}
+
+// Open opens the driver of environment id from its current row and credential.
+func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
+	env, err := o.rows.GetEnvironment(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch env.Driver {
+	case provision.DriverMemory:
+		d, ok := o.memory.Driver(env.ID)
+		if !ok {
+			return nil, fmt.Errorf("%w: memory environments live in the process that created them", ErrNotProvisioned)
+		}
+		return d, nil
+	case provision.DriverSQLite:
+		return driversqlite.Open(ctx, o.sqlite.Path(env.ID))
+	case provision.DriverPostgres:
+		secret, err := o.secret(env)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := provision.PostgresConnConfig(env.DatabaseURL, secret)
+		if err != nil {
+			return nil, err
+		}
+		if o.PostgresMaxConns > 0 {
+			cfg.MaxConns = o.PostgresMaxConns
+		}
+		return driverpg.Open(ctx, cfg)
+	default:
+		return nil, fmt.Errorf("%w: driver %q", ErrNotProvisioned, env.Driver)
+	}
+}
+
+func (o *Opener) secret(env controlplane.Environment) (string, error) {
+	if len(env.Credential.Ciphertext) == 0 {
+		return "", nil
+	}
+	plain, err := o.keyring.Open(secrets.Sealed{KeyID: env.Credential.KeyID, Ciphertext: env.Credential.Ciphertext}, []byte(env.ID))
+	if err != nil {
+		return "", fmt.Errorf("engine: open the credential of %s: %w", env.ID, err)
+	}
+	return string(plain), nil
+}
+
+// Memory holds the databases of memory environments for the life of the
+// process: the registry may close and reopen a driver handle at will, so
+// the data must outlive the handle. It is also the memory provisioner.
+type Memory struct {
+	mu  sync.Mutex
+	dbs map[string]*drivermem.Driver
+}
+
+// NewMemory returns an empty Memory.
+func NewMemory() *Memory { return &Memory{dbs: make(map[string]*drivermem.Driver)} }
+
+// Provision implements provision.Provisioner: a fresh in-process database.
+func (m *Memory) Provision(_ context.Context, env controlplane.Environment) (provision.Result, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.dbs[env.ID]; !ok {
+		m.dbs[env.ID] = drivermem.New()
+	}
+	return provision.Result{DatabaseURL: "memory:" + env.ID}, nil
+}
+
+// Deprovision implements provision.Provisioner: the data is gone.
+func (m *Memory) Deprovision(_ context.Context, env controlplane.Environment) error {
+	m.mu.Lock()
+	d, ok := m.dbs[env.ID]
+	delete(m.dbs, env.ID)
+	m.mu.Unlock()
+	if ok {
+		return d.Close()
+	}
+	return nil
+}
+
+// Driver returns a handle on the environment's database whose Close leaves
+// the data in place.
+func (m *Memory) Driver(environmentID string) (driver.Driver, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.dbs[environmentID]
+	if !ok {
+		return nil, false
+	}
+	return keepOpen{d}, true
+}
+
+// keepOpen is a memory database handle whose Close does not drop the data.
+type keepOpen struct{ *drivermem.Driver }
+
+func (keepOpen) Close() error { return nil }
+
+var _ provision.Provisioner = (*Memory)(nil)
