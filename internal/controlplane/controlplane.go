@@ -35,9 +35,14 @@ type Organization struct {
 	Slug        string
 	DisplayName string
 	// RequestID is the client's idempotency key of the create, if any.
-	RequestID  string
-	CreateTime time.Time
-	UpdateTime time.Time
+	RequestID string
+	// RequestDigest is a digest of the create request that carried
+	// RequestID, computed by the caller; a create with the same RequestID and
+	// the same digest is a retry, with another digest ErrRequestReused. Empty
+	// when RequestID is empty.
+	RequestDigest string
+	CreateTime    time.Time
+	UpdateTime    time.Time
 }
 
 // Environment is one environment of an organization with its own database.
@@ -56,8 +61,13 @@ type Environment struct {
 	Region         string
 	StorageLimitMB int64
 	// DatabaseURL locates the environment's database, without any secret.
-	DatabaseURL   string
-	RequestID     string
+	DatabaseURL string
+	RequestID   string
+	// RequestDigest is a digest of the create request that carried
+	// RequestID, computed by the caller; a create with the same RequestID and
+	// the same digest is a retry, with another digest ErrRequestReused. Empty
+	// when RequestID is empty.
+	RequestDigest string
 	CreateTime    time.Time
 	UpdateTime    time.Time
 	ProvisionTime time.Time // zero until provisioned
@@ -132,6 +142,11 @@ type Token struct {
 	SecretPrefix string
 	// RequestID is the idempotency key of the create, scoped to the organization.
 	RequestID string
+	// RequestDigest is a digest of the create request that carried
+	// RequestID, computed by the caller; a create with the same RequestID and
+	// the same digest is a retry, with another digest ErrRequestReused. Empty
+	// when RequestID is empty.
+	RequestDigest string
 	// CreatedBy is the id of the token that created this one ("" for bootstrap and CLI).
 	CreatedBy  string
 	CreateTime time.Time

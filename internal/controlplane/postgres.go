@@ -177,10 +177,11 @@ func (s *Postgres) CreateOrganization(ctx context.Context, org Organization) (Or
 	}
 	for attempt := 1; ; attempt++ {
 		stored, err := scanPgOrganization(s.pool.QueryRow(ctx, `INSERT INTO organizations
-			(id, slug, display_name, request_id, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6)
+			(id, slug, display_name, request_id, create_time, update_time, request_digest)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			RETURNING `+organizationColumns,
-			org.ID, org.Slug, org.DisplayName, nullString(org.RequestID), org.CreateTime, org.UpdateTime))
+			org.ID, org.Slug, org.DisplayName, nullString(org.RequestID), org.CreateTime, org.UpdateTime,
+			nullString(org.RequestDigest)))
 		if err == nil {
 			return stored, true, nil
 		}
@@ -313,11 +314,11 @@ const insertEnvironmentSQL = `INSERT INTO environments
 	(id, organization_id, slug, display_name, type, driver, status, status_message,
 	 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 	 create_time, update_time, provision_time, external_database,
-	 credential_key_id, credential_ciphertext, credential_rotate_time)
+	 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
 	 coalesce($9::boolean, NOT EXISTS (SELECT 1 FROM environments
 		WHERE organization_id = $2 AND is_default)),
-	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 	RETURNING ` + environmentColumns
 
 // insertEnvironment runs one attempt of CreateEnvironment's insert for mode.
@@ -329,7 +330,7 @@ func (s *Postgres) insertEnvironment(ctx context.Context, env Environment, mode 
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			env.CreateTime, env.UpdateTime, pgNullTime(env.ProvisionTime),
-			env.ExternalDatabase, keyID, ciphertext, rotateTime))
+			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest)))
 	}
 	switch mode {
 	case DefaultNo:
@@ -527,12 +528,12 @@ func (s *Postgres) DeleteEnvironment(ctx context.Context, id string) error {
 // organizationColumns.
 func scanPgOrganization(row pgx.Row) (Organization, error) {
 	var org Organization
-	var requestID *string
+	var requestID, requestDigest *string
 	if err := row.Scan(&org.ID, &org.Slug, &org.DisplayName, &requestID,
-		&org.CreateTime, &org.UpdateTime); err != nil {
+		&org.CreateTime, &org.UpdateTime, &requestDigest); err != nil {
 		return Organization{}, err
 	}
-	org.RequestID = derefString(requestID)
+	org.RequestID, org.RequestDigest = derefString(requestID), derefString(requestDigest)
 	org.CreateTime, org.UpdateTime = org.CreateTime.UTC(), org.UpdateTime.UTC()
 	return org, nil
 }
@@ -541,16 +542,16 @@ func scanPgOrganization(row pgx.Row) (Organization, error) {
 // environmentColumns.
 func scanPgEnvironment(row pgx.Row) (Environment, error) {
 	var env Environment
-	var requestID, keyID *string
+	var requestID, keyID, requestDigest *string
 	var provisionTime, rotateTime *time.Time
 	var ciphertext []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &env.CreateTime, &env.UpdateTime,
-		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest); err != nil {
 		return Environment{}, err
 	}
-	env.RequestID = derefString(requestID)
+	env.RequestID, env.RequestDigest = derefString(requestID), derefString(requestDigest)
 	env.CreateTime, env.UpdateTime = env.CreateTime.UTC(), env.UpdateTime.UTC()
 	env.ProvisionTime = derefTime(provisionTime)
 	if len(ciphertext) > 0 {

@@ -38,13 +38,13 @@ func (s *Postgres) CreateToken(ctx context.Context, t Token) (Token, bool, error
 		stored, err := scanPgToken(s.pool.QueryRow(ctx, `INSERT INTO tokens
 			(id, name, organization_id, role, platform_admin, environment_ids, secret_hash,
 			 secret_prefix, request_id, created_by, create_time, expire_time, revoke_time,
-			 last_use_time, active_environment_id)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+			 last_use_time, active_environment_id, request_digest)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 			RETURNING `+tokenColumns,
 			t.ID, t.Name, nullString(t.OrganizationID), t.Role, t.PlatformAdmin, envIDs, t.SecretHash,
 			t.SecretPrefix, nullString(t.RequestID), t.CreatedBy, t.CreateTime,
 			pgNullTime(t.ExpireTime), pgNullTime(t.RevokeTime), pgNullTime(t.LastUseTime),
-			nullString(t.ActiveEnvironmentID)))
+			nullString(t.ActiveEnvironmentID), nullString(t.RequestDigest)))
 		if err == nil {
 			return stored, true, nil
 		}
@@ -198,15 +198,15 @@ func (s *Postgres) CountTokens(ctx context.Context) (int, error) {
 // for "not limited".
 func scanPgToken(row pgx.Row) (Token, error) {
 	var t Token
-	var organizationID, requestID, activeEnvironmentID *string
+	var organizationID, requestID, activeEnvironmentID, requestDigest *string
 	var expireTime, revokeTime, lastUseTime *time.Time
 	if err := row.Scan(&t.ID, &t.Name, &organizationID, &t.Role, &t.PlatformAdmin, &t.EnvironmentIDs,
 		&t.SecretHash, &t.SecretPrefix, &requestID, &t.CreatedBy, &t.CreateTime, &expireTime,
-		&revokeTime, &lastUseTime, &activeEnvironmentID); err != nil {
+		&revokeTime, &lastUseTime, &activeEnvironmentID, &requestDigest); err != nil {
 		return Token{}, err
 	}
 	t.OrganizationID = derefString(organizationID)
-	t.RequestID = derefString(requestID)
+	t.RequestID, t.RequestDigest = derefString(requestID), derefString(requestDigest)
 	t.ActiveEnvironmentID = derefString(activeEnvironmentID)
 	if len(t.EnvironmentIDs) == 0 {
 		t.EnvironmentIDs = nil

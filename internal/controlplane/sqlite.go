@@ -174,10 +174,10 @@ func (s *SQLite) CreateOrganization(ctx context.Context, org Organization) (Orga
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO organizations
-			(id, slug, display_name, request_id, create_time, update_time)
-			VALUES (?, ?, ?, ?, ?, ?)`,
+			(id, slug, display_name, request_id, create_time, update_time, request_digest)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 			org.ID, org.Slug, org.DisplayName, nullString(org.RequestID),
-			formatTime(org.CreateTime), formatTime(org.UpdateTime))
+			formatTime(org.CreateTime), formatTime(org.UpdateTime), nullString(org.RequestDigest))
 		switch {
 		case isUniqueViolation(err, "organizations.slug"):
 			return ErrOrganizationExists
@@ -195,10 +195,16 @@ func (s *SQLite) CreateOrganization(ctx context.Context, org Organization) (Orga
 	return stored, created, nil
 }
 
-// sameOrganizationRequest reports whether two creates carry the same
-// client-supplied content, which makes the second a retry of the first.
-func sameOrganizationRequest(a, b Organization) bool {
-	return a.Slug == b.Slug && a.DisplayName == b.DisplayName
+// sameOrganizationRequest reports whether req, a create carrying the request
+// id of the stored organization, is a retry of the create that stored it:
+// both carry the same request digest. A row stored without a digest (created
+// before migration 0004, or by a caller that sent none) falls back to
+// comparing the client-supplied fields as they are stored now.
+func sameOrganizationRequest(stored, req Organization) bool {
+	if stored.RequestDigest != "" {
+		return stored.RequestDigest == req.RequestDigest
+	}
+	return stored.Slug == req.Slug && stored.DisplayName == req.DisplayName
 }
 
 // GetOrganization implements Store.
@@ -286,13 +292,13 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 			(id, organization_id, slug, display_name, type, driver, status, status_message,
 			 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 			 create_time, update_time, provision_time, external_database,
-			 credential_key_id, credential_ciphertext, credential_rotate_time)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			env.ID, env.OrganizationID, env.Slug, env.DisplayName, env.Type, env.Driver,
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			formatTime(env.CreateTime), formatTime(env.UpdateTime), nullTime(env.ProvisionTime),
-			env.ExternalDatabase, keyID, ciphertext, rotateTime)
+			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest))
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -314,12 +320,19 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 	return stored, created, nil
 }
 
-// sameEnvironmentRequest reports whether two creates in one organization
-// carry the same client-supplied content, which makes the second a retry of
-// the first. Fields the server fills in (status, database URL, times), the
-// default mode and the credential are not compared: a retry seals the secret
-// afresh, so its ciphertext (and maybe its key) differs from the stored one.
-func sameEnvironmentRequest(a, b Environment) bool {
+// sameEnvironmentRequest reports whether req, a create carrying the request
+// id of the stored environment in its organization, is a retry of the create
+// that stored it: both carry the same request digest, whatever the
+// environment became since. A row stored without a digest (created before
+// migration 0004, or by a caller that sent none) falls back to comparing the
+// client-supplied fields as they are stored now; fields the server fills in
+// (status, database URL, times), the default mode and the credential (sealed
+// afresh on every attempt) are not compared.
+func sameEnvironmentRequest(stored, req Environment) bool {
+	if stored.RequestDigest != "" {
+		return stored.RequestDigest == req.RequestDigest
+	}
+	a, b := stored, req
 	return a.Slug == b.Slug && a.DisplayName == b.DisplayName && a.Type == b.Type &&
 		a.Driver == b.Driver && a.Hostname == b.Hostname && a.Region == b.Region &&
 		a.StorageLimitMB == b.StorageLimitMB && a.ExternalDatabase == b.ExternalDatabase
@@ -483,17 +496,18 @@ func (s *SQLite) write(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 // organizationColumns lists the columns scanOrganization reads, in its order.
-const organizationColumns = `id, slug, display_name, request_id, create_time, update_time`
+const organizationColumns = `id, slug, display_name, request_id, create_time, update_time, request_digest`
 
 // scanOrganization reads one organizations row selected with organizationColumns.
 func scanOrganization(row interface{ Scan(...any) error }) (Organization, error) {
 	var org Organization
-	var requestID sql.NullString
+	var requestID, requestDigest sql.NullString
 	var createTime, updateTime string
-	if err := row.Scan(&org.ID, &org.Slug, &org.DisplayName, &requestID, &createTime, &updateTime); err != nil {
+	if err := row.Scan(&org.ID, &org.Slug, &org.DisplayName, &requestID, &createTime, &updateTime,
+		&requestDigest); err != nil {
 		return Organization{}, err
 	}
-	org.RequestID = requestID.String
+	org.RequestID, org.RequestDigest = requestID.String, requestDigest.String
 	var err error
 	if org.CreateTime, err = parseTime(createTime); err != nil {
 		return Organization{}, err
@@ -508,21 +522,21 @@ func scanOrganization(row interface{ Scan(...any) error }) (Organization, error)
 const environmentColumns = `id, organization_id, slug, display_name, type, driver, status,
 	status_message, is_default, hostname, region, storage_limit_mb, database_url,
 	request_id, create_time, update_time, provision_time, external_database,
-	credential_key_id, credential_ciphertext, credential_rotate_time`
+	credential_key_id, credential_ciphertext, credential_rotate_time, request_digest`
 
 // scanEnvironment reads one environments row selected with environmentColumns.
 func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
 	var env Environment
-	var requestID, provisionTime, keyID, rotateTime sql.NullString
+	var requestID, provisionTime, keyID, rotateTime, requestDigest sql.NullString
 	var createTime, updateTime string
 	var ciphertext []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &createTime, &updateTime,
-		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest); err != nil {
 		return Environment{}, err
 	}
-	env.RequestID = requestID.String
+	env.RequestID, env.RequestDigest = requestID.String, requestDigest.String
 	var err error
 	if env.CreateTime, err = parseTime(createTime); err != nil {
 		return Environment{}, err

@@ -67,12 +67,12 @@ func (s *SQLite) CreateToken(ctx context.Context, t Token) (Token, bool, error) 
 		_, err := tx.ExecContext(ctx, `INSERT INTO tokens
 			(id, name, organization_id, role, platform_admin, environment_ids, secret_hash,
 			 secret_prefix, request_id, created_by, create_time, expire_time, revoke_time,
-			 last_use_time, active_environment_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 last_use_time, active_environment_id, request_digest)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			t.ID, t.Name, nullString(t.OrganizationID), t.Role, t.PlatformAdmin, envIDs, t.SecretHash,
 			t.SecretPrefix, nullString(t.RequestID), t.CreatedBy, formatTime(t.CreateTime),
 			nullTime(t.ExpireTime), nullTime(t.RevokeTime), nullTime(t.LastUseTime),
-			nullString(t.ActiveEnvironmentID))
+			nullString(t.ActiveEnvironmentID), nullString(t.RequestDigest))
 		switch {
 		case isUniqueViolation(err, "index 'tokens_organization_request_id'"):
 			// Unreachable while the lookup above runs in the same
@@ -94,11 +94,19 @@ func (s *SQLite) CreateToken(ctx context.Context, t Token) (Token, bool, error) 
 	return stored, created, nil
 }
 
-// sameTokenRequest reports whether two creates in one scope carry the same
-// client-supplied content, which makes the second a retry of the first. The
-// id, secret and times the server fills in for each attempt are not compared;
-// environment ids are compared as an ordered list, expire times as instants.
-func sameTokenRequest(a, b Token) bool {
+// sameTokenRequest reports whether req, a create carrying the request id of
+// the stored token in its scope, is a retry of the create that stored it:
+// both carry the same request digest, whatever the token became since
+// (revoked, used). A row stored without a digest (created before migration
+// 0004, or by a caller that sent none) falls back to comparing the
+// client-supplied fields: not the id, secret and times the server fills in
+// for each attempt; environment ids as an ordered list, expire times as
+// instants.
+func sameTokenRequest(stored, req Token) bool {
+	if stored.RequestDigest != "" {
+		return stored.RequestDigest == req.RequestDigest
+	}
+	a, b := stored, req
 	return a.Name == b.Name && a.Role == b.Role && a.PlatformAdmin == b.PlatformAdmin &&
 		slices.Equal(a.EnvironmentIDs, b.EnvironmentIDs) && a.ExpireTime.Equal(b.ExpireTime)
 }
@@ -255,21 +263,21 @@ func wantOneRow(res sql.Result, err error) error {
 // tokenColumns lists the columns scanToken reads, in its order.
 const tokenColumns = `id, name, organization_id, role, platform_admin, environment_ids,
 	secret_hash, secret_prefix, request_id, created_by, create_time, expire_time,
-	revoke_time, last_use_time, active_environment_id`
+	revoke_time, last_use_time, active_environment_id, request_digest`
 
 // scanToken reads one tokens row selected with tokenColumns.
 func scanToken(row interface{ Scan(...any) error }) (Token, error) {
 	var t Token
-	var organizationID, requestID, activeEnvironmentID sql.NullString
+	var organizationID, requestID, activeEnvironmentID, requestDigest sql.NullString
 	var expireTime, revokeTime, lastUseTime sql.NullString
 	var envIDs, createTime string
 	if err := row.Scan(&t.ID, &t.Name, &organizationID, &t.Role, &t.PlatformAdmin, &envIDs,
 		&t.SecretHash, &t.SecretPrefix, &requestID, &t.CreatedBy, &createTime, &expireTime,
-		&revokeTime, &lastUseTime, &activeEnvironmentID); err != nil {
+		&revokeTime, &lastUseTime, &activeEnvironmentID, &requestDigest); err != nil {
 		return Token{}, err
 	}
 	t.OrganizationID = organizationID.String
-	t.RequestID = requestID.String
+	t.RequestID, t.RequestDigest = requestID.String, requestDigest.String
 	t.ActiveEnvironmentID = activeEnvironmentID.String
 	var err error
 	if t.EnvironmentIDs, err = decodeEnvironmentIDs(envIDs); err != nil {

@@ -11,9 +11,11 @@ import (
 // implementation passes.
 type Store interface {
 	// CreateOrganization inserts org (ID, CreateTime, UpdateTime set by the
-	// caller). With a RequestID already used by an identical create it
-	// returns the stored organization and created=false; with a different
-	// one, ErrRequestReused. A taken slug is ErrOrganizationExists.
+	// caller). With a RequestID already used by a create with the same
+	// RequestDigest it returns the stored organization, as it is now, and
+	// created=false; with another digest, ErrRequestReused. A row stored
+	// without a digest (before migration 0004) is matched by its
+	// client-supplied fields instead. A taken slug is ErrOrganizationExists.
 	CreateOrganization(ctx context.Context, org Organization) (stored Organization, created bool, err error)
 	GetOrganization(ctx context.Context, id string) (Organization, error)
 	ListOrganizations(ctx context.Context, page Page) ([]Organization, error)
@@ -23,8 +25,9 @@ type Store interface {
 	// environment in the same transaction; DefaultIfFirst sets it only when
 	// the organization has no default (and still succeeds, without it, when a
 	// concurrent create won the race). Idempotency by RequestID (scoped to the
-	// organization) as CreateOrganization; the Credential is not part of
-	// what makes a retry the same request, ExternalDatabase is. Errors:
+	// organization) as CreateOrganization; for a row stored without a
+	// digest, the Credential is not part of what makes a retry the same
+	// request, ExternalDatabase is. Errors:
 	// ErrOrganizationMissing, ErrEnvironmentExists (slug), ErrHostnameTaken.
 	CreateEnvironment(ctx context.Context, env Environment, mode DefaultMode) (stored Environment, created bool, err error)
 	GetEnvironment(ctx context.Context, id string) (Environment, error)
@@ -50,8 +53,9 @@ type Store interface {
 type TokenStore interface {
 	// CreateToken inserts t (ID, SecretHash, CreateTime set by the caller).
 	// Idempotency by RequestID scoped to t.OrganizationID ("" = platform) as
-	// CreateOrganization: same content (name, role, environment ids, expire
-	// time, platform admin) returns the stored token and created=false.
+	// CreateOrganization: the same RequestDigest (for a row stored without
+	// one, the same name, role, environment ids, expire time and platform
+	// admin) returns the stored token and created=false.
 	// Errors: ErrOrganizationMissing, ErrRequestReused.
 	CreateToken(ctx context.Context, t Token) (stored Token, created bool, err error)
 	GetToken(ctx context.Context, id string) (Token, error)

@@ -20,6 +20,7 @@ const (
 	KindCredential   Kind = "credential"   // the environment's database secret changed
 	KindToken        Kind = "token"        // a token was revoked or changed
 	KindOrganization Kind = "organization" // the organization's default or membership changed
+	KindObject       Kind = "object"       // an object definition of an environment changed
 	KindAll          Kind = "all"          // notifications may have been missed: drop every cache
 )
 
@@ -30,6 +31,7 @@ type Event struct {
 	OrganizationID string
 	Hostname       string
 	TokenID        string
+	Object         string
 }
 
 // Publisher is what control-plane writers depend on.

@@ -18,6 +18,7 @@ import (
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/idempotency"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/reqlog"
@@ -62,6 +63,9 @@ func (s *Service) CreateToken(ctx context.Context, req *connect.Request[accessv1
 		EnvironmentIDs: m.GetEnvironmentIds(),
 		RequestID:      m.GetRequestId(),
 		CreatedBy:      caller.TokenID,
+	}
+	if spec.RequestID != "" {
+		spec.RequestDigest = idempotency.Digest(m)
 	}
 	if m.ExpireTime != nil {
 		spec.ExpireTime = m.GetExpireTime().AsTime().UTC()

@@ -11,6 +11,8 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
@@ -18,6 +20,7 @@ import (
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/hostname"
+	"github.com/envplane/envplane/internal/idempotency"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/provision"
@@ -64,12 +67,13 @@ func (s *Service) CreateOrganization(ctx context.Context, req *connect.Request[e
 	m := req.Msg
 	now := s.now()
 	org := controlplane.Organization{
-		ID:          uuid.Must(uuid.NewV7()).String(),
-		Slug:        m.GetSlug(),
-		DisplayName: m.GetDisplayName(),
-		RequestID:   m.GetRequestId(),
-		CreateTime:  now,
-		UpdateTime:  now,
+		ID:            uuid.Must(uuid.NewV7()).String(),
+		Slug:          m.GetSlug(),
+		DisplayName:   m.GetDisplayName(),
+		RequestID:     m.GetRequestId(),
+		RequestDigest: requestDigest(m),
+		CreateTime:    now,
+		UpdateTime:    now,
 	}
 	if org.DisplayName == "" {
 		org.DisplayName = org.Slug
@@ -162,6 +166,7 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 		Region:         m.GetRegion(),
 		StorageLimitMB: m.GetStorageLimitMb(),
 		RequestID:      m.GetRequestId(),
+		RequestDigest:  requestDigest(m, "database_secret"),
 	}
 	if env.DisplayName == "" {
 		env.DisplayName = env.Slug
@@ -587,6 +592,17 @@ func (s *Service) enter(ctx context.Context, id, min string) (controlplane.Envir
 		return controlplane.Environment{}, err
 	}
 	return env, nil
+}
+
+// requestDigest fingerprints a create carrying a request_id ("" without one).
+func requestDigest(m interface {
+	proto.Message
+	GetRequestId() string
+}, omit ...protoreflect.Name) string {
+	if m.GetRequestId() == "" {
+		return ""
+	}
+	return idempotency.Digest(m, omit...)
 }
 
 // routingEvents lists what a change of env makes stale: the environment, its

@@ -33,12 +33,15 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"OrganizationRoundTrip", testOrganizationRoundTrip},
 		{"OrganizationSlugTaken", testOrganizationSlugTaken},
 		{"OrganizationRequestID", testOrganizationRequestID},
+		{"OrganizationRequestIDWithoutDigest", testOrganizationRequestIDWithoutDigest},
 		{"ListOrganizations", testListOrganizations},
 		{"EnvironmentRoundTrip", testEnvironmentRoundTrip},
 		{"EnvironmentOrganizationMissing", testEnvironmentOrganizationMissing},
 		{"EnvironmentSlugTaken", testEnvironmentSlugTaken},
 		{"EnvironmentHostnameTaken", testEnvironmentHostnameTaken},
 		{"EnvironmentRequestID", testEnvironmentRequestID},
+		{"EnvironmentRequestIDAfterUpdate", testEnvironmentRequestIDAfterUpdate},
+		{"EnvironmentRequestIDWithoutDigest", testEnvironmentRequestIDWithoutDigest},
 		{"DefaultModes", testDefaultModes},
 		{"DefaultYesRollsBack", testDefaultYesRollsBack},
 		{"ListEnvironments", testListEnvironments},
@@ -60,6 +63,8 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"TokenSecretHashTaken", testTokenSecretHashTaken},
 		{"ListTokens", testListTokens},
 		{"TokenRequestID", testTokenRequestID},
+		{"TokenRequestIDAfterRevoke", testTokenRequestIDAfterRevoke},
+		{"TokenRequestIDWithoutDigest", testTokenRequestIDWithoutDigest},
 		{"RevokeToken", testRevokeToken},
 		{"ActiveEnvironment", testActiveEnvironment},
 		{"TouchToken", testTouchToken},
@@ -290,6 +295,9 @@ func testOrganizationRoundTrip(t *testing.T, s controlplane.Store) {
 	for i, requestID := range []string{"", "req-" + newID()} {
 		org := newOrg(fmt.Sprintf("acme-%d", i))
 		org.RequestID = requestID
+		if requestID != "" {
+			org.RequestDigest = "digest-" + requestID
+		}
 		got, created, err := s.CreateOrganization(ctx, org)
 		if err != nil || !created {
 			t.Fatalf("CreateOrganization = created %v, %v; want created", created, err)
@@ -316,6 +324,7 @@ func testOrganizationRequestID(t *testing.T, s controlplane.Store) {
 	ctx := t.Context()
 	first := newOrg("acme")
 	first.RequestID = "req-1"
+	first.RequestDigest = "digest-1"
 	mustCreate := func(org controlplane.Organization) {
 		t.Helper()
 		if _, created, err := s.CreateOrganization(ctx, org); err != nil || !created {
@@ -324,12 +333,56 @@ func testOrganizationRequestID(t *testing.T, s controlplane.Store) {
 	}
 	mustCreate(first)
 
-	// A retry carries the same content but, being a new attempt, a new id
-	// and new times: the store answers with what it stored the first time.
+	// A retry carries the same request, hence the same digest, but, being a
+	// new attempt, a new id and new times: the store answers with what it
+	// stored the first time.
 	retry := newOrg("acme")
 	retry.RequestID = "req-1"
+	retry.RequestDigest = "digest-1"
 	retry.CreateTime = retry.CreateTime.Add(time.Minute)
 	retry.UpdateTime = retry.CreateTime
+	got, created, err := s.CreateOrganization(ctx, retry)
+	if err != nil || created {
+		t.Fatalf("retried CreateOrganization = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried organization", first, got)
+
+	// Another digest is another request, even with the same fields.
+	for what, digest := range map[string]string{"another digest": "digest-2", "no digest": ""} {
+		org := newOrg("acme")
+		org.RequestID = "req-1"
+		org.RequestDigest = digest
+		_, _, err = s.CreateOrganization(ctx, org)
+		wantErr(t, "request id reused with "+what, err, controlplane.ErrRequestReused)
+	}
+	otherSlug := newOrg("other")
+	otherSlug.RequestID = "req-1"
+	otherSlug.RequestDigest = "digest-other"
+	_, _, err = s.CreateOrganization(ctx, otherSlug)
+	wantErr(t, "request id reused with another slug", err, controlplane.ErrRequestReused)
+
+	// Creates without a request id never collide on it.
+	noKey1, noKey2 := newOrg("nokey1"), newOrg("nokey2")
+	mustCreate(noKey1)
+	mustCreate(noKey2)
+
+	diff(t, "organizations", []controlplane.Organization{first, noKey1, noKey2}, allOrgs(t, s),
+		cmpopts.SortSlices(func(a, b controlplane.Organization) bool { return a.ID < b.ID }))
+}
+
+// testOrganizationRequestIDWithoutDigest covers organizations stored with a
+// request id and no digest, as every one created before the digest was
+// stored: a retry is told by the client-supplied fields.
+func testOrganizationRequestIDWithoutDigest(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	first := newOrg("acme")
+	first.RequestID = "req-1"
+	if _, created, err := s.CreateOrganization(ctx, first); err != nil || !created {
+		t.Fatalf("CreateOrganization = created %v, %v; want created", created, err)
+	}
+	retry := newOrg("acme")
+	retry.RequestID = "req-1"
+	retry.RequestDigest = "digest-1" // a new caller's retry may carry one
 	got, created, err := s.CreateOrganization(ctx, retry)
 	if err != nil || created {
 		t.Fatalf("retried CreateOrganization = created %v, %v; want the stored one", created, err)
@@ -340,20 +393,12 @@ func testOrganizationRequestID(t *testing.T, s controlplane.Store) {
 	otherSlug.RequestID = "req-1"
 	_, _, err = s.CreateOrganization(ctx, otherSlug)
 	wantErr(t, "request id reused with another slug", err, controlplane.ErrRequestReused)
-
 	otherName := newOrg("acme")
 	otherName.RequestID = "req-1"
 	otherName.DisplayName = "Another name"
 	_, _, err = s.CreateOrganization(ctx, otherName)
 	wantErr(t, "request id reused with another display name", err, controlplane.ErrRequestReused)
-
-	// Creates without a request id never collide on it.
-	noKey1, noKey2 := newOrg("nokey1"), newOrg("nokey2")
-	mustCreate(noKey1)
-	mustCreate(noKey2)
-
-	diff(t, "organizations", []controlplane.Organization{first, noKey1, noKey2}, allOrgs(t, s),
-		cmpopts.SortSlices(func(a, b controlplane.Organization) bool { return a.ID < b.ID }))
+	diff(t, "organizations", []controlplane.Organization{first}, allOrgs(t, s))
 }
 
 func testListOrganizations(t *testing.T, s controlplane.Store) {
@@ -408,6 +453,7 @@ func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
 	full.Status = controlplane.StatusFailed
 	full.StatusMessage = "quota exceeded"
 	full.RequestID = "req-" + newID()
+	full.RequestDigest = "digest-" + full.RequestID
 	full.StorageLimitMB = 1 << 40
 	full.ProvisionTime = fixtureTime().Add(time.Minute)
 	full.ExternalDatabase = true
@@ -493,6 +539,7 @@ func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 
 	first := newEnv(org.ID, "dev")
 	first.RequestID = "req-1"
+	first.RequestDigest = "digest-1"
 	first.Credential = newCredential("key-1")
 	stored := mustCreateEnv(t, s, first, controlplane.DefaultIfFirst)
 
@@ -519,6 +566,88 @@ func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 	}
 	diff(t, "environment retried without a credential", stored, got)
 
+	// Another digest is another request, with the same fields or not.
+	for what, change := range map[string]func(*controlplane.Environment){
+		"another digest": func(e *controlplane.Environment) { e.RequestDigest = "digest-2" },
+		"no digest":      func(e *controlplane.Environment) { e.RequestDigest = "" },
+		"another slug": func(e *controlplane.Environment) {
+			e.Slug, e.Hostname, e.RequestDigest = "staging", "staging.env.test", "digest-staging"
+		},
+	} {
+		env := first
+		env.ID = newID()
+		change(&env)
+		_, _, err := s.CreateEnvironment(ctx, env, controlplane.DefaultNo)
+		wantErr(t, "request id reused with "+what, err, controlplane.ErrRequestReused)
+	}
+	diff(t, "environments", []controlplane.Environment{stored}, allEnvs(t, s, org.ID))
+
+	// Request ids are scoped to the organization.
+	elsewhere := newEnv(other.ID, "dev")
+	elsewhere.RequestID = "req-1"
+	mustCreateEnv(t, s, elsewhere, controlplane.DefaultNo)
+
+	// Creates without a request id never collide on it.
+	mustCreateEnv(t, s, newEnv(org.ID, "nokey1"), controlplane.DefaultNo)
+	mustCreateEnv(t, s, newEnv(org.ID, "nokey2"), controlplane.DefaultNo)
+}
+
+// testEnvironmentRequestIDAfterUpdate retries a create after the environment
+// it made was changed: the digest of the original request still matches, so
+// the retry gets the environment as it is now, not ErrRequestReused.
+func testEnvironmentRequestIDAfterUpdate(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	first := newEnv(org.ID, "dev")
+	first.RequestID = "req-1"
+	first.RequestDigest = "digest-1"
+	mustCreateEnv(t, s, first, controlplane.DefaultIfFirst)
+	updated, err := s.UpdateEnvironment(ctx, first.ID, controlplane.EnvironmentPatch{
+		Hostname:    ptr("renamed-" + first.Hostname),
+		DisplayName: ptr("Renamed"),
+	})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment: %v", err)
+	}
+
+	retry := first
+	retry.ID = newID()
+	got, created, err := s.CreateEnvironment(ctx, retry, controlplane.DefaultIfFirst)
+	if err != nil || created {
+		t.Fatalf("CreateEnvironment retried after an update = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "environment retried after an update", updated, got)
+
+	retry.RequestDigest = "digest-2"
+	_, _, err = s.CreateEnvironment(ctx, retry, controlplane.DefaultIfFirst)
+	wantErr(t, "request id reused with another digest after an update", err, controlplane.ErrRequestReused)
+	diff(t, "environments", []controlplane.Environment{updated}, allEnvs(t, s, org.ID))
+}
+
+// testEnvironmentRequestIDWithoutDigest covers environments stored with a
+// request id and no digest, as every one created before the digest was
+// stored: a retry is told by the client-supplied fields as stored now.
+func testEnvironmentRequestIDWithoutDigest(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	first := newEnv(org.ID, "dev")
+	first.RequestID = "req-1"
+	first.Credential = newCredential("key-1")
+	stored := mustCreateEnv(t, s, first, controlplane.DefaultIfFirst)
+
+	retry := first
+	retry.ID = newID()
+	retry.RequestDigest = "digest-1" // a new caller's retry may carry one
+	retry.Status = controlplane.StatusActive
+	retry.DatabaseURL = "postgres://elsewhere/dev"
+	retry.CreateTime = retry.CreateTime.Add(time.Minute)
+	retry.Credential = newCredential("key-2")
+	got, created, err := s.CreateEnvironment(ctx, retry, controlplane.DefaultNo)
+	if err != nil || created {
+		t.Fatalf("retried CreateEnvironment = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried environment", stored, got)
+
 	changes := map[string]func(*controlplane.Environment){
 		"slug":              func(e *controlplane.Environment) { e.Slug = "staging" },
 		"display_name":      func(e *controlplane.Environment) { e.DisplayName = "Another name" },
@@ -537,15 +666,6 @@ func testEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 		wantErr(t, "request id reused with another "+field, err, controlplane.ErrRequestReused)
 	}
 	diff(t, "environments", []controlplane.Environment{stored}, allEnvs(t, s, org.ID))
-
-	// Request ids are scoped to the organization.
-	elsewhere := newEnv(other.ID, "dev")
-	elsewhere.RequestID = "req-1"
-	mustCreateEnv(t, s, elsewhere, controlplane.DefaultNo)
-
-	// Creates without a request id never collide on it.
-	mustCreateEnv(t, s, newEnv(org.ID, "nokey1"), controlplane.DefaultNo)
-	mustCreateEnv(t, s, newEnv(org.ID, "nokey2"), controlplane.DefaultNo)
 }
 
 func testDefaultModes(t *testing.T, s controlplane.Store) {
@@ -933,6 +1053,7 @@ func testRaceOrganizationRequestID(t *testing.T, s controlplane.Store) {
 	errs := race(func(i int) error {
 		org := newOrg("acme")
 		org.RequestID = "req-1"
+		org.RequestDigest = "digest-1"
 		got, c, err := s.CreateOrganization(t.Context(), org)
 		ids[i], created[i] = got.ID, c
 		return err
@@ -987,6 +1108,7 @@ func testRaceEnvironmentRequestID(t *testing.T, s controlplane.Store) {
 	org := mustCreateOrg(t, s, "acme")
 	template := newEnv(org.ID, "dev")
 	template.RequestID = "req-1"
+	template.RequestDigest = "digest-1"
 	ids := make([]string, racers)
 	created := make([]bool, racers)
 	errs := race(func(i int) error {

@@ -100,6 +100,7 @@ func testTokenRoundTrip(t *testing.T, s controlplane.Store) {
 	full.EnvironmentIDs = []string{prod.ID, dev.ID}
 	full.SecretHash = append([]byte{0, 0xff, 0}, full.SecretHash[3:]...)
 	full.RequestID = "req-" + newID()
+	full.RequestDigest = "digest-" + full.RequestID
 	full.CreatedBy = platform.ID
 	full.ExpireTime = fixtureTime().Add(24 * time.Hour)
 	full.RevokeTime = fixtureTime().Add(time.Minute)
@@ -257,6 +258,117 @@ func testTokenRequestID(t *testing.T, s controlplane.Store) {
 
 	first := newToken(org.ID, "ci")
 	first.RequestID = "req-1"
+	first.RequestDigest = "digest-1"
+	first.EnvironmentIDs = []string{newID(), newID()}
+	first.ExpireTime = fixtureTime().Add(24 * time.Hour)
+	stored := mustCreateToken(t, s, first)
+
+	// A retry is a new attempt of the same request: the same digest, but a
+	// new id, new secret, new time, possibly another creator. The store
+	// answers with the token it stored.
+	retry := newToken(org.ID, "ci")
+	retry.RequestID = "req-1"
+	retry.RequestDigest = "digest-1"
+	retry.EnvironmentIDs = slices.Clone(first.EnvironmentIDs)
+	retry.ExpireTime = first.ExpireTime.UTC()
+	retry.CreatedBy = newID()
+	got, created, err := s.CreateToken(ctx, retry)
+	if err != nil || created {
+		t.Fatalf("retried CreateToken = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried token", stored, got)
+	if _, err := s.GetTokenBySecretHash(ctx, retry.SecretHash); err == nil {
+		t.Errorf("the retry's secret hash was stored")
+	}
+
+	// Another digest is another request, with the same fields or not.
+	for what, change := range map[string]func(*controlplane.Token){
+		"another digest": func(tok *controlplane.Token) { tok.RequestDigest = "digest-2" },
+		"no digest":      func(tok *controlplane.Token) { tok.RequestDigest = "" },
+		"another role":   func(tok *controlplane.Token) { tok.Role, tok.RequestDigest = "viewer", "digest-viewer" },
+	} {
+		tok := newToken(org.ID, first.Name)
+		tok.RequestID = first.RequestID
+		tok.RequestDigest = first.RequestDigest
+		tok.EnvironmentIDs = slices.Clone(first.EnvironmentIDs)
+		tok.ExpireTime = first.ExpireTime
+		change(&tok)
+		_, _, err := s.CreateToken(ctx, tok)
+		wantErr(t, "request id reused with "+what, err, controlplane.ErrRequestReused)
+	}
+	diff(t, "tokens of acme", []controlplane.Token{stored}, allTokens(t, s, org.ID))
+
+	// Request ids are scoped to the organization, and platform tokens form
+	// a scope of their own.
+	elsewhere := newToken(other.ID, "ci")
+	elsewhere.RequestID = "req-1"
+	elsewhere.RequestDigest = "digest-1"
+	mustCreateToken(t, s, elsewhere)
+	platform := newToken("", "ci")
+	platform.RequestID = "req-1"
+	platform.RequestDigest = "digest-1"
+	platformStored := mustCreateToken(t, s, platform)
+	platformRetry := newToken("", "ci")
+	platformRetry.RequestID = "req-1"
+	platformRetry.RequestDigest = "digest-1"
+	got, created, err = s.CreateToken(ctx, platformRetry)
+	if err != nil || created {
+		t.Fatalf("retried platform CreateToken = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "retried platform token", platformStored, got)
+	platformRetry.RequestDigest = "digest-2"
+	_, _, err = s.CreateToken(ctx, platformRetry)
+	wantErr(t, "platform request id reused with another digest", err, controlplane.ErrRequestReused)
+
+	// Creates without a request id never collide on it.
+	mustCreateToken(t, s, newToken(org.ID, "nokey"))
+	mustCreateToken(t, s, newToken(org.ID, "nokey"))
+	mustCreateToken(t, s, newToken("", "nokey"))
+}
+
+// testTokenRequestIDAfterRevoke retries a create after the token it made was
+// revoked and used: the digest of the original request still matches, so the
+// retry gets the token as it is now.
+func testTokenRequestIDAfterRevoke(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	first := newToken(org.ID, "ci")
+	first.RequestID = "req-1"
+	first.RequestDigest = "digest-1"
+	mustCreateToken(t, s, first)
+	if err := s.TouchToken(ctx, first.ID, fixtureTime().Add(time.Minute)); err != nil {
+		t.Fatalf("TouchToken: %v", err)
+	}
+	revoked, err := s.RevokeToken(ctx, first.ID, fixtureTime().Add(2*time.Minute))
+	if err != nil {
+		t.Fatalf("RevokeToken: %v", err)
+	}
+
+	retry := first
+	retry.ID = newID()
+	retry.SecretHash = newSecretHash()
+	got, created, err := s.CreateToken(ctx, retry)
+	if err != nil || created {
+		t.Fatalf("CreateToken retried after a revocation = created %v, %v; want the stored one", created, err)
+	}
+	diff(t, "token retried after a revocation", revoked, got)
+
+	retry.RequestDigest = "digest-2"
+	_, _, err = s.CreateToken(ctx, retry)
+	wantErr(t, "request id reused with another digest after a revocation", err, controlplane.ErrRequestReused)
+	diff(t, "tokens of acme", []controlplane.Token{revoked}, allTokens(t, s, org.ID))
+}
+
+// testTokenRequestIDWithoutDigest covers tokens stored with a request id and
+// no digest, as every one created before the digest was stored: a retry is
+// told by the client-supplied fields.
+func testTokenRequestIDWithoutDigest(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	other := mustCreateOrg(t, s, "other")
+
+	first := newToken(org.ID, "ci")
+	first.RequestID = "req-1"
 	first.EnvironmentIDs = []string{newID(), newID()}
 	first.ExpireTime = fixtureTime().Add(24 * time.Hour)
 	stored := mustCreateToken(t, s, first)
@@ -269,6 +381,7 @@ func testTokenRequestID(t *testing.T, s controlplane.Store) {
 	retry.EnvironmentIDs = slices.Clone(first.EnvironmentIDs)
 	retry.ExpireTime = first.ExpireTime.UTC()
 	retry.CreatedBy = newID()
+	retry.RequestDigest = "digest-1" // a new caller's retry may carry one
 	got, created, err := s.CreateToken(ctx, retry)
 	if err != nil || created {
 		t.Fatalf("retried CreateToken = created %v, %v; want the stored one", created, err)
@@ -487,6 +600,7 @@ func testRaceTokenRequestID(t *testing.T, s controlplane.Store) {
 	errs := race(func(i int) error {
 		tok := newToken(org.ID, "ci")
 		tok.RequestID = "req-1"
+		tok.RequestDigest = "digest-1"
 		got, c, err := s.CreateToken(t.Context(), tok)
 		ids[i], created[i] = got.ID, c
 		return err
