@@ -1,0 +1,220 @@
+// Package driversql holds the pieces the SQL engines (driversqlite,
+// driverpg) share: the WHERE builder over the filter tree, the keyset
+// predicate and ORDER BY that implement paging, the column list and the
+// mapping of rows to driver.Record. What differs between engines (bind
+// parameter markers, identifier quoting, the prefix test, how each field type
+// is stored) is behind the small Dialect seam; the statements themselves stay
+// written out in each engine's package so the SQL an engine runs can be read
+// in one place.
+package driversql
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// Dialect is what an engine tells the shared builders. Values only ever
+// reach the database as bind parameters; identifiers come from validated
+// metadata and are always quoted.
+type Dialect interface {
+	// Quote quotes an identifier.
+	Quote(ident string) string
+	// Placeholder renders the n-th bind parameter (1-based).
+	Placeholder(n int) string
+	// Encode turns v, a value of fieldType's Go type (see
+	// schema.Field.Default) or nil, into the value bound for a column of
+	// that type.
+	Encode(fieldType string, v any) (any, error)
+	// Decode turns a value scanned from a column of fieldType back into the
+	// field's Go type; nil stays nil.
+	Decode(fieldType string, v any) (any, error)
+	// Prefix renders a predicate true when the value in column, of
+	// fieldType text, select or date (as YYYY-MM-DD), starts with prefix,
+	// byte for byte, binding whatever it needs through args. It must be
+	// false (or NULL) when the column is NULL.
+	Prefix(column, fieldType, prefix string, args *Args) string
+}
+
+// Args collects the bind parameters of one statement in the order their
+// placeholders appear.
+type Args struct {
+	d    Dialect
+	vals []any
+}
+
+// NewArgs starts an empty parameter list for d.
+func NewArgs(d Dialect) *Args { return &Args{d: d} }
+
+// Add binds v and returns its placeholder.
+func (a *Args) Add(v any) string {
+	a.vals = append(a.vals, v)
+	return a.d.Placeholder(len(a.vals))
+}
+
+// Values returns the parameters bound so far.
+func (a *Args) Values() []any { return a.vals }
+
+// systemFields are the columns every table has, before the object's fields,
+// with the field type each holds.
+var systemFields = []schema.Field{
+	{Name: schema.FieldID, Type: schema.TypeText},
+	{Name: schema.FieldCreatedAt, Type: schema.TypeTimestamp},
+	{Name: schema.FieldUpdatedAt, Type: schema.TypeTimestamp},
+	{Name: schema.FieldETag, Type: schema.TypeText},
+}
+
+// Fields returns every column of obj's table in table order: the system
+// fields, then the object's fields.
+func Fields(obj *schema.Object) []schema.Field {
+	out := make([]schema.Field, 0, len(systemFields)+len(obj.Fields))
+	out = append(out, systemFields...)
+	return append(out, obj.Fields...)
+}
+
+// FieldType returns the type of a system or object field of obj.
+func FieldType(obj *schema.Object, name string) (string, bool) {
+	for _, f := range systemFields {
+		if f.Name == name {
+			return f.Type, true
+		}
+	}
+	if f, ok := obj.Field(name); ok {
+		return f.Type, true
+	}
+	return "", false
+}
+
+// Columns renders the quoted column list of obj's table in Fields order, the
+// list ScanRecord expects.
+func Columns(d Dialect, obj *schema.Object) string {
+	var b []byte
+	for i, f := range Fields(obj) {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, d.Quote(f.Name)...)
+	}
+	return string(b)
+}
+
+// Scanner is a row of either database/sql or pgx.
+type Scanner interface {
+	Scan(dest ...any) error
+}
+
+// ScanRecord reads one row selected with Columns(d, obj) into a record.
+// NULL columns are left out of the record.
+func ScanRecord(d Dialect, obj *schema.Object, row Scanner) (driver.Record, error) {
+	fields := Fields(obj)
+	raw := make([]any, len(fields))
+	dest := make([]any, len(fields))
+	for i := range raw {
+		dest[i] = &raw[i]
+	}
+	if err := row.Scan(dest...); err != nil {
+		return nil, err
+	}
+	rec := make(driver.Record, len(fields))
+	for i, f := range fields {
+		if raw[i] == nil {
+			continue
+		}
+		v, err := d.Decode(f.Type, raw[i])
+		if err != nil {
+			return nil, fmt.Errorf("driversql: %s.%s: %w", obj.Name, f.Name, err)
+		}
+		if v != nil {
+			rec[f.Name] = v
+		}
+	}
+	return rec, nil
+}
+
+// Assignment is one column and the placeholder of the value written to it.
+type Assignment struct {
+	Column      string // quoted
+	Placeholder string
+}
+
+// InsertValues binds every column of obj's table from rec (absent fields
+// are NULL) and returns the assignments in table order. A key of rec that
+// is no field of obj is an error, so a typo cannot silently drop a value;
+// so is a missing id, which SQLite would otherwise store as NULL.
+func InsertValues(d Dialect, obj *schema.Object, rec driver.Record, args *Args) ([]Assignment, error) {
+	if err := checkKeys(obj, rec); err != nil {
+		return nil, err
+	}
+	if rec[schema.FieldID] == nil {
+		return nil, fmt.Errorf("driversql: %s: the record has no id", obj.Name)
+	}
+	fields := Fields(obj)
+	out := make([]Assignment, 0, len(fields))
+	for _, f := range fields {
+		v, err := d.Encode(f.Type, rec[f.Name])
+		if err != nil {
+			return nil, fmt.Errorf("driversql: %s.%s: %w", obj.Name, f.Name, err)
+		}
+		out = append(out, Assignment{Column: d.Quote(f.Name), Placeholder: args.Add(v)})
+	}
+	return out, nil
+}
+
+// SetValues binds the fields of set for an UPDATE, in table order. The id
+// and created_at never change, so setting them is an error.
+func SetValues(d Dialect, obj *schema.Object, set driver.Record, args *Args) ([]Assignment, error) {
+	if err := checkKeys(obj, set); err != nil {
+		return nil, err
+	}
+	out := make([]Assignment, 0, len(set))
+	for _, f := range Fields(obj) {
+		v, ok := set[f.Name]
+		if !ok {
+			continue
+		}
+		if f.Name == schema.FieldID || f.Name == schema.FieldCreatedAt {
+			return nil, fmt.Errorf("driversql: %s: field %s cannot be updated", obj.Name, f.Name)
+		}
+		ev, err := d.Encode(f.Type, v)
+		if err != nil {
+			return nil, fmt.Errorf("driversql: %s.%s: %w", obj.Name, f.Name, err)
+		}
+		out = append(out, Assignment{Column: d.Quote(f.Name), Placeholder: args.Add(ev)})
+	}
+	return out, nil
+}
+
+// checkKeys reports a key of rec that names no field of obj.
+func checkKeys(obj *schema.Object, rec driver.Record) error {
+	for k := range rec {
+		if _, ok := FieldType(obj, k); !ok {
+			return fmt.Errorf("driversql: %s has no field %q", obj.Name, k)
+		}
+	}
+	return nil
+}
+
+// ColumnList renders the columns of as for an INSERT: "a", "b".
+func ColumnList(as []Assignment) string {
+	return joinAssignments(as, func(a Assignment) string { return a.Column })
+}
+
+// ValueList renders the placeholders of as for an INSERT: ?, ?.
+func ValueList(as []Assignment) string {
+	return joinAssignments(as, func(a Assignment) string { return a.Placeholder })
+}
+
+// SetList renders as for an UPDATE: "a" = ?, "b" = ?.
+func SetList(as []Assignment) string {
+	return joinAssignments(as, func(a Assignment) string { return a.Column + " = " + a.Placeholder })
+}
+
+func joinAssignments(as []Assignment, part func(Assignment) string) string {
+	parts := make([]string, len(as))
+	for i, a := range as {
+		parts[i] = part(a)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,178 @@
+// Package driversqlite is the driver.Driver on one SQLite file per
+// environment (modernc.org/sqlite, no cgo). Writes go through a single
+// connection so that writers queue in Go instead of spinning on SQLite's
+// file lock; reads use a separate pool of query-only connections, which WAL
+// lets run beside the writer.
+package driversqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// Driver is one environment's SQLite database.
+type Driver struct {
+	writer *sql.DB // one connection: SQLite allows one writer at a time
+	reader *sql.DB // query_only connections
+	closed atomic.Bool
+}
+
+var _ driver.Driver = (*Driver)(nil)
+
+// maxReaders bounds the reader pool; a registry keeps many environments
+// open, and each connection holds its own page cache.
+const maxReaders = 8
+
+// idleConnTimeout closes connections of environments nobody is using.
+const idleConnTimeout = 5 * time.Minute
+
+// Open opens the database file at path (created if missing) with the DSN
+// every envplane SQLite file uses (WAL, busy timeout, immediate write
+// transactions). It checks both pools can reach the file before returning.
+// path must be a file: the writer and the readers are separate connections,
+// which ":memory:" would give separate databases.
+func Open(ctx context.Context, path string) (*Driver, error) {
+	dsn := provision.SQLiteDSN(path)
+	writer, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("driversqlite: open: %w", err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxIdleTime(idleConnTimeout)
+	// The writer connects first: it creates the file and switches it to WAL
+	// before a query-only reader could find it in another mode.
+	if err := writer.PingContext(ctx); err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("driversqlite: open: %w", mapError(nil, err))
+	}
+	reader, err := sql.Open("sqlite", dsn+"&"+url.Values{"_pragma": {"query_only(1)"}}.Encode())
+	if err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("driversqlite: open: %w", err)
+	}
+	n := min(max(runtime.GOMAXPROCS(0), 2), maxReaders)
+	reader.SetMaxOpenConns(n)
+	reader.SetMaxIdleConns(n)
+	reader.SetConnMaxIdleTime(idleConnTimeout)
+	if err := reader.PingContext(ctx); err != nil {
+		_ = reader.Close()
+		_ = writer.Close()
+		return nil, fmt.Errorf("driversqlite: open: %w", mapError(nil, err))
+	}
+	return &Driver{writer: writer, reader: reader}, nil
+}
+
+// Ping checks the file answers a query.
+func (d *Driver) Ping(ctx context.Context) error {
+	if err := d.check(); err != nil {
+		return err
+	}
+	var one int
+	if err := d.reader.QueryRowContext(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return fmt.Errorf("driversqlite: ping: %w", mapError(nil, err))
+	}
+	return nil
+}
+
+// Close closes both pools; calls after Close fail with ErrUnavailable, so a
+// request that raced a registry eviction is retried on a fresh driver.
+func (d *Driver) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	return errors.Join(d.reader.Close(), d.writer.Close())
+}
+
+// errClosed is returned by every call after Close.
+var errClosed = fmt.Errorf("driversqlite: %w: driver closed", driver.ErrUnavailable)
+
+func (d *Driver) check() error {
+	if d.closed.Load() {
+		return errClosed
+	}
+	return nil
+}
+
+// querier is what both the writer pool and a transaction offer, so that
+// single writes and batch writes share one implementation.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// mapError turns SQLite errors into the driver's: a taken id is
+// ErrAlreadyExists, a unique index violation a *UniqueViolationError (obj
+// may be nil where none can happen), a locked or unreachable file or a
+// timeout ErrUnavailable. SQLite's messages carry no values, so the original
+// error stays wrapped for the log.
+func mapError(obj *schema.Object, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
+	}
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		return fmt.Errorf("%w: %w", driver.ErrAlreadyExists, err)
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+		fields := uniqueColumns(se.Error())
+		if len(fields) == 1 && fields[0] == schema.FieldID {
+			return fmt.Errorf("%w: %w", driver.ErrAlreadyExists, err)
+		}
+		if obj != nil && fields != nil {
+			return uniqueViolation(obj, fields)
+		}
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN,
+		sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOTADB:
+		return fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
+	}
+	return err
+}
+
+// uniqueColumns extracts the columns from SQLite's "UNIQUE constraint
+// failed: table.a, table.b" message; SQLite names the columns, not the
+// index. It returns nil when the message has another form.
+func uniqueColumns(msg string) []string {
+	const marker = "UNIQUE constraint failed: "
+	i := strings.Index(msg, marker)
+	if i < 0 {
+		return nil
+	}
+	list := msg[i+len(marker):]
+	if j := strings.LastIndex(list, " ("); j >= 0 { // modernc appends " (code)"
+		list = list[:j]
+	}
+	var cols []string
+	for _, c := range strings.Split(list, ", ") {
+		dot := strings.LastIndexByte(c, '.')
+		if dot < 0 {
+			return nil
+		}
+		cols = append(cols, c[dot+1:])
+	}
+	return cols
+}
