@@ -42,13 +42,28 @@ type ObjectStore interface {
 	// exist yet; otherwise the stored version must equal expected.
 	// ErrVersionConflict otherwise; ErrNotFound when the environment is gone.
 	// CreateTime is kept from the first version; UpdateTime set to def.UpdateTime.
+	//
+	// Precisely: the stored version is always expected+1, whatever
+	// def.Version says. With expected > 0, a definition that does not exist
+	// (never created, or deleted meanwhile) is ErrVersionConflict too, as the
+	// caller's read is stale either way; a missing environment is
+	// ErrNotFound whatever expected is. Of migration only Steps and
+	// ApplyTime are used: it is recorded under def's environment and name and
+	// the new version. A zero UpdateTime is the store's clock, a zero
+	// CreateTime (first version) the UpdateTime, a zero ApplyTime the
+	// UpdateTime. An empty Definition or Name is refused; nil Steps are
+	// stored as empty and read back as nil. Concurrent puts with the same
+	// expected version: exactly one succeeds, the others get
+	// ErrVersionConflict and change nothing.
 	PutObjectDefinition(ctx context.Context, def ObjectDefinition, expected int64, migration ObjectMigration) (ObjectDefinition, error)
 	// GetObjectDefinition returns the current definition; ErrNotFound.
 	GetObjectDefinition(ctx context.Context, environmentID, name string) (ObjectDefinition, error)
-	// ListObjectDefinitions lists an environment's definitions by name,
-	// names after page.After.
+	// ListObjectDefinitions lists an environment's definitions by name (byte
+	// order), names after page.After, with the page limits of the other
+	// lists. An environment that does not exist has none (an empty page).
 	ListObjectDefinitions(ctx context.Context, environmentID string, page Page) ([]ObjectDefinition, error)
-	// ListObjectMigrations lists the migrations of an object, oldest first.
+	// ListObjectMigrations lists the migrations of an object, oldest first;
+	// an object that does not exist has none (no error).
 	ListObjectMigrations(ctx context.Context, environmentID, name string) ([]ObjectMigration, error)
 	// DeleteObjectDefinition removes the definition and its migrations; ErrNotFound.
 	DeleteObjectDefinition(ctx context.Context, environmentID, name string) error

@@ -58,6 +58,11 @@ const (
 	pgTokensRequestIDIndex         = "tokens_organization_request_id"
 	pgTokensOrganizationFKey       = "tokens_organization_id_fkey"
 	pgTokensActiveEnvironmentFKey  = "tokens_active_environment_id_fkey"
+
+	pgObjectDefinitionsPKey            = "object_definitions_pkey"
+	pgObjectDefinitionsEnvironmentFKey = "object_definitions_environment_id_fkey"
+	pgObjectMigrationsPKey             = "object_migrations_pkey"
+	pgObjectMigrationsDefinitionFKey   = "object_migrations_definition_fkey"
 )
 
 // pgConstraintNames lists every name above, so a test can check each one
@@ -67,7 +72,8 @@ var pgConstraintNames = []string{
 	pgOrganizationsSlugKey, pgOrganizationsRequestIDKey, pgEnvironmentsHostnameKey,
 	pgEnvironmentsSlugKey, pgEnvironmentsRequestIDIndex, pgEnvironmentsDefaultIndex,
 	pgEnvironmentsOrganizationFKey, pgTokensRequestIDIndex, pgTokensOrganizationFKey,
-	pgTokensActiveEnvironmentFKey,
+	pgTokensActiveEnvironmentFKey, pgObjectDefinitionsPKey, pgObjectDefinitionsEnvironmentFKey,
+	pgObjectMigrationsPKey, pgObjectMigrationsDefinitionFKey,
 }
 
 // Postgres is the Store on a PostgreSQL database, for control planes that

@@ -636,7 +636,7 @@ func isForeignKeyViolation(err error) bool {
 // sentinels are the errors callers test for; wrapErr keeps their text.
 var sentinels = []error{
 	ErrNotFound, ErrOrganizationExists, ErrEnvironmentExists, ErrHostnameTaken,
-	ErrOrganizationMissing, ErrRequestReused,
+	ErrOrganizationMissing, ErrRequestReused, ErrVersionConflict,
 }
 
 // wrapErr adds the operation to err for the caller. A missing row becomes

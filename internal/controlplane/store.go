@@ -43,6 +43,7 @@ type Store interface {
 	DeleteEnvironment(ctx context.Context, id string) error
 
 	TokenStore
+	ObjectStore
 
 	// Ping checks the store is reachable.
 	Ping(ctx context.Context) error

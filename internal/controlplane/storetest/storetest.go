@@ -1,7 +1,7 @@
 // Package storetest is the conformance suite of controlplane.Store: every
 // implementation runs Run, so the documented semantics (uniqueness, request
 // idempotency, the single default environment, patching, paging, tokens and
-// their sessions) hold the same on every backend, including under concurrent
+// their sessions, versioned object definitions) hold the same on every backend, including under concurrent
 // writers.
 package storetest
 
@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"CountTokens", testCountTokens},
 		{"RaceTokenRequestID", testRaceTokenRequestID},
 	}
+	tests = append(tests, objectTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
