@@ -60,3 +60,6 @@ bench: ## Go benchmarks, then the load tool against an in-process server
 fuzz: ## Run each fuzz target for a short while
 	$(GO) test -run='^$$' -fuzz=FuzzNormalize -fuzztime=20s ./internal/hostname/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=20s ./internal/pagetoken/
+	$(GO) test -run='^$$' -fuzz=FuzzParseAuthorization -fuzztime=20s ./internal/auth/
+	$(GO) test -run='^$$' -fuzz=FuzzParseKeys -fuzztime=20s ./internal/secrets/
+	$(GO) test -run='^$$' -fuzz=FuzzWhere -fuzztime=20s ./internal/driver/driversql/

@@ -20,10 +20,13 @@ import (
 	"github.com/envplane/envplane/internal/engine"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/registry"
+	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
 	"github.com/envplane/envplane/services/access"
 	"github.com/envplane/envplane/services/environment"
+	"github.com/envplane/envplane/services/metadata"
 )
 
 // Options returns the whole application graph for cfg.
@@ -46,6 +49,9 @@ func Options(cfg config.Config, log *slog.Logger) fx.Option {
 	}
 	if cfg.Has(config.ServiceAccess) {
 		opts = append(opts, access.Module)
+	}
+	if cfg.Has(config.ServiceMetadata) {
+		opts = append(opts, RoutingModule, metadata.Module)
 	}
 	return fx.Options(opts...)
 }
@@ -134,6 +140,41 @@ var InvalidateModule = fx.Module("invalidate",
 		invalidate.NewBus,
 		func(b *invalidate.Bus) invalidate.Publisher { return b },
 		func(b *invalidate.Bus) invalidate.Subscriber { return b },
+	),
+)
+
+// RoutingModule takes environment-scoped calls to their environment's own
+// database: the resolver, the engine opener, the driver registry (dropping a
+// driver whenever its environment's row or credential changes) and the
+// metadata cache of the data plane.
+var RoutingModule = fx.Module("routing",
+	fx.Provide(
+		func(store controlplane.Store, events invalidate.Subscriber, log *slog.Logger) *resolve.Resolver {
+			return resolve.New(store, events, log)
+		},
+		func(store controlplane.Store, kr *secrets.Keyring, lite *provision.SQLite, mem *engine.Memory) *engine.Opener {
+			return engine.New(store, kr, lite, mem)
+		},
+		func(lc fx.Lifecycle, cfg config.Config, o *engine.Opener, events invalidate.Subscriber, log *slog.Logger) *registry.Registry {
+			r := registry.New(o.Open, registry.Options{MaxOpen: cfg.MaxOpenEnvironments, IdleTTL: cfg.IdleTTL}, log)
+			cancel := events.Subscribe(func(ev invalidate.Event) {
+				switch ev.Kind {
+				case invalidate.KindEnvironment, invalidate.KindCredential:
+					r.Invalidate(ev.EnvironmentID)
+				case invalidate.KindAll:
+					r.InvalidateAll()
+				}
+			})
+			lc.Append(fx.StopHook(func() error {
+				cancel()
+				return r.Close()
+			}))
+			return r
+		},
+		func(store controlplane.Store, events invalidate.Subscriber) *metadata.Cache {
+			return metadata.NewCache(store, events)
+		},
+		func(store controlplane.Store) controlplane.ObjectStore { return store },
 	),
 )
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -43,6 +45,14 @@ type Authenticator struct {
 	unknown *expirable.LRU[string, struct{}]
 	log     *slog.Logger
 	now     func() time.Time
+
+	// gen counts token invalidations. A call caches what it read only if no
+	// invalidation happened since it started: otherwise a read from before a
+	// revocation, cached after the revocation dropped the token, would keep
+	// the revoked token working until the TTL. mu orders that check-and-add
+	// with the invalidations.
+	mu  sync.Mutex
+	gen atomic.Uint64
 }
 
 // NewAuthenticator returns an Authenticator reading tokens from store and
@@ -60,11 +70,15 @@ func NewAuthenticator(store TokenLookup, events invalidate.Subscriber, log *slog
 }
 
 func (a *Authenticator) invalidate(ev invalidate.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	switch ev.Kind {
 	case invalidate.KindAll:
+		a.gen.Add(1)
 		a.known.Purge()
 		a.unknown.Purge()
 	case invalidate.KindToken:
+		a.gen.Add(1)
 		for _, key := range a.known.Keys() {
 			if tok, ok := a.known.Peek(key); ok && tok.ID == ev.TokenID {
 				a.known.Remove(key)
@@ -84,6 +98,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 	}
 	hash := HashSecret(secret)
 	key := string(hash)
+	gen := a.gen.Load()
 	if a.unknown.Contains(key) {
 		return nil, unauthenticated(ReasonTokenUnknown, "the token is not known")
 	}
@@ -99,7 +114,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 			reqlog.Logger(ctx, a.log).Error("token lookup failed", "error", err)
 			return nil, apierr.New(connect.CodeUnavailable, apierr.ReasonUnavailable, "cannot check the token now; retry")
 		}
-		a.known.Add(key, tok)
+		a.cache(key, tok, gen)
 	}
 	now := a.now()
 	if !tok.RevokeTime.IsZero() {
@@ -108,7 +123,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 	if !tok.ExpireTime.IsZero() && !now.Before(tok.ExpireTime) {
 		return nil, unauthenticated(ReasonTokenExpired, "the token has expired")
 	}
-	a.touch(ctx, key, tok, now)
+	a.touch(ctx, key, tok, now, gen)
 	return &Principal{
 		TokenID:        tok.ID,
 		Name:           tok.Name,
@@ -122,12 +137,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 
 // touch records the token's use at most once per touchEvery, off the
 // request path, so authentication stays a cache read.
-func (a *Authenticator) touch(ctx context.Context, key string, tok controlplane.Token, now time.Time) {
+func (a *Authenticator) touch(ctx context.Context, key string, tok controlplane.Token, now time.Time, gen uint64) {
 	if now.Sub(tok.LastUseTime) < touchEvery {
 		return
 	}
 	tok.LastUseTime = now
-	a.known.Add(key, tok)
+	a.cache(key, tok, gen)
 	id := tok.ID
 	go func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -136,6 +151,16 @@ func (a *Authenticator) touch(ctx context.Context, key string, tok controlplane.
 			a.log.Debug("recording token use failed", "token_id", id, "error", err)
 		}
 	}()
+}
+
+// cache remembers tok unless a token invalidation happened since gen was
+// read: tok may then predate it.
+func (a *Authenticator) cache(key string, tok controlplane.Token, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.gen.Load() == gen {
+		a.known.Add(key, tok)
+	}
 }
 
 // WrapUnary implements connect.Interceptor.

@@ -27,28 +27,32 @@ const (
 )
 
 // Implemented lists the services this build can serve, in mount order.
-var Implemented = []string{ServiceEnvironment, ServiceAccess}
+var Implemented = []string{ServiceEnvironment, ServiceAccess, ServiceMetadata}
 
 // Config is everything `envplane serve` is told.
 type Config struct {
-	Listen          string
-	DataDir         string
-	ControlPlane    string // a SQLite file path or sqlite: URL (empty = <data-dir>/controlplane.db), or a postgres:// URL
+	Listen       string
+	DataDir      string
+	ControlPlane string // a SQLite file path or sqlite: URL (empty = <data-dir>/controlplane.db), or a postgres:// URL
 	// PostgresAdminURL reaches a cluster where postgres environments are
 	// provisioned (a role with CREATEDB and CREATEROLE); empty disables the driver.
 	PostgresAdminURL string
 	// MasterKeyFile holds the keys that encrypt credentials; MasterKey holds
 	// them inline (ENVPLANE_MASTER_KEY). Embedded mode creates
 	// <data-dir>/master.key when neither is set.
-	MasterKeyFile string
-	MasterKey     string
+	MasterKeyFile   string
+	MasterKey       string
 	RootDomain      string
 	Services        []string
 	CORSOrigins     []string
 	MaxRequestBytes int64
 	ShutdownTimeout time.Duration
-	LogLevel        slog.Level
-	LogFormat       string // json or text
+	// MaxOpenEnvironments bounds the environments holding an open database
+	// handle at once; IdleTTL closes handles unused for that long.
+	MaxOpenEnvironments int
+	IdleTTL             time.Duration
+	LogLevel            slog.Level
+	LogFormat           string // json or text
 }
 
 // ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
@@ -107,6 +111,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&maxBytes, "max-request-bytes", maxBytes, "largest request body accepted (ENVPLANE_MAX_REQUEST_BYTES)")
 	shutdown := env("SHUTDOWN_TIMEOUT", "30s")
 	fs.StringVar(&shutdown, "shutdown-timeout", shutdown, "how long in-flight calls may drain on shutdown (ENVPLANE_SHUTDOWN_TIMEOUT)")
+	maxOpen := env("MAX_OPEN_ENVIRONMENTS", "1000")
+	fs.StringVar(&maxOpen, "max-open-environments", maxOpen, "environments that may hold an open database handle at once (ENVPLANE_MAX_OPEN_ENVIRONMENTS)")
+	idle := env("ENVIRONMENT_IDLE_TTL", "10m")
+	fs.StringVar(&idle, "environment-idle-ttl", idle, "close an environment's database handle after this long unused (ENVPLANE_ENVIRONMENT_IDLE_TTL)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (ENVPLANE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (ENVPLANE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -121,6 +129,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if c.ShutdownTimeout, err = time.ParseDuration(shutdown); err != nil {
 		return Config{}, fmt.Errorf("--shutdown-timeout: %w", err)
+	}
+	if c.MaxOpenEnvironments, err = strconv.Atoi(maxOpen); err != nil || c.MaxOpenEnvironments <= 0 {
+		return Config{}, fmt.Errorf("--max-open-environments: want a positive number, got %q", maxOpen)
+	}
+	if c.IdleTTL, err = time.ParseDuration(idle); err != nil || c.IdleTTL < 0 {
+		return Config{}, fmt.Errorf("--environment-idle-ttl: want a duration such as 10m, got %q", idle)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return Config{}, fmt.Errorf("--log-level: %w", err)

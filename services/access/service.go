@@ -33,6 +33,7 @@ const (
 	ReasonRequestIDReused        = "REQUEST_ID_REUSED"
 	ReasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
 	ReasonOrganizationIDRequired = "ORGANIZATION_ID_REQUIRED"
+	ReasonTokenOutlivesCreator   = "TOKEN_OUTLIVES_CREATOR"
 )
 
 // Service implements accessv1connect.AccessServiceHandler.
@@ -69,6 +70,11 @@ func (s *Service) CreateToken(ctx context.Context, req *connect.Request[accessv1
 	}
 	if m.ExpireTime != nil {
 		spec.ExpireTime = m.GetExpireTime().AsTime().UTC()
+	}
+	if !caller.ExpireTime.IsZero() && (spec.ExpireTime.IsZero() || spec.ExpireTime.After(caller.ExpireTime)) {
+		return nil, apierr.New(connect.CodePermissionDenied, ReasonTokenOutlivesCreator,
+			"a token that expires can only mint tokens expiring no later than itself: set expire_time",
+			"max_expire_time", caller.ExpireTime.Format(time.RFC3339))
 	}
 	if spec.OrganizationID == "" {
 		if err := caller.RequirePlatformAdmin(); err != nil {
@@ -161,7 +167,10 @@ func (s *Service) ListTokens(ctx context.Context, req *connect.Request[accessv1.
 		resp.NextPageToken = pagetoken.Encode(toks[size-1].ID, "tokens", orgID)
 	}
 	for _, t := range toks {
-		resp.Tokens = append(resp.Tokens, tokenToProto(t))
+		// A token limited to environments sees only tokens within its limits.
+		if withinLimits(caller, t) {
+			resp.Tokens = append(resp.Tokens, tokenToProto(t))
+		}
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -181,6 +190,9 @@ func (s *Service) RevokeToken(ctx context.Context, req *connect.Request[accessv1
 	if tok.ID != caller.TokenID {
 		if err := caller.RequireRole(auth.RoleAdmin); err != nil {
 			return nil, err
+		}
+		if !withinLimits(caller, tok) {
+			return nil, caller.RequireUnlimited()
 		}
 		if tok.PlatformAdmin && !caller.PlatformAdmin {
 			return nil, caller.RequirePlatformAdmin()
@@ -213,6 +225,23 @@ func (s *Service) WhoAmI(ctx context.Context, _ *connect.Request[accessv1.WhoAmI
 		EnvironmentIds:      tok.EnvironmentIDs,
 		ActiveEnvironmentId: tok.ActiveEnvironmentID,
 	}), nil
+}
+
+// withinLimits reports whether tok reaches no environment the caller cannot:
+// a token limited to environments manages only tokens limited to a subset.
+func withinLimits(caller *auth.Principal, tok controlplane.Token) bool {
+	if !caller.Limited() {
+		return true
+	}
+	if len(tok.EnvironmentIDs) == 0 || tok.PlatformAdmin {
+		return false
+	}
+	for _, id := range tok.EnvironmentIDs {
+		if !caller.AllowsEnvironment(id) {
+			return false
+		}
+	}
+	return true
 }
 
 // canSee reports whether caller may see tok: its own organization's tokens,

@@ -1,0 +1,198 @@
+package resolve_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/resolve"
+)
+
+type fixture struct {
+	store    *controlplane.SQLite
+	bus      *invalidate.Bus
+	r        *resolve.Resolver
+	org      controlplane.Organization
+	dev, stg controlplane.Environment
+	other    controlplane.Environment // of another organization
+}
+
+func setup(tb testing.TB) *fixture {
+	tb.Helper()
+	ctx := context.Background()
+	store, err := controlplane.OpenSQLite(ctx, filepath.Join(tb.TempDir(), "cp.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	now := time.Now().UTC()
+	mkOrg := func(slug string) controlplane.Organization {
+		o, _, err := store.CreateOrganization(ctx, controlplane.Organization{ID: uuid.Must(uuid.NewV7()).String(), Slug: slug, DisplayName: slug, CreateTime: now, UpdateTime: now})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return o
+	}
+	mkEnv := func(org controlplane.Organization, slug string, mode controlplane.DefaultMode) controlplane.Environment {
+		e, _, err := store.CreateEnvironment(ctx, controlplane.Environment{
+			ID: uuid.Must(uuid.NewV7()).String(), OrganizationID: org.ID, Slug: slug, DisplayName: slug,
+			Type: "development", Driver: "memory", Status: controlplane.StatusActive,
+			Hostname: org.Slug + "-" + slug + ".localhost", CreateTime: now, UpdateTime: now,
+		}, mode)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return e
+	}
+	f := &fixture{store: store, bus: invalidate.NewBus()}
+	f.org = mkOrg("acme")
+	f.dev = mkEnv(f.org, "dev", controlplane.DefaultYes)
+	f.stg = mkEnv(f.org, "staging", controlplane.DefaultNo)
+	f.other = mkEnv(mkOrg("globex"), "dev", controlplane.DefaultYes)
+	f.r = resolve.New(store, f.bus, slog.New(slog.DiscardHandler))
+	return f
+}
+
+func TestPrecedenceAndErrors(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	member := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	for _, c := range []struct {
+		name   string
+		hints  resolve.Hints
+		p      *auth.Principal
+		want   string
+		code   connect.Code
+		reason string
+	}{
+		{name: "request id", hints: resolve.Hints{EnvironmentID: f.stg.ID}, p: member, want: f.stg.ID},
+		{name: "request id beats host and header", hints: resolve.Hints{EnvironmentID: f.stg.ID, Host: f.dev.Hostname, Header: f.dev.ID}, p: member, want: f.stg.ID},
+		{name: "host", hints: resolve.Hints{Host: "ACME-STAGING.localhost.:8080"}, p: member, want: f.stg.ID},
+		{name: "host beats header", hints: resolve.Hints{Host: f.stg.Hostname, Header: f.dev.ID}, p: member, want: f.stg.ID},
+		{name: "unregistered host is no hint", hints: resolve.Hints{Host: "localhost:8080", Header: f.stg.ID}, p: member, want: f.stg.ID},
+		{name: "IPv6 host is no hint", hints: resolve.Hints{Host: "[::1]:8080"}, p: member, want: f.dev.ID},
+		{name: "header", hints: resolve.Hints{Header: f.stg.ID}, p: member, want: f.stg.ID},
+		{name: "organization default", p: member, want: f.dev.ID},
+		{name: "unknown request id does not fall through", hints: resolve.Hints{EnvironmentID: uuid.NewString(), Header: f.dev.ID}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "unknown header does not fall through", hints: resolve.Hints{Header: uuid.NewString()}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "another organization's environment is not found", hints: resolve.Hints{Header: f.other.ID}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "another organization's host is not found", hints: resolve.Hints{Host: f.other.Hostname}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "limited token", hints: resolve.Hints{Header: f.stg.ID}, p: &auth.Principal{OrganizationID: f.org.ID, Role: auth.RoleEditor, EnvironmentIDs: []string{f.dev.ID}}, code: connect.CodePermissionDenied, reason: auth.ReasonEnvironmentNotAllowed},
+		{name: "platform token resolves nothing by itself", p: &auth.Principal{TokenID: "p", PlatformAdmin: true, Role: auth.RoleAdmin}, code: connect.CodeFailedPrecondition, reason: resolve.ReasonEnvironmentNotResolved},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env, err := f.r.Resolve(t.Context(), c.hints, c.p)
+			if c.code != 0 {
+				if connect.CodeOf(err) != c.code || apierr.Reason(err) != c.reason {
+					t.Fatalf("got %v (%s), want %v %s", err, apierr.Reason(err), c.code, c.reason)
+				}
+				return
+			}
+			if err != nil || env.ID != c.want {
+				t.Fatalf("got %s, %v; want %s", env.ID, err, c.want)
+			}
+		})
+	}
+}
+
+func TestOnlyEnvironmentAndSuspensionAndInvalidation(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := t.Context()
+	member := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+
+	// No default: two environments resolve nothing; after deleting one, the only one.
+	no := false
+	if _, err := f.store.UpdateEnvironment(ctx, f.dev.ID, controlplane.EnvironmentPatch{IsDefault: &no}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.bus.Publish(ctx, invalidate.Event{Kind: invalidate.KindOrganization, OrganizationID: f.org.ID})
+	if _, err := f.r.Resolve(ctx, resolve.Hints{}, member); apierr.Reason(err) != resolve.ReasonEnvironmentNotResolved {
+		t.Fatalf("two environments, no default: %v", err)
+	}
+	if err := f.store.DeleteEnvironment(ctx, f.stg.ID); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.bus.Publish(ctx, invalidate.Event{Kind: invalidate.KindOrganization, OrganizationID: f.org.ID})
+	env, err := f.r.Resolve(ctx, resolve.Hints{}, member)
+	if err != nil || env.ID != f.dev.ID {
+		t.Fatalf("only environment: %s, %v", env.ID, err)
+	}
+
+	// Suspension shows on the next call after its event.
+	suspended := controlplane.StatusSuspended
+	if _, err := f.store.UpdateEnvironment(ctx, f.dev.ID, controlplane.EnvironmentPatch{Status: &suspended}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.bus.Publish(ctx, invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: f.dev.ID, OrganizationID: f.org.ID})
+	if _, err := f.r.Resolve(ctx, resolve.Hints{Header: f.dev.ID}, member); apierr.Reason(err) != resolve.ReasonEnvironmentSuspended {
+		t.Fatalf("suspended: %v", err)
+	}
+
+	// A hostname moved: the old one stops routing, the new one routes.
+	moved := "moved.example"
+	active := controlplane.StatusActive
+	if _, err := f.store.UpdateEnvironment(ctx, f.dev.ID, controlplane.EnvironmentPatch{Hostname: &moved, Status: &active}); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.bus.Publish(ctx,
+		invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: f.dev.ID},
+		invalidate.Event{Kind: invalidate.KindHostname, Hostname: f.dev.Hostname},
+		invalidate.Event{Kind: invalidate.KindHostname, Hostname: moved})
+	if env, err := f.r.Resolve(ctx, resolve.Hints{Host: moved}, member); err != nil || env.ID != f.dev.ID {
+		t.Fatalf("new hostname: %v", err)
+	}
+	if _, err := f.r.Resolve(ctx, resolve.Hints{Host: f.dev.Hostname, Header: uuid.NewString()}, member); apierr.Reason(err) != resolve.ReasonEnvironmentNotFound {
+		t.Fatalf("old hostname still routes: %v", err)
+	}
+}
+
+func TestSession(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := t.Context()
+	tok, _, err := f.store.CreateToken(ctx, controlplane.Token{ID: uuid.Must(uuid.NewV7()).String(), Name: "s", OrganizationID: f.org.ID,
+		Role: auth.RoleViewer, SecretHash: []byte(uuid.NewString()), CreateTime: time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &auth.Principal{TokenID: tok.ID, OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	if env, _ := f.r.Resolve(ctx, resolve.Hints{}, p); env.ID != f.dev.ID {
+		t.Fatalf("before activation: %s, want the default", env.ID)
+	}
+	if err := f.store.SetActiveEnvironment(ctx, tok.ID, f.stg.ID); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.bus.Publish(ctx, invalidate.Event{Kind: invalidate.KindToken, TokenID: tok.ID})
+	if env, _ := f.r.Resolve(ctx, resolve.Hints{}, p); env.ID != f.stg.ID {
+		t.Fatalf("session beats default: got %s", env.ID)
+	}
+	if env, _ := f.r.Resolve(ctx, resolve.Hints{Header: f.dev.ID}, p); env.ID != f.dev.ID {
+		t.Fatalf("header beats session: got %s", env.ID)
+	}
+}
+
+func BenchmarkResolveCacheHit(b *testing.B) {
+	f := setup(b)
+	p := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	ctx := context.Background()
+	h := resolve.Hints{Host: f.stg.Hostname + ":8080"}
+	if _, err := f.r.Resolve(ctx, h, p); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.r.Resolve(ctx, h, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,297 @@
+// Package metadata implements MetadataService: each environment's object
+// definitions, stored in the control plane and versioned, and the migration
+// of that environment's own database to match them.
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/gen/envplane/metadata/v1/metadatav1connect"
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/filter"
+	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/pagetoken"
+	"github.com/envplane/envplane/internal/registry"
+	"github.com/envplane/envplane/internal/reqlog"
+	"github.com/envplane/envplane/internal/resolve"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// ErrorInfo reasons of MetadataService.
+const (
+	ReasonObjectNotDefined          = "OBJECT_NOT_DEFINED"
+	ReasonInvalidObjectDefinition   = "INVALID_OBJECT_DEFINITION"
+	ReasonDestructiveChange         = "DESTRUCTIVE_CHANGE"
+	ReasonRequiredFieldNeedsDefault = "REQUIRED_FIELD_NEEDS_DEFAULT"
+	ReasonObjectHasRecords          = "OBJECT_HAS_RECORDS"
+	ReasonConcurrentModification    = "CONCURRENT_MODIFICATION"
+	ReasonMigrationFailed           = "MIGRATION_FAILED"
+	ReasonDatabaseUnavailable       = "DATABASE_UNAVAILABLE"
+	ReasonInvalidPageToken          = "INVALID_PAGE_TOKEN"
+)
+
+// migrationTimeout bounds one migration of an environment's database.
+const migrationTimeout = 2 * time.Minute
+
+// Service implements metadatav1connect.MetadataServiceHandler. Every call
+// arrives resolved: resolve.From(ctx) is the environment.
+type Service struct {
+	store    controlplane.ObjectStore
+	registry *registry.Registry
+	cache    *Cache
+	events   invalidate.Publisher
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+var _ metadatav1connect.MetadataServiceHandler = (*Service)(nil)
+
+// New returns the service.
+func New(store controlplane.ObjectStore, reg *registry.Registry, cache *Cache, events invalidate.Publisher, log *slog.Logger) *Service {
+	return &Service{
+		store: store, registry: reg, cache: cache, events: events,
+		log: log.With("service", "metadata"),
+		now: func() time.Time { return time.Now().UTC() },
+	}
+}
+
+// PutObject implements MetadataService.PutObject.
+func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1.PutObjectRequest]) (*connect.Response[metadatav1.PutObjectResponse], error) {
+	env, _ := resolve.From(ctx)
+	if err := auth.From(ctx).RequireRole(auth.RoleDeveloper); err != nil {
+		return nil, err
+	}
+	m := req.Msg
+	next, violations := objectFromProto(m.GetName(), m.GetObject())
+	if n := m.GetObject().GetName(); n != "" && n != m.GetName() {
+		violations = append(violations, apierr.FieldViolation{Field: "object.name", Description: "must be empty or equal the name in the path"})
+	}
+	if len(violations) > 0 {
+		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition, "the object definition is invalid: "+violations[0].Field+": "+violations[0].Description, violations...)
+	}
+	current, err := s.current(ctx, env.ID, m.GetName())
+	if err != nil {
+		return nil, err
+	}
+	steps := schema.Plan(current, next)
+	if current != nil && len(steps) == 0 && !schema.Changed(current, next) {
+		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(current)}), nil
+	}
+	var destructive []string
+	for _, st := range steps {
+		if st.Destructive {
+			destructive = append(destructive, st.Description)
+		}
+	}
+	if len(destructive) > 0 && !m.GetAllowDestructive() {
+		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonDestructiveChange,
+			"the change can lose data or fail on existing records: "+strings.Join(destructive, "; ")+
+				"; send allow_destructive to apply it (validate_only shows every step)",
+			"steps", strings.Join(destructive, "; "))
+	}
+	now := s.now()
+	next.Version = 1
+	next.CreateTime, next.UpdateTime = now, now
+	var expected int64
+	if current != nil {
+		expected = current.Version
+		next.Version = current.Version + 1
+		next.CreateTime = current.CreateTime
+	}
+	if m.GetValidateOnly() {
+		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps)}), nil
+	}
+
+	lease, err := s.registry.Acquire(ctx, env.ID)
+	if err != nil {
+		return nil, s.databaseError(ctx, err)
+	}
+	defer lease.Release()
+	if current != nil {
+		if err := s.checkRequiredFields(ctx, lease, current, steps); err != nil {
+			return nil, err
+		}
+	}
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrationTimeout)
+	defer cancel()
+	if err := lease.Driver.Migrate(mctx, next, steps); err != nil {
+		reqlog.Logger(ctx, s.log).Warn("migration failed; the previous definition stays in place",
+			"environment_id", env.ID, "object", next.Name, "version", next.Version)
+		reqlog.Logger(ctx, s.log).Debug("migration failure cause", "error", err)
+		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonMigrationFailed,
+			"the environment's database refused the change (for a unique index: duplicate values?); nothing was changed")
+	}
+	encoded, err := encode(next)
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
+	stepsJSON, _ := json.Marshal(stepsToProto(steps))
+	_, err = s.store.PutObjectDefinition(mctx, controlplane.ObjectDefinition{
+		EnvironmentID: env.ID, Name: next.Name, Definition: encoded, Version: next.Version,
+		CreateTime: next.CreateTime, UpdateTime: next.UpdateTime,
+	}, expected, controlplane.ObjectMigration{
+		EnvironmentID: env.ID, Name: next.Name, Version: next.Version, Steps: stepsJSON, ApplyTime: now,
+	})
+	if err != nil {
+		if errors.Is(err, controlplane.ErrVersionConflict) {
+			return nil, apierr.New(connect.CodeAborted, ReasonConcurrentModification,
+				"the object changed while this change was applied; read it and apply again (re-applying converges)")
+		}
+		return nil, s.internal(ctx, err)
+	}
+	s.publish(ctx, env.ID, next.Name)
+	reqlog.Logger(ctx, s.log).Info("object definition applied", "environment_id", env.ID, "object", next.Name,
+		"version", next.Version, "steps", len(steps))
+	return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps), Applied: true}), nil
+}
+
+// checkRequiredFields refuses a new required field without a default on an
+// object that has records: those records would break the rule at once.
+func (s *Service) checkRequiredFields(ctx context.Context, lease *registry.Lease, current *schema.Object, steps []schema.Step) error {
+	for _, st := range steps {
+		if st.Kind != schema.StepAddField || st.Field == nil || !st.Field.Required || st.Field.Default != nil {
+			continue
+		}
+		n, err := lease.Driver.Count(ctx, current, nil)
+		if err != nil {
+			return s.databaseError(ctx, err)
+		}
+		if n > 0 {
+			return apierr.New(connect.CodeFailedPrecondition, ReasonRequiredFieldNeedsDefault,
+				"field "+st.Field.Name+" is required and the object has records: give it a default_value", "field", st.Field.Name)
+		}
+	}
+	return nil
+}
+
+// GetObject implements MetadataService.GetObject.
+func (s *Service) GetObject(ctx context.Context, req *connect.Request[metadatav1.GetObjectRequest]) (*connect.Response[metadatav1.GetObjectResponse], error) {
+	env, _ := resolve.From(ctx)
+	obj, err := s.current(ctx, env.ID, req.Msg.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if obj == nil {
+		return nil, notDefined(req.Msg.GetName())
+	}
+	return connect.NewResponse(&metadatav1.GetObjectResponse{Object: objectToProto(obj)}), nil
+}
+
+// ListObjects implements MetadataService.ListObjects.
+func (s *Service) ListObjects(ctx context.Context, req *connect.Request[metadatav1.ListObjectsRequest]) (*connect.Response[metadatav1.ListObjectsResponse], error) {
+	env, _ := resolve.From(ctx)
+	after, err := pagetoken.Decode(req.Msg.GetPageToken(), "objects", env.ID)
+	if err != nil {
+		return nil, apierr.InvalidArgument(ReasonInvalidPageToken, err.Error(),
+			apierr.FieldViolation{Field: "page_token", Description: err.Error()})
+	}
+	size := pagetoken.Size(req.Msg.GetPageSize())
+	defs, err := s.store.ListObjectDefinitions(ctx, env.ID, controlplane.Page{After: after, Limit: size + 1})
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
+	resp := &metadatav1.ListObjectsResponse{}
+	if len(defs) > size {
+		defs = defs[:size]
+		resp.NextPageToken = pagetoken.Encode(defs[size-1].Name, "objects", env.ID)
+	}
+	for _, d := range defs {
+		obj, err := decode(d)
+		if err != nil {
+			return nil, s.internal(ctx, err)
+		}
+		resp.Objects = append(resp.Objects, objectToProto(obj))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// DeleteObject implements MetadataService.DeleteObject.
+func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadatav1.DeleteObjectRequest]) (*connect.Response[metadatav1.DeleteObjectResponse], error) {
+	env, _ := resolve.From(ctx)
+	if err := auth.From(ctx).RequireRole(auth.RoleDeveloper); err != nil {
+		return nil, err
+	}
+	name := req.Msg.GetName()
+	obj, err := s.current(ctx, env.ID, name)
+	if err != nil {
+		return nil, err
+	}
+	if obj == nil {
+		return nil, notDefined(name)
+	}
+	lease, err := s.registry.Acquire(ctx, env.ID)
+	if err != nil {
+		return nil, s.databaseError(ctx, err)
+	}
+	defer lease.Release()
+	if !req.Msg.GetForce() {
+		n, err := lease.Driver.Count(ctx, obj, filter.Expr(nil))
+		if err != nil {
+			return nil, s.databaseError(ctx, err)
+		}
+		if n > 0 {
+			return nil, apierr.New(connect.CodeFailedPrecondition, ReasonObjectHasRecords,
+				"the object has records; delete them or pass force to drop the table with them", "object", name)
+		}
+	}
+	// The definition goes first: a crash after it leaves an orphan table
+	// (harmless, dropped again by a later delete of a redefined object), never
+	// a definition without its table.
+	if err := s.store.DeleteObjectDefinition(ctx, env.ID, name); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		return nil, s.internal(ctx, err)
+	}
+	s.publish(ctx, env.ID, name)
+	if err := lease.Driver.DropObject(context.WithoutCancel(ctx), name); err != nil {
+		return nil, s.databaseError(ctx, err)
+	}
+	reqlog.Logger(ctx, s.log).Info("object deleted", "environment_id", env.ID, "object", name)
+	return connect.NewResponse(&metadatav1.DeleteObjectResponse{}), nil
+}
+
+// current reads the stored definition straight from the control plane
+// (writes must not act on a cached copy); nil when not defined.
+func (s *Service) current(ctx context.Context, environmentID, name string) (*schema.Object, error) {
+	def, err := s.store.GetObjectDefinition(ctx, environmentID, name)
+	if errors.Is(err, controlplane.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
+	obj, err := decode(def)
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
+	return obj, nil
+}
+
+func (s *Service) publish(ctx context.Context, environmentID, name string) {
+	if err := s.events.Publish(ctx, invalidate.Event{Kind: invalidate.KindObject, EnvironmentID: environmentID, Object: name}); err != nil {
+		reqlog.Logger(ctx, s.log).Error("publishing a definition change failed; caches stay stale until their TTL", "error", err)
+	}
+}
+
+func notDefined(name string) error {
+	return apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+name, "object", name)
+}
+
+func (s *Service) databaseError(ctx context.Context, err error) error {
+	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
+	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
+	return apierr.New(connect.CodeUnavailable, ReasonDatabaseUnavailable, "the environment's database cannot be reached now; retry")
+}
+
+func (s *Service) internal(ctx context.Context, err error) error {
+	reqlog.Logger(ctx, s.log).Error("metadata service failed", "error", err)
+	return apierr.Internal()
+}
