@@ -7,6 +7,7 @@ import (
 
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/reqlog"
 )
 
 // environmentScoped is implemented by every request message of an
@@ -44,10 +45,11 @@ func (i interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if m, ok := req.Any().(environmentScoped); ok {
 			h.EnvironmentID = m.GetEnvironmentId()
 		}
-		env, err := i.r.Resolve(ctx, h, auth.From(ctx))
+		env, source, err := i.r.resolve(ctx, h, auth.From(ctx))
 		if err != nil {
 			return nil, err
 		}
+		reqlog.Annotate(ctx, "environment_id", env.ID, "resolved_by", source)
 		resp, err := next(WithEnvironment(ctx, env), req)
 		if resp != nil {
 			resp.Header().Set(HeaderEnvironmentID, env.ID)
@@ -65,10 +67,11 @@ func (i interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conne
 func (i interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		h := Hints{Host: conn.RequestHeader().Get("Host"), Header: conn.RequestHeader().Get(HeaderEnvironmentID)}
-		env, err := i.r.Resolve(ctx, h, auth.From(ctx))
+		env, source, err := i.r.resolve(ctx, h, auth.From(ctx))
 		if err != nil {
 			return err
 		}
+		reqlog.Annotate(ctx, "environment_id", env.ID, "resolved_by", source)
 		conn.ResponseHeader().Set(HeaderEnvironmentID, env.ID)
 		return next(WithEnvironment(ctx, env), conn)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/envplane/envplane/internal/apierr"
@@ -72,7 +73,16 @@ type Resolver struct {
 	hosts    *expirable.LRU[string, string] // hostname → environment id ("" = none)
 	sessions *expirable.LRU[string, string] // token id → active environment id
 	orgs     *expirable.LRU[string, orgRoute]
-	log      *slog.Logger
+	// hostnames memoizes hostname.FromHost (IDNA processing allocates):
+	// normalization is a pure function, so entries never go stale.
+	hostnames *lru.Cache[string, normalized]
+	log       *slog.Logger
+}
+
+// normalized is the result of hostname.FromHost.
+type normalized struct {
+	name string
+	ok   bool
 }
 
 // New returns a Resolver reading src and dropping cached entries on events.
@@ -85,6 +95,7 @@ func New(src Source, events invalidate.Subscriber, log *slog.Logger) *Resolver {
 		orgs:     expirable.NewLRU[string, orgRoute](cacheSize, nil, cacheTTL),
 		log:      log.With("component", "resolve"),
 	}
+	r.hostnames, _ = lru.New[string, normalized](10_000)
 	events.Subscribe(r.invalidate)
 	return r
 }
@@ -116,24 +127,29 @@ func (r *Resolver) invalidate(ev invalidate.Event) {
 // Resolve returns the environment the call is for, entered by p: it exists,
 // the caller may enter it, and it is active.
 func (r *Resolver) Resolve(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, error) {
+	env, _, err := r.resolve(ctx, h, p)
+	return env, err
+}
+
+// resolve is Resolve, also naming the rule that found the environment.
+func (r *Resolver) resolve(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, string, error) {
 	env, source, err := r.find(ctx, h, p)
 	if errors.Is(err, errNotFound) {
-		return controlplane.Environment{}, notFound()
+		return controlplane.Environment{}, "", notFound()
 	}
 	if err != nil {
-		return controlplane.Environment{}, err
+		return controlplane.Environment{}, "", err
 	}
 	if !p.InOrganization(env.OrganizationID) {
-		return controlplane.Environment{}, notFound()
+		return controlplane.Environment{}, "", notFound()
 	}
 	if err := p.RequireEnvironment(env.ID); err != nil {
-		return controlplane.Environment{}, err
+		return controlplane.Environment{}, "", err
 	}
 	if err := ready(env); err != nil {
-		return controlplane.Environment{}, err
+		return controlplane.Environment{}, "", err
 	}
-	reqlog.Annotate(ctx, "environment_id", env.ID, "resolved_by", source)
-	return env, nil
+	return env, source, nil
 }
 
 // find applies the precedence rules and returns the environment with the
@@ -143,7 +159,7 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 		env, err := r.environment(ctx, h.EnvironmentID)
 		return env, "request", err
 	}
-	if name, ok := hostname.FromHost(h.Host); ok {
+	if name, ok := r.normalize(h.Host); ok {
 		id, err := r.hostname(ctx, name)
 		if err != nil {
 			return controlplane.Environment{}, "", err
@@ -221,6 +237,18 @@ func ready(env controlplane.Environment) error {
 	default:
 		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentDeleting, "the environment is being deleted", "environment_id", env.ID)
 	}
+}
+
+func (r *Resolver) normalize(host string) (string, bool) {
+	if host == "" {
+		return "", false
+	}
+	if n, ok := r.hostnames.Get(host); ok {
+		return n.name, n.ok
+	}
+	name, ok := hostname.FromHost(host)
+	r.hostnames.Add(host, normalized{name, ok})
+	return name, ok
 }
 
 func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Environment, error) {

@@ -8,7 +8,9 @@ package secrets
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -213,4 +215,13 @@ func GenerateKey() ([]byte, error) {
 		return nil, fmt.Errorf("secrets: generate key: %w", err)
 	}
 	return key, nil
+}
+
+// Derive returns a key for one purpose (such as signing page tokens),
+// derived from the primary key so every replica sharing the master key
+// derives the same one, and no purpose's key reveals another's.
+func (k *Keyring) Derive(purpose string) []byte {
+	mac := hmac.New(sha256.New, k.raw[k.primary])
+	mac.Write([]byte("envplane derive: " + purpose))
+	return mac.Sum(nil)
 }

@@ -416,3 +416,17 @@ func FuzzParseKeys(f *testing.F) {
 		}
 	})
 }
+
+func TestDerive(t *testing.T) {
+	a, err := ParseKeys("k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, KeySize)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := ParseKeys("k2:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, KeySize)))
+	if !bytes.Equal(a.Derive("x"), a.Derive("x")) {
+		t.Error("Derive is not deterministic")
+	}
+	if bytes.Equal(a.Derive("x"), a.Derive("y")) || bytes.Equal(a.Derive("x"), b.Derive("x")) {
+		t.Error("derived keys collide across purposes or master keys")
+	}
+}
