@@ -428,29 +428,56 @@ func (p *Postgres) Deprovision(ctx context.Context, env controlplane.Environment
 // sessions already open are left running rather than cut mid-transaction.
 // current is not needed: setting the new password is what revokes it.
 func (p *Postgres) Rotate(ctx context.Context, env controlplane.Environment, current string) (string, error) {
+	var secret string
+	err := p.RotateAndCommit(ctx, env, current, func(_ context.Context, s string) error {
+		secret = s
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// RotateAndCommit is Rotate calling commit with the new password while it
+// holds the environment's advisory lock and before the ALTER ROLE that sets
+// the password commits: commit's failure rolls the password back, and
+// rotations racing on one environment (on any replica) set the password and
+// record it in the same order. If the transaction fails to commit after
+// commit succeeded, the recorded secret is not the role's until the next
+// rotation; the error says so as a rotation failure.
+func (p *Postgres) RotateAndCommit(ctx context.Context, env controlplane.Environment, current string, commit func(ctx context.Context, secret string) error) error {
 	name, err := PostgresName(env.ID)
 	if err != nil {
-		return "", &Error{Public: pgMsgInvalidID, Err: err}
+		return &Error{Public: pgMsgInvalidID, Err: err}
 	}
 	password, verifier, err := newPostgresPassword()
 	if err != nil {
-		return "", &Error{Public: pgMsgCredential, Err: err}
+		return &Error{Public: pgMsgCredential, Err: err}
 	}
 	ident := pgx.Identifier{name}.Sanitize()
-	err = p.withEnvironmentLock(ctx, name, pgMsgRotate, func(conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, "ALTER ROLE "+ident+" WITH PASSWORD "+quoteLiteral(verifier))
+	return p.withEnvironmentLock(ctx, name, pgMsgRotate, func(conn *pgx.Conn) error {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return classify(pgMsgRotate, fmt.Errorf("begin rotation of %s: %w", name, err))
+		}
+		// A no-op once committed.
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+		_, err = tx.Exec(ctx, "ALTER ROLE "+ident+" WITH PASSWORD "+quoteLiteral(verifier))
 		if hasSQLState(err, sqlstateUndefinedObject) {
 			return &Error{Public: pgMsgRoleMissing, Err: fmt.Errorf("alter role %s: %w", name, err)}
 		}
 		if err != nil {
 			return classify(pgMsgRotate, fmt.Errorf("alter role %s: %w", name, err))
 		}
+		if err := commit(ctx, password); err != nil {
+			return err
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return classify(pgMsgRotate, fmt.Errorf("commit the new password of %s: %w", name, err))
+		}
 		return nil
 	})
-	if err != nil {
-		return "", err
-	}
-	return password, nil
 }
 
 // postgresURLKeys are the only connection-string keys PostgresConnConfig
@@ -590,6 +617,7 @@ func newPostgresPassword() (password, verifier string, err error) {
 
 // The engine finds rotation by type assertion; keep Postgres offering it.
 var (
-	_ Provisioner = (*Postgres)(nil)
-	_ Rotator     = (*Postgres)(nil)
+	_ Provisioner       = (*Postgres)(nil)
+	_ Rotator           = (*Postgres)(nil)
+	_ CommittingRotator = (*Postgres)(nil)
 )

@@ -50,6 +50,20 @@ type Rotator interface {
 	Rotate(ctx context.Context, env controlplane.Environment, current string) (string, error)
 }
 
+// CommittingRotator is a Rotator that records the new secret as part of the
+// rotation. Rotating and then storing the secret as two steps lets concurrent
+// rotations of one environment interleave (A sets p1, B sets p2, B stores p2,
+// A stores p1), leaving stored a secret the database no longer accepts.
+type CommittingRotator interface {
+	Rotator
+	// RotateAndCommit makes a new secret the valid one, like Rotate, and calls
+	// commit with it while no other rotation, provisioning or removal of env
+	// can run, on any replica, and before the new secret takes effect: when
+	// commit fails the old secret stays the valid one and its error is
+	// returned as is. Rotation errors are *Error.
+	RotateAndCommit(ctx context.Context, env controlplane.Environment, current string, commit func(ctx context.Context, secret string) error) error
+}
+
 // Error is a provisioning failure with a message safe to show clients.
 type Error struct {
 	Public string // what the client and the environment row see

@@ -442,18 +442,44 @@ func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[env
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
 	}
-	secret, err := rotator.Rotate(ctx, env, current)
+	var now time.Time
+	var cred controlplane.Credential
+	// store seals and records the new secret. A CommittingRotator runs it
+	// under the engine's lock, before the new secret takes effect, so racing
+	// rotations cannot leave stored a secret the engine no longer accepts.
+	var storeErr error
+	store := func(ctx context.Context, secret string) error {
+		now = s.now()
+		if cred, storeErr = s.seal(env.ID, secret, now); storeErr != nil {
+			return storeErr
+		}
+		updated, err := s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Credential: &cred})
+		if err != nil {
+			storeErr = err
+			return err
+		}
+		env = updated
+		return nil
+	}
+	if committing, ok := rotator.(provision.CommittingRotator); ok {
+		err = committing.RotateAndCommit(ctx, env, current, store)
+	} else {
+		var secret string
+		if secret, err = rotator.Rotate(ctx, env, current); err == nil {
+			err = store(ctx, secret)
+		}
+	}
+	if storeErr != nil {
+		// The environment was deleted meanwhile, or the store failed: the
+		// engine kept the old secret (or a retry converges).
+		if errors.Is(storeErr, controlplane.ErrNotFound) {
+			return nil, environmentNotFound()
+		}
+		return nil, s.toConnect(ctx, storeErr, "environment_id", env.ID)
+	}
 	if err != nil {
 		reqlog.Logger(ctx, s.log).Debug("rotation failure cause", "environment_id", env.ID, "error", err)
 		return nil, apierr.New(connect.CodeUnavailable, ReasonRotationFailed, provision.PublicMessage(err)+"; the old credential is still valid, retry")
-	}
-	now := s.now()
-	cred, err := s.seal(env.ID, secret, now)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
-	}
-	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Credential: &cred}); err != nil {
-		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
 	}
 	s.publish(ctx, invalidate.Event{Kind: invalidate.KindCredential, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
 	reqlog.Logger(ctx, s.log).Info("credential rotated", "environment_id", env.ID, "key_id", cred.KeyID)
