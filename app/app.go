@@ -25,6 +25,7 @@ import (
 	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
 	"github.com/envplane/envplane/services/access"
+	"github.com/envplane/envplane/services/data"
 	"github.com/envplane/envplane/services/environment"
 	"github.com/envplane/envplane/services/metadata"
 )
@@ -50,8 +51,14 @@ func Options(cfg config.Config, log *slog.Logger) fx.Option {
 	if cfg.Has(config.ServiceAccess) {
 		opts = append(opts, access.Module)
 	}
+	if cfg.Has(config.ServiceMetadata) || cfg.Has(config.ServiceData) {
+		opts = append(opts, RoutingModule)
+	}
 	if cfg.Has(config.ServiceMetadata) {
-		opts = append(opts, RoutingModule, metadata.Module)
+		opts = append(opts, metadata.Module)
+	}
+	if cfg.Has(config.ServiceData) {
+		opts = append(opts, data.Module)
 	}
 	return fx.Options(opts...)
 }

@@ -27,7 +27,7 @@ const (
 )
 
 // Implemented lists the services this build can serve, in mount order.
-var Implemented = []string{ServiceEnvironment, ServiceAccess, ServiceMetadata}
+var Implemented = []string{ServiceEnvironment, ServiceAccess, ServiceMetadata, ServiceData}
 
 // Config is everything `envplane serve` is told.
 type Config struct {

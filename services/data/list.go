@@ -1,0 +1,98 @@
+package data
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/pagetoken"
+	"github.com/envplane/envplane/internal/query"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// lister turns ListRecords requests into engine queries with keyset paging.
+type lister struct {
+	cursors *query.Cursors
+}
+
+func newLister(key []byte) (*lister, error) {
+	c, err := query.NewCursors(key)
+	if err != nil {
+		return nil, err
+	}
+	return &lister{cursors: c}, nil
+}
+
+// ListRecords implements DataService.ListRecords.
+func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.ListRecordsRequest]) (*connect.Response[datav1.ListRecordsResponse], error) {
+	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleViewer)
+	if err != nil {
+		return nil, err
+	}
+	defer c.lease.Release()
+	m := req.Msg
+	mask, err := readMask(c.obj, m.GetReadMask())
+	if err != nil {
+		return nil, err
+	}
+	where, err := query.ParseFilter(c.obj, m.GetFilter())
+	if err != nil {
+		return nil, queryError("filter", err)
+	}
+	order, err := query.ParseOrder(c.obj, m.GetOrderBy())
+	if err != nil {
+		return nil, queryError("order_by", err)
+	}
+	fp := query.NewFingerprint(c.env, c.obj, where, order)
+	after, err := s.lists.cursors.Decode(fp, m.GetPageToken(), c.obj, order)
+	if err != nil {
+		return nil, queryError("page_token", err)
+	}
+	size := pagetoken.Size(m.GetPageSize())
+	recs, err := c.lease.Driver.Query(ctx, c.obj, driver.Query{Filter: where, Order: order, After: after, Limit: size + 1})
+	if err != nil {
+		return nil, s.writeError(ctx, c.obj, err)
+	}
+	resp := &datav1.ListRecordsResponse{}
+	if len(recs) > size {
+		recs = recs[:size]
+		if resp.NextPageToken, err = s.lists.cursors.Encode(fp, position(recs[size-1], order)); err != nil {
+			return nil, queryError("order_by", err)
+		}
+	}
+	for _, r := range recs {
+		resp.Records = append(resp.Records, recordToStruct(c.obj, r, mask))
+	}
+	if m.GetShowTotalSize() {
+		n, err := c.lease.Driver.Count(ctx, c.obj, where)
+		if err != nil {
+			return nil, s.writeError(ctx, c.obj, err)
+		}
+		resp.TotalSize = n
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// position is the keyset position of rec: its order keys, then its id.
+func position(rec driver.Record, order []driver.OrderBy) []any {
+	out := make([]any, 0, len(order)+1)
+	for _, o := range order {
+		out = append(out, rec[o.Field])
+	}
+	return append(out, rec[schema.FieldID])
+}
+
+// queryError maps a filter, order or cursor problem to INVALID_ARGUMENT with
+// its own reason.
+func queryError(field string, err error) error {
+	var qe *query.Error
+	if errors.As(err, &qe) {
+		return apierr.InvalidArgument(qe.Reason, field+": "+qe.Message, apierr.FieldViolation{Field: field, Description: qe.Message})
+	}
+	return apierr.InvalidArgument("INVALID_"+field, field+" is invalid", apierr.FieldViolation{Field: field, Description: "invalid"})
+}

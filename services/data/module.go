@@ -1,0 +1,35 @@
+package data
+
+import (
+	"log/slog"
+	"net/http"
+
+	"connectrpc.com/connect"
+	"go.uber.org/fx"
+
+	"github.com/envplane/envplane/gen/envplane/data/v1/datav1connect"
+	"github.com/envplane/envplane/internal/registry"
+	"github.com/envplane/envplane/internal/resolve"
+	"github.com/envplane/envplane/internal/secrets"
+	"github.com/envplane/envplane/internal/server"
+	"github.com/envplane/envplane/services/metadata"
+)
+
+// Module serves DataService behind the environment resolver.
+var Module = fx.Module("data",
+	fx.Provide(
+		func(reg *registry.Registry, objects *metadata.Cache, kr *secrets.Keyring, log *slog.Logger) (*Service, error) {
+			// Page tokens are signed with a key every replica derives alike.
+			return New(reg, objects, kr.Derive("page tokens"), log)
+		},
+		server.AsService(func(s *Service, r *resolve.Resolver) server.Service {
+			return server.Service{
+				Name: datav1connect.DataServiceName,
+				Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
+					opts = append(opts, connect.WithInterceptors(r.Interceptor()))
+					return datav1connect.NewDataServiceHandler(s, opts...)
+				},
+			}
+		}),
+	),
+)
