@@ -135,7 +135,11 @@ var ProvisionModule = fx.Module("provision",
 				lc.Append(fx.StopHook(pg.Close))
 				byDriver[provision.DriverPostgres] = pg
 			}
-			return provision.NewSet(byDriver), nil
+			set := provision.NewSet(byDriver)
+			if cfg.ControlPlaneIsPostgres() {
+				set.Refuse(provision.DriverMemory, "several replicas would each hold a different copy")
+			}
+			return set, nil
 		},
 	),
 )

@@ -116,9 +116,12 @@ func TestPostgresControlPlaneLifecycle(t *testing.T) {
 			_, err = c.ResolveHostname(ctx, connect.NewRequest(&environmentv1.ResolveHostnameRequest{Hostname: "acme-dev.localhost"}))
 			apptest.WantError(t, err, connect.CodeNotFound, environment.ReasonHostnameNotFound)
 
-			_, err = c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "dev", Driver: "memory"}))
+			_, err = c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "dev", Driver: "sqlite"}))
 			apptest.WantError(t, err, connect.CodeAlreadyExists, environment.ReasonEnvironmentSlugTaken)
-			_, err = c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "other", Driver: "memory", Hostname: proto.String("dev.example.com")}))
+			// Memory environments would differ on every replica of a shared control plane.
+			_, err = c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "mem", Driver: "memory"}))
+			apptest.WantError(t, err, connect.CodeFailedPrecondition, environment.ReasonDriverNotSupported)
+			_, err = c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "other", Driver: "sqlite", Hostname: proto.String("dev.example.com")}))
 			apptest.WantError(t, err, connect.CodeAlreadyExists, environment.ReasonHostnameTaken)
 
 			if _, err := c.DeleteEnvironment(ctx, connect.NewRequest(&environmentv1.DeleteEnvironmentRequest{Id: pg.GetId()})); err != nil {
@@ -268,7 +271,7 @@ func TestPostgresControlPlaneTwoServers(t *testing.T) {
 	ctx := t.Context()
 
 	org := createOrg(t, ca, "acme")
-	dev := createEnv(t, ca, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "memory", Hostname: proto.String("dev.acme.test")})
+	dev := createEnv(t, ca, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite", Hostname: proto.String("dev.acme.test")})
 
 	t.Run("written on A, read on B", func(t *testing.T) {
 		if got, err := cb.GetOrganization(ctx, connect.NewRequest(&environmentv1.GetOrganizationRequest{Id: org.GetId()})); err != nil || got.Msg.GetOrganization().GetSlug() != "acme" {
@@ -338,7 +341,7 @@ func TestPostgresControlPlaneTwoServers(t *testing.T) {
 	t.Run("one custom hostname, 10 creates on each server", func(t *testing.T) {
 		errs := raceAB(10, func(c client, i int) error {
 			_, err := c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-				OrganizationId: org.GetId(), Slug: fmt.Sprintf("host-%d", i), Driver: "memory", Hostname: proto.String("shared.acme.test"),
+				OrganizationId: org.GetId(), Slug: fmt.Sprintf("host-%d", i), Driver: "sqlite", Hostname: proto.String("shared.acme.test"),
 			}))
 			return err
 		})
@@ -357,7 +360,7 @@ func TestPostgresControlPlaneTwoServers(t *testing.T) {
 	t.Run("one slug, 10 creates on each server", func(t *testing.T) {
 		errs := raceAB(10, func(c client, i int) error {
 			_, err := c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-				OrganizationId: org.GetId(), Slug: "same", Driver: "memory", Hostname: proto.String(fmt.Sprintf("same-%d.acme.test", i)),
+				OrganizationId: org.GetId(), Slug: "same", Driver: "sqlite", Hostname: proto.String(fmt.Sprintf("same-%d.acme.test", i)),
 			}))
 			return err
 		})
@@ -367,7 +370,7 @@ func TestPostgresControlPlaneTwoServers(t *testing.T) {
 	t.Run("is_default, 10 creates on each server", func(t *testing.T) {
 		errs := raceAB(10, func(c client, i int) error {
 			_, err := c.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-				OrganizationId: org.GetId(), Slug: fmt.Sprintf("default-%d", i), Driver: "memory", IsDefault: proto.Bool(true),
+				OrganizationId: org.GetId(), Slug: fmt.Sprintf("default-%d", i), Driver: "sqlite", IsDefault: proto.Bool(true),
 			}))
 			return err
 		})

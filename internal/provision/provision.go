@@ -25,6 +25,11 @@ const (
 // adapter for it (no cluster, no API token).
 var ErrDriverNotConfigured = errors.New("provision: driver not configured on this server")
 
+// ErrDriverNotSupported means the driver cannot work in this deployment:
+// memory environments with a PostgreSQL control plane, where every replica
+// would hold a different copy of the data.
+var ErrDriverNotSupported = errors.New("provision: driver not supported in this deployment")
+
 // Provisioner creates and removes environments' databases for one driver.
 type Provisioner interface {
 	// Provision creates env's database (idempotently: a retry after a
@@ -85,6 +90,8 @@ func PublicMessage(err error) string {
 // Set maps drivers to their provisioners.
 type Set struct {
 	byDriver map[string]Provisioner
+	// refused maps drivers this deployment cannot support to the reason.
+	refused map[string]string
 }
 
 // NewSet returns a Set of the given adapters.
@@ -92,8 +99,21 @@ func NewSet(byDriver map[string]Provisioner) *Set {
 	return &Set{byDriver: byDriver}
 }
 
-// For returns the provisioner of driver or ErrDriverNotConfigured.
+// Refuse makes For answer ErrDriverNotSupported for driver, with why.
+func (s *Set) Refuse(driver, why string) {
+	if s.refused == nil {
+		s.refused = map[string]string{}
+	}
+	s.refused[driver] = why
+	delete(s.byDriver, driver)
+}
+
+// For returns the provisioner of driver, ErrDriverNotSupported or
+// ErrDriverNotConfigured.
 func (s *Set) For(driver string) (Provisioner, error) {
+	if why, ok := s.refused[driver]; ok {
+		return nil, fmt.Errorf("%w: %s", ErrDriverNotSupported, why)
+	}
 	p, ok := s.byDriver[driver]
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrDriverNotConfigured, driver)

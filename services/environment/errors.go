@@ -23,6 +23,7 @@ const (
 	ReasonHostnameNotFound       = "HOSTNAME_NOT_FOUND"
 	ReasonInvalidHostname        = "INVALID_HOSTNAME"
 	ReasonDriverNotConfigured    = "DRIVER_NOT_CONFIGURED"
+	ReasonDriverNotSupported     = "DRIVER_NOT_SUPPORTED_HERE"
 	ReasonDatabaseURLNotAllowed  = "DATABASE_URL_NOT_ALLOWED"
 	ReasonRequestIDReused        = "REQUEST_ID_REUSED"
 	ReasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
@@ -56,6 +57,10 @@ func (s *Service) toConnect(ctx context.Context, err error, attrs ...any) error 
 	case errors.Is(err, pagetoken.ErrInvalid):
 		return apierr.InvalidArgument(ReasonInvalidPageToken, pagetoken.ErrInvalid.Error(),
 			apierr.FieldViolation{Field: "page_token", Description: pagetoken.ErrInvalid.Error()})
+	case errors.Is(err, provision.ErrDriverNotSupported):
+		return apierr.New(connect.CodeFailedPrecondition, ReasonDriverNotSupported,
+			"memory environments keep their data in one server process, and this deployment runs several replicas "+
+				"on a shared control plane: use postgres (or sqlite on a shared data dir)")
 	case errors.Is(err, provision.ErrDriverNotConfigured):
 		return apierr.New(connect.CodeFailedPrecondition, ReasonDriverNotConfigured,
 			"this server is not configured to provision environments with this driver")
