@@ -92,6 +92,7 @@ var StoreModule = fx.Module("store",
 			lc.Append(fx.StopHook(store.Close))
 			return store, nil
 		},
+		func(store controlplane.Store) server.Readiness { return storeReadiness{store} },
 		func(cfg config.Config, log *slog.Logger) (*secrets.Keyring, error) {
 			if cfg.MasterKey != "" {
 				kr, err := secrets.ParseKeys(cfg.MasterKey)
@@ -153,6 +154,11 @@ var InvalidateModule = fx.Module("invalidate",
 		func(b *invalidate.Bus) invalidate.Subscriber { return b },
 	),
 )
+
+// storeReadiness is ready while the control plane answers.
+type storeReadiness struct{ store controlplane.Store }
+
+func (r storeReadiness) Ready(ctx context.Context) error { return r.store.Ping(ctx) }
 
 // RoutingModule takes environment-scoped calls to their environment's own
 // database: the resolver, the engine opener, the driver registry (dropping a

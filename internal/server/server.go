@@ -48,7 +48,7 @@ type Server struct {
 //
 // Every service handler requires authentication (authn); health and
 // reflection are mounted without it.
-func New(cfg config.Config, services []Service, authn *auth.Authenticator, log *slog.Logger) (*Server, error) {
+func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready Readiness, log *slog.Logger) (*Server, error) {
 	interceptors, err := Interceptors(log, authn)
 	if err != nil {
 		return nil, err
@@ -77,7 +77,9 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, log *
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(names...)))
+	health := healthChecker{services: append([]string{grpchealth.HealthV1ServiceName}, names...), ready: ready, log: log}
+	mux.Handle(grpchealth.NewHandler(health))
+	mux.HandleFunc("GET /readyz", health.readyz)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
