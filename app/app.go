@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -92,7 +93,7 @@ var StoreModule = fx.Module("store",
 			lc.Append(fx.StopHook(store.Close))
 			return store, nil
 		},
-		func(store controlplane.Store) server.Readiness { return storeReadiness{store} },
+		func(store controlplane.Store, l listener) server.Readiness { return readiness{store, l} },
 		func(cfg config.Config, log *slog.Logger) (*secrets.Keyring, error) {
 			if cfg.MasterKey != "" {
 				kr, err := secrets.ParseKeys(cfg.MasterKey)
@@ -145,20 +146,47 @@ var ProvisionModule = fx.Module("provision",
 	),
 )
 
-// InvalidateModule provides the in-process invalidation bus as the
-// Publisher writers use and the Subscriber caches use.
+// InvalidateModule provides the invalidation transport as the Publisher
+// writers use and the Subscriber caches use: in-process with an embedded
+// control plane; PostgreSQL LISTEN/NOTIFY with a PostgreSQL one, so a write on
+// one replica drops the stale caches of every replica.
 var InvalidateModule = fx.Module("invalidate",
 	fx.Provide(
-		invalidate.NewBus,
-		func(b *invalidate.Bus) invalidate.Publisher { return b },
-		func(b *invalidate.Bus) invalidate.Subscriber { return b },
+		func(lc fx.Lifecycle, cfg config.Config, log *slog.Logger) (invalidate.Publisher, invalidate.Subscriber, listener, error) {
+			if !cfg.ControlPlaneIsPostgres() {
+				bus := invalidate.NewBus()
+				return bus, bus, nil, nil
+			}
+			pg, err := invalidate.NewPG(cfg.ControlPlane, log)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("invalidation listener: %w", err)
+			}
+			lc.Append(fx.Hook{OnStart: pg.Start, OnStop: func(context.Context) error { return pg.Close() }})
+			return pg, pg, pg, nil
+		},
 	),
 )
 
-// storeReadiness is ready while the control plane answers.
-type storeReadiness struct{ store controlplane.Store }
+// listener is the cross-replica invalidation listener, nil when there is
+// only one process.
+type listener interface{ Ready() bool }
 
-func (r storeReadiness) Ready(ctx context.Context) error { return r.store.Ping(ctx) }
+// readiness is ready while the control plane answers and, with several
+// replicas, while this replica hears the others' invalidations.
+type readiness struct {
+	store    controlplane.Store
+	listener listener
+}
+
+func (r readiness) Ready(ctx context.Context) error {
+	if err := r.store.Ping(ctx); err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	if r.listener != nil && !r.listener.Ready() {
+		return errors.New("the invalidation listener is reconnecting")
+	}
+	return nil
+}
 
 // RoutingModule takes environment-scoped calls to their environment's own
 // database: the resolver, the engine opener, the driver registry (dropping a
