@@ -11,9 +11,9 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/envplane/envplane/app/apptest"
 	accessv1 "github.com/envplane/envplane/gen/envplane/access/v1"
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
-	"github.com/envplane/envplane/app/apptest"
 )
 
 // connectJSON calls a unary RPC over Connect JSON with an explicit Host, the
