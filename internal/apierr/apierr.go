@@ -22,6 +22,9 @@ const (
 	ReasonInternal        = "INTERNAL"
 	ReasonNotFound        = "NOT_FOUND"
 	ReasonUnavailable     = "UNAVAILABLE"
+	// ReasonControlPlaneUnavailable: the control plane cannot be reached and
+	// nothing cached can answer instead.
+	ReasonControlPlaneUnavailable = "CONTROL_PLANE_UNAVAILABLE"
 )
 
 // New returns a Connect error with code, message and an ErrorInfo carrying

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/cache"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/reqlog"
@@ -23,6 +24,9 @@ const (
 	cacheSize   = 10_000
 	cacheTTL    = 30 * time.Second
 	negativeTTL = 5 * time.Second
+	// maxStale bounds how long a known token keeps working while the control
+	// plane cannot be reached.
+	maxStale = 5 * time.Minute
 	// touchEvery bounds the writes that record token use.
 	touchEvery = time.Minute
 )
@@ -41,7 +45,7 @@ type Authenticator struct {
 	// no token, briefly, so a client retrying a wrong token costs no reads. A
 	// real secret cannot be presented before its token exists, so a negative
 	// entry never hides a new token.
-	known   *expirable.LRU[string, controlplane.Token]
+	known   *cache.Cache[string, controlplane.Token]
 	unknown *expirable.LRU[string, struct{}]
 	log     *slog.Logger
 	now     func() time.Time
@@ -60,7 +64,7 @@ type Authenticator struct {
 func NewAuthenticator(store TokenLookup, events invalidate.Subscriber, log *slog.Logger) *Authenticator {
 	a := &Authenticator{
 		store:   store,
-		known:   expirable.NewLRU[string, controlplane.Token](cacheSize, nil, cacheTTL),
+		known:   cache.New[string, controlplane.Token](cacheSize, cacheTTL, maxStale),
 		unknown: expirable.NewLRU[string, struct{}](cacheSize, nil, negativeTTL),
 		log:     log.With("component", "auth"),
 		now:     time.Now,
@@ -80,7 +84,7 @@ func (a *Authenticator) invalidate(ev invalidate.Event) {
 	case invalidate.KindToken:
 		a.gen.Add(1)
 		for _, key := range a.known.Keys() {
-			if tok, ok := a.known.Peek(key); ok && tok.ID == ev.TokenID {
+			if tok, ok := a.known.PeekAny(key); ok && tok.ID == ev.TokenID {
 				a.known.Remove(key)
 			}
 		}
@@ -111,10 +115,19 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 			a.unknown.Add(key, struct{}{})
 			return nil, unauthenticated(ReasonTokenUnknown, "the token is not known")
 		case err != nil:
-			reqlog.Logger(ctx, a.log).Error("token lookup failed", "error", err)
-			return nil, apierr.New(connect.CodeUnavailable, apierr.ReasonUnavailable, "cannot check the token now; retry")
+			stale, ok := a.known.Stale(key)
+			if !ok {
+				reqlog.Logger(ctx, a.log).Warn("token lookup failed and the token is not known from before")
+				reqlog.Logger(ctx, a.log).Debug("token lookup failure", "error", err)
+				return nil, apierr.New(connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable, "cannot check the token now; retry")
+			}
+			// The control plane is unreachable: a token seen recently keeps
+			// working (revocations still arrive as events and remove it).
+			reqlog.Logger(ctx, a.log).Warn("control plane unreachable; accepting a recently seen token")
+			tok = stale
+		default:
+			a.cache(key, tok, gen)
 		}
-		a.cache(key, tok, gen)
 	}
 	now := a.now()
 	if !tok.RevokeTime.IsZero() {

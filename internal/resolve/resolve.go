@@ -10,14 +10,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"github.com/hashicorp/golang-lru/v2/expirable"
 
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/cache"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/hostname"
 	"github.com/envplane/envplane/internal/invalidate"
@@ -47,10 +50,12 @@ type Source interface {
 }
 
 // Cache bounds. Invalidation events drop entries at once; the TTL bounds
-// the damage of a missed event.
+// the damage of a missed event. While the control plane cannot be reached,
+// environments already known keep serving for up to maxStale.
 const (
 	cacheSize = 100_000
 	cacheTTL  = 10 * time.Second
+	maxStale  = 5 * time.Minute
 )
 
 // orgRoute is what an organization contributes to resolution.
@@ -69,14 +74,23 @@ type Hints struct {
 // Resolver resolves and authorizes environments, caching control-plane reads.
 type Resolver struct {
 	src      Source
-	envs     *expirable.LRU[string, controlplane.Environment]
-	hosts    *expirable.LRU[string, string] // hostname → environment id ("" = none)
-	sessions *expirable.LRU[string, string] // token id → active environment id
-	orgs     *expirable.LRU[string, orgRoute]
+	envs     *cache.Cache[string, controlplane.Environment]
+	hosts    *cache.Cache[string, string] // hostname → environment id ("" = none)
+	sessions *cache.Cache[string, string] // token id → active environment id
+	orgs     *cache.Cache[string, orgRoute]
 	// hostnames memoizes hostname.FromHost (IDNA processing allocates):
 	// normalization is a pure function, so entries never go stale.
 	hostnames *lru.Cache[string, normalized]
 	log       *slog.Logger
+
+	// gen counts invalidations. A lookup caches what it read only if no
+	// invalidation happened since it started: otherwise a read from before
+	// a control-plane write, cached after the write's invalidation dropped
+	// the old entry, would serve the old fact (a suspended environment, a
+	// moved hostname) until the TTL. mu orders that check-and-add with the
+	// invalidations; cache hits take neither.
+	mu  sync.Mutex
+	gen atomic.Uint64
 }
 
 // normalized is the result of hostname.FromHost.
@@ -89,10 +103,10 @@ type normalized struct {
 func New(src Source, events invalidate.Subscriber, log *slog.Logger) *Resolver {
 	r := &Resolver{
 		src:      src,
-		envs:     expirable.NewLRU[string, controlplane.Environment](cacheSize, nil, cacheTTL),
-		hosts:    expirable.NewLRU[string, string](cacheSize, nil, cacheTTL),
-		sessions: expirable.NewLRU[string, string](cacheSize, nil, cacheTTL),
-		orgs:     expirable.NewLRU[string, orgRoute](cacheSize, nil, cacheTTL),
+		envs:     cache.New[string, controlplane.Environment](cacheSize, cacheTTL, maxStale),
+		hosts:    cache.New[string, string](cacheSize, cacheTTL, maxStale),
+		sessions: cache.New[string, string](cacheSize, cacheTTL, maxStale),
+		orgs:     cache.New[string, orgRoute](cacheSize, cacheTTL, maxStale),
 		log:      log.With("component", "resolve"),
 	}
 	r.hostnames, _ = lru.New[string, normalized](10_000)
@@ -101,6 +115,9 @@ func New(src Source, events invalidate.Subscriber, log *slog.Logger) *Resolver {
 }
 
 func (r *Resolver) invalidate(ev invalidate.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen.Add(1)
 	switch ev.Kind {
 	case invalidate.KindAll:
 		r.envs.Purge()
@@ -170,6 +187,12 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 		}
 	}
 	if h.Header != "" {
+		// Environment ids are UUIDs. Anything else names no environment and
+		// is not looked up: a miss is cached, and the header is the
+		// client's to fill, up to the header size limit, with new values.
+		if len(h.Header) != len(uuidExample) || uuid.Validate(h.Header) != nil {
+			return controlplane.Environment{}, "header", errNotFound
+		}
 		env, err := r.environment(ctx, h.Header)
 		return env, "header", err
 	}
@@ -206,6 +229,9 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 	}
 	return controlplane.Environment{}, "", notResolved()
 }
+
+// uuidExample has the length of every environment id.
+const uuidExample = "00000000-0000-0000-0000-000000000000"
 
 // errNotFound is the internal sentinel for a missing environment; Resolve
 // turns it into a fresh client error (connect errors carry per-call metadata,
@@ -258,15 +284,20 @@ func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Env
 		}
 		return env, nil
 	}
+	gen := r.gen.Load()
 	env, err := r.src.GetEnvironment(ctx, id)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
-		r.envs.Add(id, controlplane.Environment{})
+		r.cache(gen, func() { r.envs.Add(id, controlplane.Environment{}) })
 		return controlplane.Environment{}, errNotFound
 	case err != nil:
+		if env, ok := r.envs.Stale(id); ok && env.ID != "" {
+			r.servedStale(ctx, err)
+			return env, nil
+		}
 		return controlplane.Environment{}, r.unavailable(ctx, err)
 	}
-	r.envs.Add(id, env)
+	r.cache(gen, func() { r.envs.Add(id, env) })
 	return env, nil
 }
 
@@ -274,16 +305,23 @@ func (r *Resolver) hostname(ctx context.Context, name string) (string, error) {
 	if id, ok := r.hosts.Get(name); ok {
 		return id, nil
 	}
+	gen := r.gen.Load()
 	env, err := r.src.GetEnvironmentByHostname(ctx, name)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
-		r.hosts.Add(name, "")
+		r.cache(gen, func() { r.hosts.Add(name, "") })
 		return "", nil
 	case err != nil:
+		if id, ok := r.hosts.Stale(name); ok {
+			r.servedStale(ctx, err)
+			return id, nil
+		}
 		return "", r.unavailable(ctx, err)
 	}
-	r.hosts.Add(name, env.ID)
-	r.envs.Add(env.ID, env)
+	r.cache(gen, func() {
+		r.hosts.Add(name, env.ID)
+		r.envs.Add(env.ID, env)
+	})
 	return env.ID, nil
 }
 
@@ -291,14 +329,19 @@ func (r *Resolver) session(ctx context.Context, tokenID string) (string, error) 
 	if id, ok := r.sessions.Get(tokenID); ok {
 		return id, nil
 	}
+	gen := r.gen.Load()
 	tok, err := r.src.GetToken(ctx, tokenID)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
 		return "", nil
 	case err != nil:
+		if id, ok := r.sessions.Stale(tokenID); ok {
+			r.servedStale(ctx, err)
+			return id, nil
+		}
 		return "", r.unavailable(ctx, err)
 	}
-	r.sessions.Add(tokenID, tok.ActiveEnvironmentID)
+	r.cache(gen, func() { r.sessions.Add(tokenID, tok.ActiveEnvironmentID) })
 	return tok.ActiveEnvironmentID, nil
 }
 
@@ -306,12 +349,17 @@ func (r *Resolver) organization(ctx context.Context, orgID string) (orgRoute, er
 	if route, ok := r.orgs.Get(orgID); ok {
 		return route, nil
 	}
+	gen := r.gen.Load()
 	var route orgRoute
 	var after string
 	count := 0
 	for {
 		envs, err := r.src.ListEnvironments(ctx, orgID, controlplane.Page{After: after, Limit: 1000})
 		if err != nil {
+			if route, ok := r.orgs.Stale(orgID); ok {
+				r.servedStale(ctx, err)
+				return route, nil
+			}
 			return orgRoute{}, r.unavailable(ctx, err)
 		}
 		for _, e := range envs {
@@ -331,11 +379,30 @@ func (r *Resolver) organization(ctx context.Context, orgID string) (orgRoute, er
 	if count != 1 {
 		route.onlyID = ""
 	}
-	r.orgs.Add(orgID, route)
+	r.cache(gen, func() { r.orgs.Add(orgID, route) })
 	return route, nil
+}
+
+// cache runs add, which stores what a lookup read, unless an invalidation
+// happened since gen was loaded, before the read: what was read may then be
+// what the invalidation was about. The lookup still answers with it (the
+// write and the call raced), but the next call reads again.
+func (r *Resolver) cache(gen uint64, add func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen.Load() == gen {
+		add()
+	}
+}
+
+// servedStale notes that a lookup was answered from the last known good
+// value because the control plane failed.
+func (r *Resolver) servedStale(ctx context.Context, err error) {
+	reqlog.Logger(ctx, r.log).Warn("control plane unreachable; serving the last known routing")
+	reqlog.Logger(ctx, r.log).Debug("control plane lookup failure", "error", err)
 }
 
 func (r *Resolver) unavailable(ctx context.Context, err error) error {
 	reqlog.Logger(ctx, r.log).Error("control plane lookup failed", "error", err)
-	return apierr.New(connect.CodeUnavailable, "CONTROL_PLANE_UNAVAILABLE", "the control plane cannot be reached; retry")
+	return apierr.New(connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable, "the control plane cannot be reached; retry")
 }

@@ -196,3 +196,21 @@ func BenchmarkResolveCacheHit(b *testing.B) {
 		}
 	}
 }
+
+func TestControlPlaneDown(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	member := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	if _, err := f.r.Resolve(t.Context(), resolve.Hints{Host: f.dev.Hostname}, member); err != nil {
+		t.Fatal(err)
+	}
+	f.store.Close()
+	// Known environments keep routing; anything new is UNAVAILABLE, never a wrong environment.
+	if env, err := f.r.Resolve(t.Context(), resolve.Hints{Host: f.dev.Hostname}, member); err != nil || env.ID != f.dev.ID {
+		t.Fatalf("cached environment while the control plane is down: %s, %v", env.ID, err)
+	}
+	_, err := f.r.Resolve(t.Context(), resolve.Hints{Host: f.stg.Hostname}, member)
+	if connect.CodeOf(err) != connect.CodeUnavailable || apierr.Reason(err) != apierr.ReasonControlPlaneUnavailable {
+		t.Fatalf("uncached environment while the control plane is down: %v", err)
+	}
+}
