@@ -11,7 +11,7 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: $(BUF) third_party/.stamp ## Install codegen tools (buf from npm, third-party protos from the Go module cache)
+tools: $(BUF) third_party/.stamp ## Install tools (buf, and tursodb for the Turso tests, from npm; third-party protos from the Go module cache)
 
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -52,9 +52,10 @@ build: ## Build bin/envplane
 	$(GO) build -o bin/envplane ./cmd/envplane
 
 .PHONY: bench
-bench: ## Go benchmarks, then the load tool against an in-process server
+bench: ## Go benchmarks, then the load tool (data plane over REST, Connect, gRPC; control plane) with 1 and 1,000 environments
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s ./...
-	$(GO) run ./cmd/envplane-load -duration 10s -concurrency 16
+	$(GO) run ./cmd/envplane-load -duration $${BENCH_DURATION:-5s} -concurrency 16 -environments 1
+	$(GO) run ./cmd/envplane-load -duration $${BENCH_DURATION:-5s} -concurrency 16 -environments 1000 -control=false
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for a short while

@@ -1,7 +1,14 @@
 // Command envplane-load measures envplane's throughput and latency on this
 // machine: it starts a server in process on a loopback port (or targets
 // --url, which must be a loopback address) and drives it with concurrent
-// Connect clients for a bounded time. `make bench` runs it.
+// clients for a bounded time.
+//
+// The data plane is measured over REST, Connect and gRPC: records are
+// created, read and listed in one or many environments (--environments),
+// picked round-robin. The control-plane scenarios (CreateEnvironment,
+// GetEnvironment, ResolveHostname over Connect) follow unless --control=false.
+// Every scenario is bounded by --duration and by an operation count.
+// `make bench` runs it.
 package main
 
 import (
@@ -12,20 +19,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
-	"sync"
-	"sync/atomic"
+	"strings"
 	"time"
 
-	"connectrpc.com/connect"
 	"go.uber.org/fx"
 
 	"github.com/envplane/envplane/app"
-	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
-	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
+	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
 	"github.com/envplane/envplane/internal/server"
 )
@@ -37,146 +44,269 @@ func main() {
 	}
 }
 
+// Protocols the data plane is measured over.
+const (
+	protoREST       = "rest"        // net/http + JSON on the google.api.http routes
+	protoConnect    = "connect"     // Connect, binary protobuf, HTTP/1.1
+	protoConnectH2C = "connect-h2c" // Connect, binary protobuf, HTTP/2 without TLS
+	protoGRPC       = "grpc"        // gRPC over HTTP/2 without TLS
+)
+
+var (
+	knownProtocols = []string{protoREST, protoConnect, protoConnectH2C, protoGRPC}
+	knownScenarios = []string{scenarioCreate, scenarioGet, scenarioList}
+)
+
+// options are the command's flags.
+type options struct {
+	url              string
+	token            string
+	duration         time.Duration
+	concurrency      int
+	maxOps           int
+	maxCreates       int
+	environments     int
+	setupConcurrency int
+	seed             int
+	pageSize         int
+	protocols        []string
+	scenarios        []string
+	control          bool
+	cpuprofile       string
+	keep             bool
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("envplane-load", flag.ContinueOnError)
+	fs.StringVar(&o.url, "url", "", "base URL of a running server on loopback (default: start one in process)")
+	// The token's default is read after parsing, so -h never prints it.
+	fs.StringVar(&o.token, "token", "", "bearer token for --url (default $ENVPLANE_TOKEN; in process the minted admin token is used)")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each scenario runs at most")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "concurrent clients per scenario")
+	fs.IntVar(&o.maxOps, "max-ops", 200000, "upper bound on the calls of each scenario (CreateEnvironment: --max-creates)")
+	fs.IntVar(&o.maxCreates, "max-creates", 2000, "upper bound on environments created by the control-plane CreateEnvironment scenario")
+	fs.IntVar(&o.environments, "environments", 1, "sqlite environments the data-plane scenarios spread over, round-robin")
+	fs.IntVar(&o.setupConcurrency, "setup-concurrency", 0, "concurrent calls while creating and seeding environments (default --concurrency)")
+	fs.IntVar(&o.seed, "seed", 100, "records seeded into each environment before the scenarios (get and list read them)")
+	fs.IntVar(&o.pageSize, "page-size", 20, "page_size of the list scenario")
+	protocols := fs.String("protocols", "rest,connect,grpc", "data-plane protocols, comma-separated: "+strings.Join(knownProtocols, ", "))
+	scenarios := fs.String("scenarios", "create,get,list", "data-plane scenarios, comma-separated (empty: none): "+strings.Join(knownScenarios, ", "))
+	fs.BoolVar(&o.control, "control", true, "also run the control-plane scenarios (CreateEnvironment, GetEnvironment, ResolveHostname)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios (setup excluded) to this file; in-process server only. "+
+		"Server and client samples carry the label side=server or side=client: go tool pprof -tagfocus=side=server -top FILE")
+	fs.BoolVar(&o.keep, "keep", false, "with --url, leave the environments the run created instead of deleting them at the end")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	var err error
+	if o.protocols, err = splitKnown("--protocols", *protocols, knownProtocols); err != nil {
+		return o, err
+	}
+	if o.scenarios, err = splitKnown("--scenarios", *scenarios, knownScenarios); err != nil {
+		return o, err
+	}
+	switch {
+	case o.duration <= 0:
+		return o, errors.New("--duration: want a positive duration")
+	case o.concurrency <= 0 || o.concurrency > 1024:
+		return o, errors.New("--concurrency: want 1 to 1024")
+	case o.maxOps <= 0 || o.maxCreates <= 0:
+		return o, errors.New("--max-ops, --max-creates: want positive bounds")
+	case o.environments <= 0 || o.environments > 10000:
+		return o, errors.New("--environments: want 1 to 10000")
+	case o.seed < 1 || o.seed > 100000:
+		return o, errors.New("--seed: want 1 to 100000 records per environment")
+	case o.pageSize <= 0 || o.pageSize > 1000:
+		return o, errors.New("--page-size: want 1 to 1000")
+	case o.setupConcurrency < 0:
+		return o, errors.New("--setup-concurrency: want a positive number")
+	}
+	if o.setupConcurrency == 0 {
+		o.setupConcurrency = o.concurrency
+	}
+	if o.token == "" {
+		o.token = os.Getenv("ENVPLANE_TOKEN")
+	}
+	if o.url != "" {
+		if err := requireLoopback(o.url); err != nil {
+			return o, err
+		}
+		if o.token == "" {
+			return o, errors.New("--url needs a bearer token: pass --token or set ENVPLANE_TOKEN")
+		}
+		if o.cpuprofile != "" {
+			return o, errors.New("--cpuprofile profiles the in-process server; it cannot be used with --url")
+		}
+	}
+	return o, nil
+}
+
+func splitKnown(name, list string, known []string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(known, s) {
+			return nil, fmt.Errorf("%s: unknown %q (have %s)", name, s, strings.Join(known, ", "))
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
 func run() error {
-	target := flag.String("url", "", "base URL of a running server on loopback (default: start one in process)")
-	duration := flag.Duration("duration", 10*time.Second, "how long each scenario runs")
-	concurrency := flag.Int("concurrency", 16, "concurrent clients")
-	maxCreates := flag.Int("max-creates", 2000, "upper bound on environments created")
-	flag.Parse()
-
-	ctx := context.Background()
-	base := *target
-	if base == "" {
-		dir, err := os.MkdirTemp("", "envplane-load-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		cfg, err := config.Parse([]string{"--listen=127.0.0.1:0", "--data-dir=" + dir}, func(string) string { return "" }, io.Discard)
-		if err != nil {
-			return err
-		}
-		var srv *server.Server
-		fxApp := fx.New(app.Options(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))), fx.NopLogger, fx.Populate(&srv))
-		if err := fxApp.Start(ctx); err != nil {
-			return err
-		}
-		defer fxApp.Stop(context.Background()) //nolint:errcheck // best effort at exit
-		base = "http://" + srv.Addr()
-	} else if err := requireLoopback(base); err != nil {
-		return err
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
 	}
-
-	client := environmentv1connect.NewEnvironmentServiceClient(&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency}}, base)
-	org, err := client.CreateOrganization(ctx, connect.NewRequest(&environmentv1.CreateOrganizationRequest{
-		Slug: fmt.Sprintf("load-%d", time.Now().UnixNano()%1e9),
-	}))
 	if err != nil {
-		return fmt.Errorf("create organization: %w", err)
+		return err
 	}
-	orgID := org.Msg.GetOrganization().GetId()
-	fmt.Printf("envplane-load: %s, %d clients, %s per scenario\n\n", base, *concurrency, *duration)
+	// An interrupt ends the running scenario early, skips the rest and
+	// still cleans up.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
 
-	var created atomic.Int64
-	create := measure("CreateEnvironment (sqlite)", *duration, *concurrency, func(ctx context.Context) error {
-		n := created.Add(1)
-		if n > int64(*maxCreates) {
-			return errStop
+	base, token := o.url, o.token
+	mode := "server at " + base
+	if base == "" {
+		var shutdown func()
+		if base, token, shutdown, err = startInProcess(ctx); err != nil {
+			return err
 		}
-		_, err := client.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-			OrganizationId: orgID, Slug: fmt.Sprintf("env-%d", n), Driver: "sqlite",
-		}))
-		return err
-	})
-	fmt.Println(create)
-
-	first, err := client.ListEnvironments(ctx, connect.NewRequest(&environmentv1.ListEnvironmentsRequest{OrganizationId: orgID, PageSize: 100}))
-	if err != nil || len(first.Msg.GetEnvironments()) == 0 {
-		return fmt.Errorf("list environments: %v", err)
+		defer shutdown()
+		mode = "in-process server on " + base
 	}
-	envs := first.Msg.GetEnvironments()
-	var i atomic.Int64
-	get := measure("GetEnvironment", *duration, *concurrency, func(ctx context.Context) error {
-		id := envs[int(i.Add(1))%len(envs)].GetId()
-		_, err := client.GetEnvironment(ctx, connect.NewRequest(&environmentv1.GetEnvironmentRequest{Id: id}))
-		return err
-	})
-	fmt.Println(get)
-	resolve := measure("ResolveHostname", *duration, *concurrency, func(ctx context.Context) error {
-		h := envs[int(i.Add(1))%len(envs)].GetHostname()
-		_, err := client.ResolveHostname(ctx, connect.NewRequest(&environmentv1.ResolveHostnameRequest{Hostname: h}))
-		return err
-	})
-	fmt.Println(resolve)
-	return nil
-}
+	// Everything this goroutine starts from here on (workers, transport
+	// connections) is client work in a CPU profile.
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
 
-var errStop = errors.New("stop")
-
-type result struct {
-	name      string
-	ops       int
-	errs      int
-	elapsed   time.Duration
-	latencies []time.Duration
-}
-
-func (r result) String() string {
-	if r.ops == 0 {
-		return fmt.Sprintf("%-28s no successful calls (%d errors)", r.name, r.errs)
+	cl := newClients(base, token, o.concurrency)
+	defer cl.close()
+	fmt.Printf("envplane-load: %s; GOMAXPROCS %d; %d clients; at most %s and %d calls per scenario\n",
+		mode, runtime.GOMAXPROCS(0), o.concurrency, o.duration, o.maxOps)
+	if la := loadAverage(); la != "" {
+		// Clients and an in-process server share these CPUs with whatever
+		// else runs: a high load means noisy figures.
+		fmt.Printf("load average before the run: %s\n", la)
 	}
-	slices.Sort(r.latencies)
-	p := func(q float64) time.Duration { return r.latencies[int(q*float64(len(r.latencies)-1))] }
-	return fmt.Sprintf("%-28s %8.0f ops/s  %7d ok  %4d err  p50 %-9s p99 %-9s max %s",
-		r.name, float64(r.ops)/r.elapsed.Seconds(), r.ops, r.errs,
-		p(0.50).Round(time.Microsecond), p(0.99).Round(time.Microsecond), r.latencies[len(r.latencies)-1].Round(time.Microsecond))
-}
 
-// measure runs call from concurrency goroutines until duration passes or a
-// call returns errStop.
-func measure(name string, duration time.Duration, concurrency int, call func(context.Context) error) result {
-	ctx, cancel := context.WithTimeout(context.Background(), duration)
-	defer cancel()
-	var mu sync.Mutex
-	res := result{name: name}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			errs := 0
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				err := call(ctx)
-				if errors.Is(err, errStop) {
-					break
+	var dp *dataPlane
+	if len(o.scenarios) > 0 && len(o.protocols) > 0 {
+		if dp, err = setupDataPlane(ctx, cl, o); err != nil {
+			return err
+		}
+		if !o.keep && o.url != "" {
+			defer dp.cleanup(cl, o.setupConcurrency)
+		}
+	}
+
+	if o.cpuprofile != "" {
+		stopProfile, err := startCPUProfile(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
+
+	fmt.Println()
+	printHeader()
+	if dp != nil {
+		for _, p := range o.protocols {
+			for _, s := range o.scenarios {
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
-				if err != nil {
-					if ctx.Err() == nil {
-						errs++
-					}
-					continue
-				}
-				lat = append(lat, time.Since(t0))
+				printRow(p, s, fmt.Sprint(len(dp.envs)), dp.run(ctx, cl.data[p], s, o))
 			}
-			mu.Lock()
-			res.latencies = append(res.latencies, lat...)
-			res.errs += errs
-			mu.Unlock()
-		}()
+		}
 	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	res.ops = len(res.latencies)
-	return res
+	if o.control {
+		cp, err := runControlPlane(ctx, cl, o)
+		if cp != nil && !o.keep && o.url != "" {
+			defer cp.cleanup(cl, o.setupConcurrency)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// startInProcess starts the whole fx graph on a loopback port with its data
+// in a temporary directory, and returns its URL, the admin token it minted
+// and a function stopping it. Its goroutines carry the profiler label
+// side=server.
+func startInProcess(ctx context.Context) (base, token string, shutdown func(), err error) {
+	dir, err := os.MkdirTemp("", "envplane-load-")
+	if err != nil {
+		return "", "", nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	cfg, err := config.Parse([]string{"--listen=127.0.0.1:0", "--data-dir=" + dir}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	var srv *server.Server
+	var fxApp *fx.App
+	pprof.Do(ctx, pprof.Labels("side", "server"), func(ctx context.Context) {
+		// Goroutines fx constructors and start hooks spawn (the listener,
+		// every connection) inherit the label.
+		fxApp = fx.New(app.Options(cfg, slog.New(slog.DiscardHandler)), fx.NopLogger, fx.Populate(&srv))
+		err = fxApp.Start(ctx)
+	})
+	if err != nil {
+		cleanup()
+		return "", "", nil, err
+	}
+	stop := func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = fxApp.Stop(stopCtx)
+		cleanup()
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, auth.AdminTokenFile))
+	if err != nil {
+		stop()
+		return "", "", nil, fmt.Errorf("admin token: %w", err)
+	}
+	return "http://" + srv.Addr(), strings.TrimSpace(string(raw)), stop, nil
+}
+
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "envplane-load: --cpuprofile:", err)
+			return
+		}
+		fmt.Printf("\nCPU profile in %s; the server's share: go tool pprof -tagfocus=side=server -top %s\n", path, path)
+	}, nil
 }
 
 func requireLoopback(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("--url: %w", err)
+	}
+	if u.Scheme != "http" {
+		return fmt.Errorf("--url: want an http:// URL (the tool speaks cleartext HTTP/1.1 and h2c), got %q", u.Scheme)
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -186,4 +316,17 @@ func requireLoopback(raw string) error {
 		return nil
 	}
 	return fmt.Errorf("--url: %s is not a loopback address; this tool only loads servers on this machine", host)
+}
+
+// loadAverage is the 1, 5 and 15 minute load average on Linux, else "".
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
