@@ -40,7 +40,7 @@ lint: tools ## buf lint, buf format check, go vet
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
 .PHONY: test
-test: ## Run every test of every module with the race detector
+test: tools ## Run every test of every module with the race detector
 	$(GO) test -race -count=1 ./... ./gen/...
 
 .PHONY: run
