@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/envplane/envplane/internal/controlplane"
@@ -15,6 +16,7 @@ import (
 	"github.com/envplane/envplane/internal/driver/drivermem"
 	"github.com/envplane/envplane/internal/driver/driverpg"
 	"github.com/envplane/envplane/internal/driver/driversqlite"
+	"github.com/envplane/envplane/internal/driver/driverturso"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/secrets"
 )
@@ -49,6 +51,12 @@ func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only an environment that was provisioned and is not going away has a
+	// database to open: a call that raced a delete must not open (for
+	// SQLite: create again) the database being removed.
+	if env.Status != controlplane.StatusActive && env.Status != controlplane.StatusSuspended {
+		return nil, fmt.Errorf("%w: the environment is %s", ErrNotProvisioned, env.Status)
+	}
 	switch env.Driver {
 	case provision.DriverMemory:
 		d, ok := o.memory.Driver(env.ID)
@@ -57,7 +65,13 @@ func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
 		}
 		return d, nil
 	case provision.DriverSQLite:
-		return driversqlite.Open(ctx, o.sqlite.Path(env.ID))
+		// Opening creates a missing file: a file that is gone must not come
+		// back as an empty database that looks like the environment's.
+		path := o.sqlite.Path(env.ID)
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%w: its database file: %w", ErrNotProvisioned, err)
+		}
+		return driversqlite.Open(ctx, path)
 	case provision.DriverPostgres:
 		secret, err := o.secret(env)
 		if err != nil {
@@ -71,6 +85,12 @@ func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
 			cfg.MaxConns = o.PostgresMaxConns
 		}
 		return driverpg.Open(ctx, cfg)
+	case provision.DriverTurso:
+		token, err := o.secret(env)
+		if err != nil {
+			return nil, err
+		}
+		return driverturso.Open(ctx, env.DatabaseURL, token)
 	default:
 		return nil, fmt.Errorf("%w: driver %q", ErrNotProvisioned, env.Driver)
 	}

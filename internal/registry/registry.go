@@ -106,6 +106,13 @@ func (r *Registry) Acquire(ctx context.Context, environmentID string) (*Lease, e
 		// gets the inserted lease and takes its reference below.
 		v, err, _ := r.group.Do(environmentID, func() (any, error) {
 			r.mu.Lock()
+			// A flight that ended between this caller's miss and its Do
+			// inserted the driver already: opening another would replace
+			// that entry and leave two drivers open for one environment.
+			if l, ok := r.entries[environmentID]; ok {
+				r.mu.Unlock()
+				return l, nil
+			}
 			gen := r.gen[environmentID]
 			r.mu.Unlock()
 			d, err := r.open(context.WithoutCancel(ctx), environmentID)

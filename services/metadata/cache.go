@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/internal/cache"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/schema"
@@ -23,12 +25,20 @@ var ErrObjectNotDefined = errors.New("metadata: object not defined")
 // its environment goes.
 type Cache struct {
 	store   controlplane.ObjectStore
-	objects *expirable.LRU[string, *schema.Object] // nil value: not defined
+	objects *cache.Cache[string, *schema.Object] // nil value: not defined
+
+	// gen counts invalidations. A read is cached only if no invalidation
+	// happened since it started: otherwise a definition read just before
+	// a PutObject, cached just after its event dropped the old entry, would
+	// be served until the TTL. mu orders that check-and-add with the
+	// invalidations; cache hits take neither.
+	mu  sync.Mutex
+	gen atomic.Uint64
 }
 
 // NewCache returns a Cache over store, subscribed to events.
 func NewCache(store controlplane.ObjectStore, events invalidate.Subscriber) *Cache {
-	c := &Cache{store: store, objects: expirable.NewLRU[string, *schema.Object](100_000, nil, 30*time.Second)}
+	c := &Cache{store: store, objects: cache.New[string, *schema.Object](100_000, 30*time.Second, 5*time.Minute)}
 	events.Subscribe(c.invalidate)
 	return c
 }
@@ -36,6 +46,9 @@ func NewCache(store controlplane.ObjectStore, events invalidate.Subscriber) *Cac
 func cacheKey(environmentID, name string) string { return environmentID + "/" + name }
 
 func (c *Cache) invalidate(ev invalidate.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
 	switch ev.Kind {
 	case invalidate.KindAll:
 		c.objects.Purge()
@@ -62,20 +75,36 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 		}
 		return obj, nil
 	}
+	gen := c.gen.Load()
 	def, err := c.store.GetObjectDefinition(ctx, environmentID, name)
 	if errors.Is(err, controlplane.ErrNotFound) {
-		c.objects.Add(key, nil)
+		c.add(gen, key, nil)
 		return nil, ErrObjectNotDefined
 	}
 	if err != nil {
+		// The control plane is unreachable: a definition known from before
+		// keeps the environment serving (changes still arrive as events).
+		if obj, ok := c.objects.Stale(key); ok && obj != nil {
+			return obj, nil
+		}
 		return nil, err
 	}
 	obj, err := decode(def)
 	if err != nil {
 		return nil, err
 	}
-	c.objects.Add(key, obj)
+	c.add(gen, key, obj)
 	return obj, nil
+}
+
+// add caches what a read that started at generation gen found, unless an
+// invalidation happened since.
+func (c *Cache) add(gen uint64, key string, obj *schema.Object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() == gen {
+		c.objects.Add(key, obj)
+	}
 }
 
 // encode stores a definition as protojson: the API's own, versioned format.

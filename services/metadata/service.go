@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -52,6 +53,12 @@ type Service struct {
 	events   invalidate.Publisher
 	log      *slog.Logger
 	now      func() time.Time
+	// changes serializes the changes of one object: a change reads the
+	// current version, migrates the database and only then stores the new
+	// version, checking the one it read. Two changes interleaving would both
+	// migrate while one of them lost the version check, leaving the
+	// database unlike the stored definition.
+	changes keyedLock
 }
 
 var _ metadatav1connect.MetadataServiceHandler = (*Service)(nil)
@@ -79,6 +86,13 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	if len(violations) > 0 {
 		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition, "the object definition is invalid: "+violations[0].Field+": "+violations[0].Description, violations...)
 	}
+	if !m.GetValidateOnly() {
+		unlock, err := s.changes.lock(ctx, env.ID+"/"+m.GetName())
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	current, err := s.current(ctx, env.ID, m.GetName())
 	if err != nil {
 		return nil, err
@@ -86,6 +100,20 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	steps := schema.Plan(current, next)
 	if current != nil && len(steps) == 0 && !schema.Changed(current, next) {
 		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(current)}), nil
+	}
+	now := s.now()
+	next.Version = 1
+	next.CreateTime, next.UpdateTime = now, now
+	var expected int64
+	if current != nil {
+		expected = current.Version
+		next.Version = current.Version + 1
+		next.CreateTime = current.CreateTime
+	}
+	// validate_only plans every step, destructive ones included (each says
+	// so): it is how a caller sees what allow_destructive would permit.
+	if m.GetValidateOnly() {
+		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps)}), nil
 	}
 	var destructive []string
 	for _, st := range steps {
@@ -98,18 +126,6 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 			"the change can lose data or fail on existing records: "+strings.Join(destructive, "; ")+
 				"; send allow_destructive to apply it (validate_only shows every step)",
 			"steps", strings.Join(destructive, "; "))
-	}
-	now := s.now()
-	next.Version = 1
-	next.CreateTime, next.UpdateTime = now, now
-	var expected int64
-	if current != nil {
-		expected = current.Version
-		next.Version = current.Version + 1
-		next.CreateTime = current.CreateTime
-	}
-	if m.GetValidateOnly() {
-		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps)}), nil
 	}
 
 	lease, err := s.registry.Acquire(ctx, env.ID)
@@ -222,6 +238,11 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 		return nil, err
 	}
 	name := req.Msg.GetName()
+	unlock, err := s.changes.lock(ctx, env.ID+"/"+name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	obj, err := s.current(ctx, env.ID, name)
 	if err != nil {
 		return nil, err
@@ -294,4 +315,53 @@ func (s *Service) databaseError(ctx context.Context, err error) error {
 func (s *Service) internal(ctx context.Context, err error) error {
 	reqlog.Logger(ctx, s.log).Error("metadata service failed", "error", err)
 	return apierr.Internal()
+}
+
+// keyedLock is a mutex per key, taken with a context. It serializes within
+// this process only; the version check of the store still refuses the
+// loser of a race between replicas.
+type keyedLock struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	sem  chan struct{}
+	refs int // holders and waiters
+}
+
+// lock takes key's lock, or gives up when ctx ends; unlock releases it.
+func (k *keyedLock) lock(ctx context.Context, key string) (unlock func(), err error) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = make(map[string]*keyLock)
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyLock{sem: make(chan struct{}, 1)}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	release := func() {
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+	select {
+	case l.sem <- struct{}{}:
+		return func() {
+			<-l.sem
+			release()
+		}, nil
+	case <-ctx.Done():
+		release()
+		code := connect.CodeCanceled
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			code = connect.CodeDeadlineExceeded
+		}
+		return nil, connect.NewError(code, errors.New("gave up waiting for another change of the object to finish"))
+	}
 }
