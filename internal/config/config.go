@@ -40,13 +40,20 @@ type Config struct {
 	// MasterKeyFile holds the keys that encrypt credentials; MasterKey holds
 	// them inline (ENVPLANE_MASTER_KEY). Embedded mode creates
 	// <data-dir>/master.key when neither is set.
-	MasterKeyFile   string
-	MasterKey       string
-	RootDomain      string
-	Services        []string
-	CORSOrigins     []string
-	MaxRequestBytes int64
-	ShutdownTimeout time.Duration
+	MasterKeyFile string
+	MasterKey     string
+	// Turso* configure the Turso Platform API that provisions turso
+	// environments; without an organization and a token the driver takes
+	// only bring-your-own databases.
+	TursoOrganization string
+	TursoGroup        string
+	TursoAPIToken     string
+	TursoAPIURL       string
+	RootDomain        string
+	Services          []string
+	CORSOrigins       []string
+	MaxRequestBytes   int64
+	ShutdownTimeout   time.Duration
 	// MaxOpenEnvironments bounds the environments holding an open database
 	// handle at once; IdleTTL closes handles unused for that long.
 	MaxOpenEnvironments int
@@ -104,6 +111,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.PostgresAdminURL, "postgres-admin-url", env("POSTGRES_ADMIN_URL", ""), "postgres:// URL of a role allowed to create databases and roles; enables the postgres driver (ENVPLANE_POSTGRES_ADMIN_URL)")
 	fs.StringVar(&c.MasterKeyFile, "master-key-file", env("MASTER_KEY_FILE", ""), "file with the keys that encrypt credentials (default <data-dir>/master.key, created in embedded mode) (ENVPLANE_MASTER_KEY_FILE)")
 	c.MasterKey = getenv("ENVPLANE_MASTER_KEY")
+	fs.StringVar(&c.TursoOrganization, "turso-organization", env("TURSO_ORGANIZATION", ""), "Turso organization slug that provisions turso environments (ENVPLANE_TURSO_ORGANIZATION)")
+	fs.StringVar(&c.TursoGroup, "turso-group", env("TURSO_GROUP", "default"), "Turso group new databases go to (ENVPLANE_TURSO_GROUP)")
+	tursoToken := getenv("TURSO_API_TOKEN")
+	if v := getenv("ENVPLANE_TURSO_API_TOKEN"); v != "" {
+		tursoToken = v
+	}
+	// The default stays out of the flag so -h never prints the token.
+	fs.StringVar(&c.TursoAPIToken, "turso-api-token", "", "Turso Platform API token (default $TURSO_API_TOKEN; prefer the variable: flags show in ps)")
+	fs.StringVar(&c.TursoAPIURL, "turso-api-url", env("TURSO_API_URL", "https://api.turso.tech"), "Turso Platform API base URL (ENVPLANE_TURSO_API_URL)")
 	fs.StringVar(&c.RootDomain, "root-domain", env("ROOT_DOMAIN", "localhost"), "domain under which environment hostnames are generated (ENVPLANE_ROOT_DOMAIN)")
 	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")
 	fs.StringVar(&origins, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated browser origins allowed to call the API, or * (ENVPLANE_CORS_ORIGINS)")
@@ -119,6 +135,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (ENVPLANE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if c.TursoAPIToken == "" {
+		c.TursoAPIToken = tursoToken
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())

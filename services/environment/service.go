@@ -548,6 +548,8 @@ func (s *Service) bringYourOwn(ctx context.Context, env *controlplane.Environmen
 	switch env.Driver {
 	case provision.DriverPostgres:
 		validate = provision.ValidatePostgres
+	case provision.DriverTurso:
+		validate = provision.ValidateTurso
 	default:
 		return apierr.InvalidArgument(ReasonDatabaseURLNotAllowed,
 			"database_url and database_secret bring an existing database and are not accepted for the "+env.Driver+" driver",
