@@ -137,6 +137,16 @@ var ProvisionModule = fx.Module("provision",
 				lc.Append(fx.StopHook(pg.Close))
 				byDriver[provision.DriverPostgres] = pg
 			}
+			if cfg.TursoOrganization != "" && cfg.TursoAPIToken != "" {
+				turso, err := provision.NewTurso(provision.TursoConfig{
+					Organization: cfg.TursoOrganization, Group: cfg.TursoGroup, APIToken: cfg.TursoAPIToken,
+					APIURL: cfg.TursoAPIURL, URLScheme: cfg.TursoScheme,
+				})
+				if err != nil {
+					return nil, fmt.Errorf("turso: %w", err)
+				}
+				byDriver[provision.DriverTurso] = turso
+			}
 			set := provision.NewSet(byDriver)
 			if cfg.ControlPlaneIsPostgres() {
 				set.Refuse(provision.DriverMemory, "several replicas would each hold a different copy")

@@ -49,11 +49,14 @@ type Config struct {
 	TursoGroup        string
 	TursoAPIToken     string
 	TursoAPIURL       string
-	RootDomain        string
-	Services          []string
-	CORSOrigins       []string
-	MaxRequestBytes   int64
-	ShutdownTimeout   time.Duration
+	// TursoScheme is the scheme of provisioned databases' URLs: libsql for
+	// Turso itself; http for a local libSQL server standing in for it.
+	TursoScheme     string
+	RootDomain      string
+	Services        []string
+	CORSOrigins     []string
+	MaxRequestBytes int64
+	ShutdownTimeout time.Duration
 	// MaxOpenEnvironments bounds the environments holding an open database
 	// handle at once; IdleTTL closes handles unused for that long.
 	MaxOpenEnvironments int
@@ -120,6 +123,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	// The default stays out of the flag so -h never prints the token.
 	fs.StringVar(&c.TursoAPIToken, "turso-api-token", "", "Turso Platform API token (default $TURSO_API_TOKEN; prefer the variable: flags show in ps)")
 	fs.StringVar(&c.TursoAPIURL, "turso-api-url", env("TURSO_API_URL", "https://api.turso.tech"), "Turso Platform API base URL (ENVPLANE_TURSO_API_URL)")
+	fs.StringVar(&c.TursoScheme, "turso-database-scheme", env("TURSO_DATABASE_SCHEME", "libsql"), "scheme of provisioned turso databases: libsql, https or http (ENVPLANE_TURSO_DATABASE_SCHEME)")
 	fs.StringVar(&c.RootDomain, "root-domain", env("ROOT_DOMAIN", "localhost"), "domain under which environment hostnames are generated (ENVPLANE_ROOT_DOMAIN)")
 	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")
 	fs.StringVar(&origins, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated browser origins allowed to call the API, or * (ENVPLANE_CORS_ORIGINS)")
