@@ -479,7 +479,13 @@ func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[env
 	}
 	if err != nil {
 		reqlog.Logger(ctx, s.log).Debug("rotation failure cause", "environment_id", env.ID, "error", err)
-		return nil, apierr.New(connect.CodeUnavailable, ReasonRotationFailed, provision.PublicMessage(err)+"; the old credential is still valid, retry")
+		// Only a CommittingRotator keeps the old secret valid on failure; a
+		// Turso rotation invalidates every token before minting the new one.
+		hint := "; the old credential is still valid, retry"
+		if _, committing := rotator.(provision.CommittingRotator); !committing {
+			hint = "; the database may accept no credential until a rotation succeeds: retry"
+		}
+		return nil, apierr.New(connect.CodeUnavailable, ReasonRotationFailed, provision.PublicMessage(err)+hint)
 	}
 	s.publish(ctx, invalidate.Event{Kind: invalidate.KindCredential, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
 	reqlog.Logger(ctx, s.log).Info("credential rotated", "environment_id", env.ID, "key_id", cred.KeyID)
