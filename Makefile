@@ -34,7 +34,7 @@ check-generate: generate ## Fail when generated code differs from what is commit
 .PHONY: lint
 lint: tools ## buf lint, buf format check, go vet
 	$(BUF) lint
-	$(BUF) format --diff --exit-code
+	$(BUF) format proto --diff --exit-code
 	$(GO) vet ./... ./gen/...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
