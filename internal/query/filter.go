@@ -314,6 +314,10 @@ func (c *checker) compare(e *expr.Expr, op filter.Op, depth int) (filter.Expr, e
 		}
 		return filter.Compare{Field: name, Op: op, Value: nil}, nil
 	}
+	if lit.isString && strings.ContainsRune(lit.str, 0) {
+		// No engine stores it (PostgreSQL cannot even compare with it).
+		return nil, c.errorOn(rhs, ReasonInvalidFilter, "string literal contains the NUL character U+0000")
+	}
 	mismatch := func(want string) (filter.Expr, error) {
 		return nil, c.errorOn(rhs, ReasonFieldTypeMismatch, "%s field %s takes %s, not %s", typ, quote(name), want, lit.kind())
 	}
@@ -511,8 +515,9 @@ func (c *checker) literal(e *expr.Expr, name string, op filter.Op) (literal, err
 		"the right side of %s %s must be a literal: a quoted string, a number, true, false or null", quote(name), op)
 }
 
-// isDate reports whether s is a date as the engines store it.
+// isDate reports whether s is a date as the engines store it: year 0001
+// or later (PostgreSQL has no year 0).
 func isDate(s string) bool {
 	t, err := time.Parse(schema.DateLayout, s)
-	return err == nil && t.Format(schema.DateLayout) == s
+	return err == nil && t.Year() >= 1 && t.Format(schema.DateLayout) == s
 }

@@ -3,6 +3,7 @@ package data
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -61,8 +62,17 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 	resp := &datav1.ListRecordsResponse{}
 	if len(recs) > size {
 		recs = recs[:size]
-		if resp.NextPageToken, err = s.lists.cursors.Encode(fp, position(recs[size-1], order)); err != nil {
-			return nil, queryError("order_by", err)
+		resp.NextPageToken, err = s.lists.cursors.Encode(fp, position(recs[size-1], order))
+		if errors.Is(err, query.ErrCursorTooLong) {
+			// The page's last record holds order_by values longer than a
+			// page token carries (long text): the next page cannot be
+			// named. A limitation of keyset tokens, not a server fault.
+			msg := "order_by: the last record of the page has values of the order_by fields too long for a page token; order by shorter fields"
+			return nil, apierr.InvalidArgument(query.ReasonInvalidOrderBy, msg,
+				apierr.FieldViolation{Field: "order_by", Description: "values too long to page on"})
+		}
+		if err != nil {
+			return nil, s.internal(ctx, err)
 		}
 	}
 	for _, r := range recs {
@@ -94,5 +104,5 @@ func queryError(field string, err error) error {
 	if errors.As(err, &qe) {
 		return apierr.InvalidArgument(qe.Reason, field+": "+qe.Message, apierr.FieldViolation{Field: field, Description: qe.Message})
 	}
-	return apierr.InvalidArgument("INVALID_"+field, field+" is invalid", apierr.FieldViolation{Field: field, Description: "invalid"})
+	return apierr.InvalidArgument("INVALID_"+strings.ToUpper(field), field+" is invalid", apierr.FieldViolation{Field: field, Description: "invalid"})
 }

@@ -234,8 +234,8 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 			object, envID = op.Delete.GetObject(), op.Delete.GetEnvironmentId()
 		}
 		if envID != "" && envID != env.ID {
-			return nil, apierr.InvalidArgument(ReasonBatchEnvironment, "every write of a batch goes to the batch's environment",
-				apierr.FieldViolation{Field: prefix + "environment_id", Description: "differs from the batch's environment"})
+			return nil, withIndex(apierr.InvalidArgument(ReasonBatchEnvironment, "every write of a batch goes to the batch's environment",
+				apierr.FieldViolation{Field: prefix + "environment_id", Description: "differs from the batch's environment"}), i)
 		}
 		obj, err := s.objects.Object(ctx, env.ID, object)
 		if errors.Is(err, metadata.ErrObjectNotDefined) {
@@ -338,7 +338,7 @@ func invalidRecord(violations []apierr.FieldViolation) error {
 	return apierr.InvalidArgument(ReasonInvalidRecord, msg, violations...)
 }
 
-// readMask returns the fields to show (nil: all).
+// readMask returns the fields to show (nil: all; empty: system fields only).
 func readMask(obj *schema.Object, m *fieldmaskpb.FieldMask) (map[string]bool, error) {
 	if len(m.GetPaths()) == 0 {
 		return nil, nil

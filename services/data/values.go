@@ -1,9 +1,11 @@
 package data
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -32,6 +34,9 @@ func fieldValue(f schema.Field, v *structpb.Value) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("want a string")
 		}
+		if strings.ContainsRune(s.StringValue, 0) {
+			return nil, errNUL
+		}
 		if f.MaxLength > 0 && utf8.RuneCountInString(s.StringValue) > f.MaxLength {
 			return nil, fmt.Errorf("longer than max_length %d", f.MaxLength)
 		}
@@ -57,6 +62,10 @@ func fieldValue(f schema.Field, v *structpb.Value) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("want a number")
 		}
+		// Only binary protocols can carry these; JSON has no such numbers.
+		if math.IsNaN(n.NumberValue) || math.IsInf(n.NumberValue, 0) {
+			return nil, fmt.Errorf("want a finite number")
+		}
 		return n.NumberValue, nil
 	case schema.TypeBoolean:
 		b, ok := v.GetKind().(*structpb.Value_BoolValue)
@@ -73,20 +82,72 @@ func fieldValue(f schema.Field, v *structpb.Value) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("want an RFC 3339 timestamp string")
 		}
-		return t.UTC().Truncate(time.Microsecond), nil
+		t = t.UTC().Truncate(time.Microsecond)
+		// It is written back in UTC, which must be RFC 3339 too: a year
+		// of four digits.
+		if t.Year() < 0 || t.Year() > 9999 {
+			return nil, fmt.Errorf("outside the years 0000 to 9999 in UTC")
+		}
+		return t, nil
 	case schema.TypeDate:
 		s, ok := v.GetKind().(*structpb.Value_StringValue)
 		if !ok {
 			return nil, fmt.Errorf("want a date string YYYY-MM-DD")
 		}
-		if _, err := time.Parse(schema.DateLayout, s.StringValue); err != nil {
+		d, err := time.Parse(schema.DateLayout, s.StringValue)
+		if err != nil {
 			return nil, fmt.Errorf("want a date string YYYY-MM-DD")
+		}
+		// PostgreSQL, like the proleptic Gregorian calendar of ISO 8601
+		// dates it follows, has no year 0.
+		if d.Year() < 1 {
+			return nil, fmt.Errorf("want a date from 0001-01-01")
 		}
 		return s.StringValue, nil
 	case schema.TypeJSON:
+		if err := checkJSON(v); err != nil {
+			return nil, err
+		}
 		return v.AsInterface(), nil
 	}
 	return nil, fmt.Errorf("the field's type %q is unknown", f.Type)
+}
+
+// errNUL refuses text with the NUL character, which PostgreSQL cannot
+// store (in text or jsonb); every engine refuses it alike.
+var errNUL = errors.New("contains the NUL character U+0000, which no engine stores")
+
+// checkJSON refuses what a json field cannot hold as sent: numbers that are
+// not finite (which structpb would turn into the strings "NaN" and
+// "Infinity") and the NUL character in strings and keys.
+// Its depth is the decoder's to bound, as it is for AsInterface.
+func checkJSON(v *structpb.Value) error {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			return fmt.Errorf("holds a number that is not finite")
+		}
+	case *structpb.Value_StringValue:
+		if strings.ContainsRune(k.StringValue, 0) {
+			return errNUL
+		}
+	case *structpb.Value_ListValue:
+		for _, e := range k.ListValue.GetValues() {
+			if err := checkJSON(e); err != nil {
+				return err
+			}
+		}
+	case *structpb.Value_StructValue:
+		for key, e := range k.StructValue.GetFields() {
+			if strings.ContainsRune(key, 0) {
+				return errNUL
+			}
+			if err := checkJSON(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // toValue converts a stored value to JSON.
@@ -111,14 +172,16 @@ func toValue(v any) *structpb.Value {
 }
 
 // recordToStruct renders a stored record: system fields, then the object's
-// fields (NULL ones as null), limited to mask when it is not empty.
+// fields (NULL ones as null), limited to mask when it is not nil.
 func recordToStruct(obj *schema.Object, rec driver.Record, mask map[string]bool) *structpb.Struct {
 	out := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(obj.Fields)+4)}
 	for _, name := range []string{schema.FieldID, schema.FieldCreatedAt, schema.FieldUpdatedAt, schema.FieldETag} {
 		out.Fields[name] = toValue(rec[name])
 	}
 	for _, f := range obj.Fields {
-		if len(mask) > 0 && !mask[f.Name] {
+		// A mask naming only system fields is not empty: it asks for none
+		// of the object's fields.
+		if mask != nil && !mask[f.Name] {
 			continue
 		}
 		out.Fields[f.Name] = toValue(rec[f.Name])
@@ -144,7 +207,7 @@ func recordInput(obj *schema.Object, in *structpb.Struct, create bool, prefix st
 			}
 			s, ok := v.GetKind().(*structpb.Value_StringValue)
 			if !ok || !validID(s.StringValue) {
-				add(name, "want a string of 1 to 128 letters, digits, '-', '_' or '.'")
+				add(name, `want a string of 1 to 128 letters, digits, "-", "_" or ".", other than "." and ".."`)
 				continue
 			}
 			rec[name] = s.StringValue
@@ -188,7 +251,9 @@ func recordInput(obj *schema.Object, in *structpb.Struct, create bool, prefix st
 }
 
 func validID(s string) bool {
-	if len(s) == 0 || len(s) > 128 {
+	// "." and ".." are path segments every URL normalizer removes: such a
+	// record could not be named in a REST path.
+	if len(s) == 0 || len(s) > 128 || s == "." || s == ".." {
 		return false
 	}
 	for _, c := range s {
