@@ -214,7 +214,10 @@ var RoutingModule = fx.Module("routing",
 			r := registry.New(o.Open, registry.Options{MaxOpen: cfg.MaxOpenEnvironments, IdleTTL: cfg.IdleTTL}, log)
 			cancel := events.Subscribe(func(ev invalidate.Event) {
 				switch ev.Kind {
-				case invalidate.KindEnvironment, invalidate.KindCredential:
+				// Only changes to the database itself close a driver: routing
+				// changes (hostname, default, status) are the resolver's, and
+				// reopening pools on every one of them churned connections.
+				case invalidate.KindDatabase, invalidate.KindCredential:
 					r.Invalidate(ev.EnvironmentID)
 				case invalidate.KindAll:
 					r.InvalidateAll()

@@ -18,6 +18,7 @@ const (
 	KindEnvironment  Kind = "environment"  // row changed: status, default, driver, database
 	KindHostname     Kind = "hostname"     // a hostname now routes elsewhere or nowhere
 	KindCredential   Kind = "credential"   // the environment's database secret changed
+	KindDatabase     Kind = "database"     // the environment's database was (re)provisioned or is going away
 	KindToken        Kind = "token"        // a token was revoked or changed
 	KindOrganization Kind = "organization" // the organization's default or membership changed
 	KindObject       Kind = "object"       // an object definition of an environment changed

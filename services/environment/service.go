@@ -257,7 +257,9 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	if err != nil {
 		return controlplane.Environment{}, err
 	}
-	s.publish(ctx, invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
+	s.publish(ctx,
+		invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: env.ID, OrganizationID: env.OrganizationID},
+		invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: env.ID})
 	return updated, nil
 }
 
@@ -373,7 +375,7 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Status: &deleting}); err != nil {
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
-	s.publish(ctx, routingEvents(env, "")...)
+	s.publish(ctx, append(routingEvents(env, ""), invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: env.ID})...)
 	if env.ExternalDatabase {
 		// The user's own database: envplane forgets it and leaves it alone.
 	} else if err := provisioner.Deprovision(ctx, env); err != nil {
