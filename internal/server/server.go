@@ -3,9 +3,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +22,7 @@ import (
 	"connectrpc.com/vanguard"
 	"github.com/rs/cors"
 
+	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
 )
@@ -74,7 +78,7 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 		if err != nil {
 			return nil, fmt.Errorf("rest transcoder: %w", err)
 		}
-		mux.Handle("/api/", jsonByDefault(transcoder))
+		mux.Handle("/api/", restBodies(transcoder))
 	}
 	// Health is listed too, so grpcurl can describe and call it by reflection.
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
@@ -161,18 +165,55 @@ func (s *Server) Stop(ctx context.Context) error {
 	return err
 }
 
-// jsonByDefault treats a REST body sent without a JSON content type (curl -d
-// sends application/x-www-form-urlencoded) as JSON, the only body the REST
-// surface speaks, so such a call gets a JSON answer instead of an opaque
-// "sub-format not supported".
-func jsonByDefault(next http.Handler) http.Handler {
+// restBodies prepares REST bodies for the transcoder. A body sent without a
+// JSON content type (curl -d sends application/x-www-form-urlencoded) is
+// taken as JSON, the only body the REST surface speaks; and a body that is not
+// a JSON object is refused here with INVALID_ARGUMENT, because the transcoder
+// would answer it with an opaque 500. Content types are fixed up even
+// without credentials; the body check only runs on calls that carry them.
+func restBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength != 0 {
-			ct := r.Header.Get("Content-Type")
-			if ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
-				r.Header.Set("Content-Type", "application/json")
-			}
+		if r.ContentLength == 0 || r.Body == nil || r.Method == http.MethodGet {
+			next.ServeHTTP(w, r)
+			return
 		}
+		ct := r.Header.Get("Content-Type")
+		if ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+			ct = "application/json"
+			r.Header.Set("Content-Type", ct)
+		}
+		// Without credentials the call must fail as UNAUTHENTICATED, whatever its body.
+		if !strings.HasPrefix(ct, "application/json") || r.Header.Get("Authorization") == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeRESTError(w, http.StatusRequestEntityTooLarge, 8, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE", "the request body is too large")
+			return
+		}
+		trimmed := bytes.TrimSpace(body)
+		if len(trimmed) > 0 && (trimmed[0] != '{' || !json.Valid(trimmed)) {
+			writeRESTError(w, http.StatusBadRequest, 3, "INVALID_ARGUMENT", "MALFORMED_BODY", "the request body is not a JSON object")
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
+	})
+}
+
+// writeRESTError answers like the transcoder does: a google.rpc.Status with
+// an ErrorInfo.
+func writeRESTError(w http.ResponseWriter, status, code int, _ string, reason, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"code":    code,
+		"message": message,
+		"details": []any{map[string]any{
+			"@type":  "type.googleapis.com/google.rpc.ErrorInfo",
+			"reason": reason,
+			"domain": apierr.Domain,
+		}},
 	})
 }

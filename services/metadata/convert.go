@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -64,6 +65,9 @@ func defaultFromProto(typ string, v *structpb.Value) (any, error) {
 		if !ok {
 			return nil, errors.New("want a string")
 		}
+		if strings.ContainsRune(s.StringValue, 0) {
+			return nil, errors.New("must not contain NUL characters")
+		}
 		return s.StringValue, nil
 	case schema.TypeInteger:
 		switch k := v.GetKind().(type) {
@@ -99,8 +103,8 @@ func defaultFromProto(typ string, v *structpb.Value) (any, error) {
 			return nil, errors.New("want an RFC 3339 timestamp string")
 		}
 		t, err := time.Parse(time.RFC3339Nano, s.StringValue)
-		if err != nil {
-			return nil, errors.New("want an RFC 3339 timestamp string")
+		if err != nil || t.UTC().Year() < 1 || t.UTC().Year() > 9999 {
+			return nil, errors.New("want an RFC 3339 timestamp string between years 1 and 9999")
 		}
 		return t.UTC().Truncate(time.Microsecond), nil
 	case schema.TypeDate:
@@ -108,8 +112,8 @@ func defaultFromProto(typ string, v *structpb.Value) (any, error) {
 		if !ok {
 			return nil, errors.New("want a date string YYYY-MM-DD")
 		}
-		if _, err := time.Parse(schema.DateLayout, s.StringValue); err != nil {
-			return nil, errors.New("want a date string YYYY-MM-DD")
+		if d, err := time.Parse(schema.DateLayout, s.StringValue); err != nil || d.Year() < 1 {
+			return nil, errors.New("want a date string YYYY-MM-DD from year 1")
 		}
 		return s.StringValue, nil
 	case schema.TypeJSON:
