@@ -99,6 +99,7 @@ func Run(t *testing.T, open func(t *testing.T) driver.Driver) {
 		{"Query", withDriver(testQuery)},
 		{"QueryPrefixLiteral", withDriver(testQueryPrefixLiteral)},
 		{"QueryPageAfterDeleted", withDriver(testQueryPageAfterDeleted)},
+		{"PagingStableUnderConcurrentInserts", withDriver(testPagingStableUnderConcurrentInserts)},
 		{"Batch", withDriver(testBatch)},
 		{"BatchEmpty", withDriver(testBatchEmpty)},
 		{"BatchAtomic", testBatchAtomic},
