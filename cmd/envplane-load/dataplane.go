@@ -51,11 +51,11 @@ func itemsObject() *metadatav1.ObjectDefinition {
 	}
 }
 
-// setupDataPlane creates an organization with o.environments sqlite
-// environments, puts the object items into each and seeds each with o.seed
+// setupDataPlane creates an organization with o.environments environments
+// of o.driver (turso: each brings its own database, turso.urls[k]), puts the object items into each and seeds each with o.seed
 // records, o.setupConcurrency calls at a time, and reports how long each
 // step took.
-func setupDataPlane(ctx context.Context, cl *clients, o options) (*dataPlane, error) {
+func setupDataPlane(ctx context.Context, cl *clients, o options, turso *tursodbFleet) (*dataPlane, error) {
 	org, err := cl.env.CreateOrganization(ctx, connect.NewRequest(&environmentv1.CreateOrganizationRequest{
 		Slug: fmt.Sprintf("load-data-%d", time.Now().UnixNano()%1e9), DisplayName: "envplane-load data plane",
 	}))
@@ -63,8 +63,8 @@ func setupDataPlane(ctx context.Context, cl *clients, o options) (*dataPlane, er
 		return nil, fmt.Errorf("create organization: %w", err)
 	}
 	dp := &dataPlane{org: org.Msg.GetOrganization().GetId(), envs: make([]string, o.environments), ids: make([][]string, o.environments)}
-	fmt.Printf("setup: %d sqlite environments, object %q, %d records each, %d calls at a time\n",
-		o.environments, objectName, o.seed, o.setupConcurrency)
+	fmt.Printf("setup: %d %s environments, object %q, %d records each, %d calls at a time\n",
+		o.environments, o.driver, objectName, o.seed, o.setupConcurrency)
 
 	// step calls call(k) for every environment k and reports the rate in
 	// units (environments, or records for the seeding).
@@ -85,9 +85,13 @@ func setupDataPlane(ctx context.Context, cl *clients, o options) (*dataPlane, er
 
 	setupStart := time.Now()
 	err = step(fmt.Sprintf("create %d environments", o.environments), o.environments, o.environments, "environments", func(ctx context.Context, k int) error {
-		resp, err := cl.env.CreateEnvironment(ctx, connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-			OrganizationId: dp.org, Slug: fmt.Sprintf("data-%05d", k), Driver: "sqlite",
-		}))
+		req := &environmentv1.CreateEnvironmentRequest{
+			OrganizationId: dp.org, Slug: fmt.Sprintf("data-%05d", k), Driver: o.driver,
+		}
+		if turso != nil { // bring-your-own: the environment's local tursodb
+			req.DatabaseUrl, req.DatabaseSecret = turso.urls[k], tursoSecret
+		}
+		resp, err := cl.env.CreateEnvironment(ctx, connect.NewRequest(req))
 		if err != nil {
 			return fmt.Errorf("create environment %d: %w", k, err)
 		}

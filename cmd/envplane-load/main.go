@@ -74,7 +74,12 @@ type options struct {
 	control          bool
 	cpuprofile       string
 	keep             bool
+	driver           string // of the data-plane environments
+	tursodb          string // path of tursodb (--driver turso)
 }
+
+// Drivers the data-plane environments can use.
+var knownDrivers = []string{"sqlite", "turso", "memory"}
 
 func parseFlags(args []string) (options, error) {
 	var o options
@@ -86,7 +91,10 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.concurrency, "concurrency", 16, "concurrent clients per scenario")
 	fs.IntVar(&o.maxOps, "max-ops", 200000, "upper bound on the calls of each scenario (CreateEnvironment: --max-creates)")
 	fs.IntVar(&o.maxCreates, "max-creates", 2000, "upper bound on environments created by the control-plane CreateEnvironment scenario")
-	fs.IntVar(&o.environments, "environments", 1, "sqlite environments the data-plane scenarios spread over, round-robin")
+	fs.IntVar(&o.environments, "environments", 1, "environments the data-plane scenarios spread over, round-robin (at most 50 with --driver turso)")
+	fs.StringVar(&o.driver, "driver", "sqlite", "driver of the data-plane environments: "+strings.Join(knownDrivers, ", ")+
+		"; turso starts one local tursodb per environment and brings it as the environment's database (the control plane's CreateEnvironment stays sqlite)")
+	fs.StringVar(&o.tursodb, "tursodb", "", "path of tursodb for --driver turso (default: node_modules/"+tursodbPackage+"/tursodb under the module root)")
 	fs.IntVar(&o.setupConcurrency, "setup-concurrency", 0, "concurrent calls while creating and seeding environments (default --concurrency)")
 	fs.IntVar(&o.seed, "seed", 100, "records seeded into each environment before the scenarios (get and list read them)")
 	fs.IntVar(&o.pageSize, "page-size", 20, "page_size of the list scenario")
@@ -124,6 +132,12 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--page-size: want 1 to 1000")
 	case o.setupConcurrency < 0:
 		return o, errors.New("--setup-concurrency: want a positive number")
+	case !slices.Contains(knownDrivers, o.driver):
+		return o, fmt.Errorf("--driver: unknown %q (have %s)", o.driver, strings.Join(knownDrivers, ", "))
+	case o.driver == "turso" && o.environments > maxTursoEnvironments:
+		return o, fmt.Errorf("--environments: at most %d with --driver turso (one tursodb process each)", maxTursoEnvironments)
+	case o.driver == "turso" && o.keep:
+		return o, errors.New("--keep cannot be used with --driver turso: the tursodb processes holding the environments' data stop at exit")
 	}
 	if o.setupConcurrency == 0 {
 		o.setupConcurrency = o.concurrency
@@ -174,6 +188,20 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 
+	// The tursodb processes start before an in-process server, so they stop
+	// after it (deferred calls run last first).
+	var turso *tursodbFleet
+	if o.driver == "turso" && len(o.scenarios) > 0 && len(o.protocols) > 0 {
+		bin, err := findTursodb(o.tursodb)
+		if err != nil {
+			return err
+		}
+		if turso, err = startTursodbFleet(ctx, bin, o.environments); err != nil {
+			return err
+		}
+		defer turso.close()
+	}
+
 	base, token := o.url, o.token
 	mode := "server at " + base
 	if base == "" {
@@ -200,7 +228,7 @@ func run() error {
 
 	var dp *dataPlane
 	if len(o.scenarios) > 0 && len(o.protocols) > 0 {
-		if dp, err = setupDataPlane(ctx, cl, o); err != nil {
+		if dp, err = setupDataPlane(ctx, cl, o, turso); err != nil {
 			return err
 		}
 		if !o.keep && o.url != "" {
