@@ -1,164 +1,31 @@
 package driversqlite
 
 import (
-	"fmt"
-	"strings"
-	"time"
-
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
+	"github.com/envplane/envplane/internal/driver/sqlitedialect"
 	"github.com/envplane/envplane/internal/schema"
 )
 
-// columnTypes are the declared types of the columns of each field type.
-// SQLite derives a column's storage affinity from its declared type by
-// substring (INT → INTEGER, TEXT → TEXT, REAL → REAL), so each name picks the
-// affinity its values need and also records the field type itself: PRAGMA
-// table_info then tells a date column from a text one, which Migrate needs
-// to apply a change of type exactly once. None of the names is one modernc
-// turns into time.Time (DATE, DATETIME, TIMESTAMP).
-//
-// Storage: text, select and date are TEXT (dates as YYYY-MM-DD, which sorts
-// as it compares); integer INTEGER; number REAL; boolean INTEGER 0 or 1;
-// timestamp INTEGER microseconds since the Unix epoch (the precision
-// PostgreSQL keeps, sorting and comparing as numbers); json TEXT holding the
-// encoded document.
-var columnTypes = map[string]string{
-	schema.TypeText:      "TEXT",
-	schema.TypeSelect:    "SELECT_TEXT",
-	schema.TypeDate:      "DATE_TEXT",
-	schema.TypeJSON:      "JSON_TEXT",
-	schema.TypeInteger:   "INTEGER",
-	schema.TypeBoolean:   "BOOLEAN_INTEGER",
-	schema.TypeTimestamp: "TIMESTAMP_INTEGER",
-	schema.TypeNumber:    "REAL",
-}
-
-func columnType(fieldType string) (string, error) {
-	t, ok := columnTypes[fieldType]
-	if !ok {
-		return "", fmt.Errorf("unknown field type %q", fieldType)
-	}
-	return t, nil
-}
-
-// dialect is SQLite's side of driversql.Dialect.
-type dialect struct{}
-
-var _ driversql.Dialect = dialect{}
+// The SQLite dialect (column types, value encoding, quoting, prefix match)
+// is shared with the other engine of SQLite's family, so a database moves
+// between driversqlite and driverturso unchanged.
+type dialect = sqlitedialect.Dialect
 
 // sq is the one dialect value the package uses.
 var sq dialect
 
-func (dialect) Quote(ident string) string { return quote(ident) }
+var columnTypes = sqlitedialect.ColumnTypes
 
-func (dialect) Placeholder(int) string { return "?" }
+func columnType(fieldType string) (string, error) { return sqlitedialect.ColumnType(fieldType) }
 
-// quote quotes an identifier for SQLite.
-func quote(ident string) string {
-	return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"`
-}
+func quote(ident string) string { return sqlitedialect.Quote(ident) }
 
-func (dialect) Encode(fieldType string, v any) (any, error) {
-	val, ok, err := driversql.CheckValue(fieldType, v)
-	if err != nil || !ok {
-		return nil, err
-	}
-	switch fieldType {
-	case schema.TypeInteger:
-		return val.Int, nil
-	case schema.TypeNumber:
-		return val.Num, nil
-	case schema.TypeBoolean:
-		if val.Bool {
-			return int64(1), nil
-		}
-		return int64(0), nil
-	case schema.TypeTimestamp:
-		return val.Time.UnixMicro(), nil
-	case schema.TypeJSON:
-		return string(val.JSON), nil
-	default: // text, select, date
-		return val.Str, nil
-	}
-}
-
-func (dialect) Decode(fieldType string, v any) (any, error) {
-	if v == nil {
-		return nil, nil
-	}
-	switch fieldType {
-	case schema.TypeText, schema.TypeSelect, schema.TypeDate:
-		switch s := v.(type) {
-		case string:
-			return s, nil
-		case []byte:
-			return string(s), nil
-		}
-	case schema.TypeInteger:
-		if n, ok := v.(int64); ok {
-			return n, nil
-		}
-	case schema.TypeNumber:
-		switch n := v.(type) {
-		case float64:
-			return n, nil
-		case int64:
-			return float64(n), nil
-		}
-	case schema.TypeBoolean:
-		if n, ok := v.(int64); ok {
-			return n != 0, nil
-		}
-	case schema.TypeTimestamp:
-		if n, ok := v.(int64); ok {
-			return time.UnixMicro(n).UTC(), nil
-		}
-	case schema.TypeJSON:
-		switch s := v.(type) {
-		case string:
-			return driversql.DecodeJSON([]byte(s))
-		case []byte:
-			return driversql.DecodeJSON(s)
-		}
-	default:
-		return nil, fmt.Errorf("unknown field type %q", fieldType)
-	}
-	return nil, fmt.Errorf("a %s column holds a value of Go type %T", fieldType, v)
-}
-
-// Prefix uses GLOB, which unlike LIKE is case-sensitive (as drivermem's
-// strings.HasPrefix is) and, on a column of the default BINARY collation,
-// can use an index. Dates are stored as their YYYY-MM-DD text, so the same
-// test serves them. The prefix's own wildcard characters are matched
-// literally by putting each in a one-character class.
-func (dialect) Prefix(column, _, prefix string, args *driversql.Args) string {
-	return column + " GLOB " + args.Add(globEscape(prefix)+"*")
-}
-
-// globEscape works on bytes: the wildcards are ASCII, which never occurs
-// inside a multi-byte UTF-8 sequence, and bytes that are not valid UTF-8
-// pass through unchanged.
-func globEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '*', '?', '[':
-			b.WriteByte('[')
-			b.WriteByte(c)
-			b.WriteByte(']')
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
+// recordFrom is driversql.ScanRecord with the SQLite dialect.
+func recordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error) {
+	return sqlitedialect.RecordFrom(obj, row)
 }
 
 func uniqueViolation(obj *schema.Object, fields []string) error {
 	return driversql.UniqueViolation(obj, fields)
-}
-
-// recordFrom is driversql.ScanRecord with SQLite's dialect.
-func recordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error) {
-	return driversql.ScanRecord(sq, obj, row)
 }
