@@ -74,8 +74,10 @@ type options struct {
 	control          bool
 	cpuprofile       string
 	keep             bool
-	driver           string // of the data-plane environments
-	tursodb          string // path of tursodb (--driver turso)
+	driver           string   // of the data-plane environments
+	tursodb          string   // path of tursodb (--driver turso)
+	swapHostnames    bool     // the --swap-hostnames scenario instead of the others
+	urls             []string // --url split at commas (--swap-hostnames only)
 }
 
 // Drivers the data-plane environments can use.
@@ -84,7 +86,8 @@ var knownDrivers = []string{"sqlite", "turso", "memory"}
 func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("envplane-load", flag.ContinueOnError)
-	fs.StringVar(&o.url, "url", "", "base URL of a running server on loopback (default: start one in process)")
+	fs.StringVar(&o.url, "url", "", "base URL of a running server on loopback (default: start one in process); "+
+		"with --swap-hostnames a comma-separated list, e.g. replicas on one PostgreSQL control plane")
 	// The token's default is read after parsing, so -h never prints it.
 	fs.StringVar(&o.token, "token", "", "bearer token for --url (default $ENVPLANE_TOKEN; in process the minted admin token is used)")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "how long each scenario runs at most")
@@ -103,6 +106,9 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.control, "control", true, "also run the control-plane scenarios (CreateEnvironment, GetEnvironment, ResolveHostname)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios (setup excluded) to this file; in-process server only. "+
 		"Server and client samples carry the label side=server or side=client: go tool pprof -tagfocus=side=server -top FILE")
+	fs.BoolVar(&o.swapHostnames, "swap-hostnames", false, "run only the hostname-swap check: two environments of --driver (postgres allowed) each with one record, "+
+		"--concurrency Connect readers listing by Host spread over every --url, one writer swapping the two hostnames through the first --url "+
+		"for --duration; every answer must hold the records of the environment in X-Environment-Id (exit status 1 on a violation)")
 	fs.BoolVar(&o.keep, "keep", false, "with --url, leave the environments the run created instead of deleting them at the end")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -132,7 +138,11 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--page-size: want 1 to 1000")
 	case o.setupConcurrency < 0:
 		return o, errors.New("--setup-concurrency: want a positive number")
-	case !slices.Contains(knownDrivers, o.driver):
+	case o.swapHostnames && o.cpuprofile != "":
+		return o, errors.New("--cpuprofile cannot be used with --swap-hostnames")
+	case o.swapHostnames && o.driver == "turso":
+		return o, errors.New("--swap-hostnames: --driver turso is not supported (use sqlite, memory or postgres)")
+	case !slices.Contains(knownDrivers, o.driver) && !(o.swapHostnames && o.driver == "postgres"):
 		return o, fmt.Errorf("--driver: unknown %q (have %s)", o.driver, strings.Join(knownDrivers, ", "))
 	case o.driver == "turso" && o.environments > maxTursoEnvironments:
 		return o, fmt.Errorf("--environments: at most %d with --driver turso (one tursodb process each)", maxTursoEnvironments)
@@ -146,8 +156,23 @@ func parseFlags(args []string) (options, error) {
 		o.token = os.Getenv("ENVPLANE_TOKEN")
 	}
 	if o.url != "" {
-		if err := requireLoopback(o.url); err != nil {
-			return o, err
+		for _, u := range strings.Split(o.url, ",") {
+			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
+				o.urls = append(o.urls, u)
+			}
+		}
+		switch {
+		case len(o.urls) == 0:
+			return o, errors.New("--url: no URL given")
+		case len(o.urls) > 1 && !o.swapHostnames:
+			return o, errors.New("--url: several URLs only with --swap-hostnames")
+		case len(o.urls) > 16:
+			return o, errors.New("--url: at most 16 URLs")
+		}
+		for _, u := range o.urls {
+			if err := requireLoopback(u); err != nil {
+				return o, err
+			}
 		}
 		if o.token == "" {
 			return o, errors.New("--url needs a bearer token: pass --token or set ENVPLANE_TOKEN")
@@ -191,7 +216,7 @@ func run() error {
 	// The tursodb processes start before an in-process server, so they stop
 	// after it (deferred calls run last first).
 	var turso *tursodbFleet
-	if o.driver == "turso" && len(o.scenarios) > 0 && len(o.protocols) > 0 {
+	if o.driver == "turso" && !o.swapHostnames && len(o.scenarios) > 0 && len(o.protocols) > 0 {
 		bin, err := findTursodb(o.tursodb)
 		if err != nil {
 			return err
@@ -204,7 +229,12 @@ func run() error {
 
 	base, token := o.url, o.token
 	mode := "server at " + base
-	if base == "" {
+	if o.url != "" {
+		base = o.urls[0]
+		if len(o.urls) > 1 {
+			mode = "servers at " + strings.Join(o.urls, ", ")
+		}
+	} else {
 		var shutdown func()
 		if base, token, shutdown, err = startInProcess(ctx); err != nil {
 			return err
@@ -224,6 +254,13 @@ func run() error {
 		// Clients and an in-process server share these CPUs with whatever
 		// else runs: a high load means noisy figures.
 		fmt.Printf("load average before the run: %s\n", la)
+	}
+	if o.swapHostnames {
+		urls := o.urls
+		if len(urls) == 0 {
+			urls = []string{base}
+		}
+		return runSwap(ctx, cl, o, urls, token)
 	}
 
 	var dp *dataPlane
