@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/pgtest"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/secrets"
 )
@@ -33,7 +34,7 @@ import (
 // PostgresURLVar names the variable holding the URL of a PostgreSQL
 // superuser on the test cluster; CI sets it. Tests that need the cluster
 // skip when it is unset, naming it.
-const PostgresURLVar = "ENVPLANE_TEST_POSTGRES_URL"
+const PostgresURLVar = pgtest.URLVar
 
 // pgTimeout bounds each helper's statements against a cluster.
 const pgTimeout = 60 * time.Second
@@ -42,12 +43,7 @@ const pgTimeout = 60 * time.Second
 // PostgresURLVar is not set.
 func PostgresURL(tb testing.TB) string {
 	tb.Helper()
-	u := os.Getenv(PostgresURLVar)
-	if u == "" {
-		tb.Skip(PostgresURLVar + " is not set; set it to a PostgreSQL superuser URL " +
-			"(postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable) to run this test")
-	}
-	return u
+	return pgtest.URL(tb)
 }
 
 // PostgresPool returns a small pool on connURL, closed when the test ends.

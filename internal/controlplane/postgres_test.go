@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,73 +15,8 @@ import (
 
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/controlplane/storetest"
+	"github.com/envplane/envplane/internal/pgtest"
 )
-
-// postgresURLVar names the environment variable with the URL of the
-// PostgreSQL server the tests run against; CI sets it. The role must be
-// allowed to create databases: every test gets its own.
-const postgresURLVar = "ENVPLANE_TEST_POSTGRES_URL"
-
-// postgresAdminURL returns the test server's URL, skipping t when it is not
-// configured, which is the only reason these tests skip.
-func postgresAdminURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv(postgresURLVar)
-	if u == "" {
-		t.Skip(postgresURLVar + " is not set; set it to a PostgreSQL URL, e.g. " +
-			"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable, to run the PostgreSQL tests")
-	}
-	return u
-}
-
-// newPostgresDatabase creates an empty database on the test server, so the
-// test sees no other test's rows, and drops it when the test ends, closing
-// any connection still open to it. It returns the database's URL.
-func newPostgresDatabase(t *testing.T) string {
-	t.Helper()
-	admin := postgresAdminURL(t)
-	name := "envplane_test_" + strings.ReplaceAll(uuid.NewString(), "-", "")
-	dbURL, err := withDatabase(admin, name)
-	if err != nil {
-		t.Fatalf("%s: %v", postgresURLVar, err)
-	}
-	adminExec(t, t.Context(), admin, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
-	t.Cleanup(func() {
-		// t.Context is done by now; the drop gets its own deadline.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		adminExec(t, ctx, admin, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	})
-	return dbURL
-}
-
-// adminExec runs one statement on the server's administrative database.
-func adminExec(t *testing.T, ctx context.Context, admin, stmt string) {
-	t.Helper()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("connect to %s: %v", postgresURLVar, err)
-	}
-	defer func() { _ = conn.Close(context.Background()) }()
-	if _, err := conn.Exec(ctx, stmt); err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
-}
-
-// withDatabase returns the connection string admin pointed at the database
-// name instead, for either form pgx accepts.
-func withDatabase(admin, name string) (string, error) {
-	if strings.HasPrefix(admin, "postgres://") || strings.HasPrefix(admin, "postgresql://") {
-		u, err := url.Parse(admin)
-		if err != nil {
-			return "", err
-		}
-		u.Path, u.RawPath = "/"+name, ""
-		return u.String(), nil
-	}
-	// Keyword/value form: a later keyword overrides an earlier one.
-	return admin + " dbname=" + name, nil
-}
 
 // withParam returns the connection string conn with the parameter set.
 func withParam(conn, key, value string) (string, error) {
@@ -127,9 +61,9 @@ func connectPostgres(t *testing.T, dbURL string) *pgx.Conn {
 }
 
 func TestPostgresConformance(t *testing.T) {
-	postgresAdminURL(t)
+	pgtest.URL(t)
 	storetest.Run(t, func(t *testing.T) controlplane.Store {
-		return openPostgres(t, newPostgresDatabase(t))
+		return openPostgres(t, pgtest.NewDatabase(t, "envplane_test_"))
 	})
 }
 
@@ -141,7 +75,7 @@ func TestPostgresConformance(t *testing.T) {
 // hostname or an unknown active environment, as by SQLite.
 func TestPostgresOneConnection(t *testing.T) {
 	t.Parallel()
-	dbURL, err := withParam(newPostgresDatabase(t), "pool_max_conns", "1")
+	dbURL, err := withParam(pgtest.NewDatabase(t, "envplane_test_"), "pool_max_conns", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +232,7 @@ func pgVersions(t *testing.T, conn *pgx.Conn) []int {
 func TestPostgresReopenAppliesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dbURL := newPostgresDatabase(t)
+	dbURL := pgtest.NewDatabase(t, "envplane_test_")
 	s, err := controlplane.OpenPostgres(ctx, dbURL)
 	if err != nil {
 		t.Fatalf("OpenPostgres: %v", err)
@@ -345,7 +279,7 @@ func TestPostgresReopenAppliesNothing(t *testing.T) {
 // version is applied once, and every store works.
 func TestPostgresReplicasMigrateTogether(t *testing.T) {
 	t.Parallel()
-	dbURL := newPostgresDatabase(t)
+	dbURL := pgtest.NewDatabase(t, "envplane_test_")
 	const replicas = 4
 	stores := make([]*controlplane.Postgres, replicas)
 	errs := make([]error, replicas)
@@ -382,7 +316,7 @@ func TestPostgresReplicasMigrateTogether(t *testing.T) {
 // between processes, not just between goroutines sharing a pool.
 func TestPostgresRacesAcrossStores(t *testing.T) {
 	t.Parallel()
-	dbURL := newPostgresDatabase(t)
+	dbURL := pgtest.NewDatabase(t, "envplane_test_")
 	stores := []*controlplane.Postgres{openPostgres(t, dbURL), openPostgres(t, dbURL)}
 	const perStore = 10
 	// race runs fn from perStore goroutines on each store at once; i
@@ -585,7 +519,7 @@ func newPgEnv(orgID, slug string) controlplane.Environment {
 func TestPostgresTimesToTheMicrosecond(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	s := openPostgres(t, newPostgresDatabase(t))
+	s := openPostgres(t, pgtest.NewDatabase(t, "envplane_test_"))
 	zone := time.FixedZone("UTC-7", -7*60*60)
 	org := newOrg("acme")
 	org.CreateTime = time.Date(2026, 3, 4, 5, 6, 7, 123456789, zone)
@@ -641,7 +575,7 @@ func TestPostgresTimesToTheMicrosecond(t *testing.T) {
 func TestPostgresSchema(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	dbURL := newPostgresDatabase(t)
+	dbURL := pgtest.NewDatabase(t, "envplane_test_")
 	s := openPostgres(t, dbURL)
 	conn := connectPostgres(t, dbURL)
 

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,25 +14,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// postgresURLVar names the variable holding the URL of the PostgreSQL server
-// these tests run against; CI sets it. It is the only reason they skip.
-const postgresURLVar = "ENVPLANE_TEST_POSTGRES_URL"
+	"github.com/envplane/envplane/internal/pgtest"
+)
 
 // deliveryTimeout bounds how long a notification may take to reach another
 // replica; generous, since this asserts delivery, not speed.
 const deliveryTimeout = 2 * time.Second
-
-func postgresURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv(postgresURLVar)
-	if u == "" {
-		t.Skip(postgresURLVar + " is not set; set it to a PostgreSQL URL, e.g. " +
-			"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable, to run this test")
-	}
-	return u
-}
 
 // testChannel returns a channel no other test (or test process) uses.
 func testChannel() string {
@@ -132,7 +119,7 @@ func terminate(t *testing.T, url string, pid uint32) {
 
 func TestPGDeliversAcrossReplicasAndSkipsItsOwnEcho(t *testing.T) {
 	t.Parallel()
-	url, channel := postgresURL(t), testChannel()
+	url, channel := pgtest.URL(t), testChannel()
 	a, b := startReplica(t, url, channel), startReplica(t, url, channel)
 	recA, recB := record(a), record(b)
 
@@ -167,7 +154,7 @@ func TestPGDeliversAcrossReplicasAndSkipsItsOwnEcho(t *testing.T) {
 
 func TestPGBatchesBurstsAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	url, channel := postgresURL(t), testChannel()
+	url, channel := pgtest.URL(t), testChannel()
 	a, b := startReplica(t, url, channel), startReplica(t, url, channel)
 	recB := record(b)
 
@@ -189,7 +176,7 @@ func TestPGBatchesBurstsAcrossReplicas(t *testing.T) {
 
 func TestPGReconnectsAndDropsEverythingAfterListenerKilled(t *testing.T) {
 	t.Parallel()
-	url, channel := postgresURL(t), testChannel()
+	url, channel := pgtest.URL(t), testChannel()
 	a := startReplica(t, url, channel)
 	b := newReplica(t, url, channel)
 	b.maxBackoff = 200 * time.Millisecond
@@ -254,7 +241,7 @@ func TestPGReconnectsAndDropsEverythingAfterListenerKilled(t *testing.T) {
 
 func TestPGIdlePingsKeepTheListener(t *testing.T) {
 	t.Parallel()
-	url, channel := postgresURL(t), testChannel()
+	url, channel := pgtest.URL(t), testChannel()
 	a := startReplica(t, url, channel)
 	b := newReplica(t, url, channel)
 	b.pingInterval = 20 * time.Millisecond
@@ -281,7 +268,7 @@ func TestPGIdlePingsKeepTheListener(t *testing.T) {
 // TestPGCloseStopsEverything is not parallel: it compares goroutine counts,
 // which only holds while no other test runs.
 func TestPGCloseStopsEverything(t *testing.T) {
-	url := postgresURL(t)
+	url := pgtest.URL(t)
 	before := runtime.NumGoroutine()
 
 	channel := testChannel()

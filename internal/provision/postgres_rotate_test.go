@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/envplane/envplane/internal/pgtest"
 )
 
 // TestPostgresRotateAndCommit checks that the new password takes effect only
@@ -13,7 +15,7 @@ import (
 // recorded secret is always the role's password.
 func TestPostgresRotateAndCommit(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	env, res := provisionEnv(t, p)

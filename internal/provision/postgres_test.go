@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,20 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/pgtest"
 )
-
-// postgresTestURLVar names the variable holding a superuser URL of the test
-// cluster; CI sets it.
-const postgresTestURLVar = "ENVPLANE_TEST_POSTGRES_URL"
-
-func postgresAdminURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv(postgresTestURLVar)
-	if u == "" {
-		t.Skip(postgresTestURLVar + " is not set; set it to a PostgreSQL superuser URL to run this test")
-	}
-	return u
-}
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
@@ -55,7 +42,7 @@ func newTestPostgres(t *testing.T, adminURL string) *Postgres {
 // friends.
 func superuser(t *testing.T) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(t.Context(), postgresAdminURL(t))
+	pool, err := pgxpool.New(t.Context(), pgtest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +148,7 @@ func assertPublicClean(t *testing.T, err error, extra ...string) {
 
 func TestPostgresProvisionCreatesIsolatedDatabase(t *testing.T) {
 	t.Parallel()
-	admin := postgresAdminURL(t)
+	admin := pgtest.URL(t)
 	p := newTestPostgres(t, admin)
 	su := superuser(t)
 	ctx := testContext(t)
@@ -236,7 +223,7 @@ func TestPostgresProvisionCreatesIsolatedDatabase(t *testing.T) {
 
 func TestPostgresProvisionTwiceConverges(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	env, first := provisionEnv(t, p)
@@ -299,7 +286,7 @@ func TestPostgresProvisionTwiceConverges(t *testing.T) {
 
 func TestPostgresProvisionConcurrentSameEnvironment(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	env := controlplane.Environment{ID: uuid.NewString()}
@@ -340,7 +327,7 @@ func verifierSalt(t *testing.T, stored string) []byte {
 
 func TestPostgresEnvironmentsCannotReachEachOther(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	envA, resA := provisionEnv(t, p)
@@ -379,7 +366,7 @@ func TestPostgresEnvironmentsCannotReachEachOther(t *testing.T) {
 
 func TestPostgresRotate(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	env, res := provisionEnv(t, p)
@@ -426,7 +413,7 @@ func TestPostgresRotate(t *testing.T) {
 
 func TestPostgresDeprovision(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	su := superuser(t)
 	ctx := testContext(t)
 	env, res := provisionEnv(t, p)
@@ -471,7 +458,7 @@ func TestPostgresDeprovision(t *testing.T) {
 // has only CREATEDB and CREATEROLE, as a managed cluster would give.
 func TestPostgresNonSuperuserAdmin(t *testing.T) {
 	t.Parallel()
-	admin := postgresAdminURL(t)
+	admin := pgtest.URL(t)
 	su := superuser(t)
 	ctx := testContext(t)
 	b := make([]byte, 6)
@@ -521,7 +508,7 @@ func TestPostgresNonSuperuserAdmin(t *testing.T) {
 
 func TestPostgresValidate(t *testing.T) {
 	t.Parallel()
-	p := newTestPostgres(t, postgresAdminURL(t))
+	p := newTestPostgres(t, pgtest.URL(t))
 	ctx := testContext(t)
 	env, res := provisionEnv(t, p)
 	name := mustName(t, env)

@@ -14,6 +14,7 @@ import (
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driverpg"
 	"github.com/envplane/envplane/internal/filter"
+	"github.com/envplane/envplane/internal/pgtest"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -60,7 +61,7 @@ func record(id string, fields map[string]any) driver.Record {
 // collation of text, and the comment that records the field type.
 func TestStorage(t *testing.T) {
 	t.Parallel()
-	url := newDatabase(t)
+	url := pgtest.NewDatabase(t, "envplane_driver_")
 	create(t, openURL(t, url), every)
 	conn, err := pgx.Connect(t.Context(), url)
 	if err != nil {
@@ -107,7 +108,7 @@ func TestStorage(t *testing.T) {
 // that re-applying it keeps the values written since.
 func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 	t.Parallel()
-	d := openURL(t, newDatabase(t))
+	d := openURL(t, pgtest.NewDatabase(t, "envplane_driver_"))
 	v1 := &schema.Object{Name: "tickets", Fields: []schema.Field{{Name: "state", Type: schema.TypeText}}}
 	create(t, d, v1)
 	if err := d.Insert(t.Context(), v1, record("t1", map[string]any{"state": "open"})); err != nil {
@@ -137,7 +138,7 @@ func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 // another driver (another server process) has changed it.
 func TestTypeChangeByAnotherProcess(t *testing.T) {
 	t.Parallel()
-	url := newDatabase(t)
+	url := pgtest.NewDatabase(t, "envplane_driver_")
 	a, b := openURL(t, url), openURL(t, url)
 	v1 := &schema.Object{Name: "parts", Fields: []schema.Field{{Name: "size", Type: schema.TypeInteger}}}
 	create(t, a, v1)
@@ -169,7 +170,7 @@ func TestTypeChangeByAnotherProcess(t *testing.T) {
 // each finds the work done.
 func TestConcurrentMigrate(t *testing.T) {
 	t.Parallel()
-	url := newDatabase(t)
+	url := pgtest.NewDatabase(t, "envplane_driver_")
 	obj := &schema.Object{Name: "people", Fields: []schema.Field{
 		{Name: "email", Type: schema.TypeText, Unique: true},
 		{Name: "age", Type: schema.TypeInteger},
@@ -195,7 +196,7 @@ func TestConcurrentMigrate(t *testing.T) {
 // text.
 func TestPrefixOnDate(t *testing.T) {
 	t.Parallel()
-	d := openURL(t, newDatabase(t))
+	d := openURL(t, pgtest.NewDatabase(t, "envplane_driver_"))
 	create(t, d, every)
 	for i, day := range []string{"2024-01-31", "2024-10-01", "2023-01-01"} {
 		if err := d.Insert(t.Context(), every, record(string(rune('a'+i)), map[string]any{"day": day})); err != nil {
@@ -217,7 +218,7 @@ func TestPrefixOnDate(t *testing.T) {
 // it refused reaches the caller as its SQLSTATE only.
 func TestErrorsHideValues(t *testing.T) {
 	t.Parallel()
-	d := openURL(t, newDatabase(t))
+	d := openURL(t, pgtest.NewDatabase(t, "envplane_driver_"))
 	create(t, d, every)
 	err := d.Insert(t.Context(), every, record("r1", map[string]any{"s": "secret\x00value"}))
 	var pe *driverpg.Error
@@ -250,7 +251,7 @@ func TestUnavailable(t *testing.T) {
 	})
 	t.Run("closed", func(t *testing.T) {
 		t.Parallel()
-		d := openURL(t, newDatabase(t))
+		d := openURL(t, pgtest.NewDatabase(t, "envplane_driver_"))
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
 		}
