@@ -11,20 +11,25 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: $(BUF) third_party/.stamp ## Install tools (buf, and tursodb for the Turso tests, from npm; third-party protos from the Go module cache)
+tools: debian-deps $(BUF) third_party/.stamp ## Install tools: npm packages (buf, protoc-gen-es, connect-es, esbuild, playwright-core, tursodb), Debian packages (protoc, grpcio, chromium), third-party protos
+
+.PHONY: debian-deps
+debian-deps: ## Install the Debian packages the client tests need (protoc, python3-grpcio, chromium, jq), when missing
+	@./scripts/debian_deps.sh
 
 $(BUF): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-third_party/.stamp: scripts/third_party.sh
+third_party/.stamp: scripts/third_party.sh $(BUF)
 	./scripts/third_party.sh
 	@touch $@
 
 .PHONY: generate
-generate: tools ## Regenerate gen/ from proto/
-	rm -rf gen/envplane
+generate: tools ## Regenerate gen/ from proto/: Go (gen/envplane), TypeScript (gen/ts/src), Python (gen/python)
+	rm -rf gen/envplane gen/ts/src gen/python
 	$(BUF) generate
+	$(BUF) generate --template buf.gen.clients.yaml
 
 .PHONY: check-generate
 check-generate: generate ## Fail when generated code differs from what is committed
@@ -39,8 +44,13 @@ lint: tools ## buf lint, buf format check, go vet
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
+.PHONY: clients
+clients: tools ## Build the TypeScript client (gen/ts/dist) and type-check it, the Node test and the browser console
+	npm run --silent build -w @envplane/client
+	node_modules/.bin/tsc -p clients/tsconfig.json
+
 .PHONY: test
-test: tools ## Run every test of every module with the race detector
+test: tools clients ## Run every test of every module with the race detector (clients/ runs the TypeScript, Python, browser and README tests)
 	$(GO) test -race -count=1 ./... ./gen/...
 
 .PHONY: run

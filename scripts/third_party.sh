@@ -18,3 +18,12 @@ if [ ! -f third_party/protovalidate/buf/validate/validate.proto ]; then
   copy github.com/bufbuild/protovalidate@v1.2.2 proto/protovalidate/buf/validate third_party/protovalidate/buf/validate
   rm -f third_party/protovalidate/buf/validate/BUILD.bazel
 fi
+# google/rpc (Status, ErrorInfo, BadRequest) for the TypeScript and Python
+# clients, which decode error details themselves. grpc-gateway's copy predates
+# ErrorInfo; npm's google-proto-files (a pinned devDependency) has it.
+if [ ! -f third_party/googleapis-rpc/google/rpc/error_details.proto ]; then
+  [ -d node_modules/google-proto-files ] || { echo "third_party: run npm ci first" >&2; exit 1; }
+  mkdir -p third_party/googleapis-rpc/google/rpc
+  cp node_modules/google-proto-files/google/rpc/{status,error_details,code}.proto third_party/googleapis-rpc/google/rpc/
+  chmod -R u+w third_party/googleapis-rpc
+fi
