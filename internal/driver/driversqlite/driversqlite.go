@@ -26,8 +26,8 @@ import (
 
 // Driver is one environment's SQLite database.
 type Driver struct {
-	writer *sql.DB // one connection: SQLite allows one writer at a time
-	reader *sql.DB // query_only connections
+	writer *pool // one connection: SQLite allows one writer at a time
+	reader *pool // query_only connections
 	closed atomic.Bool
 }
 
@@ -74,7 +74,7 @@ func Open(ctx context.Context, path string) (*Driver, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("driversqlite: open: %w", mapError(nil, err))
 	}
-	return &Driver{writer: writer, reader: reader}, nil
+	return &Driver{writer: newPool(writer), reader: newPool(reader)}, nil
 }
 
 // Ping checks the file answers a query.
@@ -95,7 +95,7 @@ func (d *Driver) Close() error {
 	if d.closed.Swap(true) {
 		return nil
 	}
-	return errors.Join(d.reader.Close(), d.writer.Close())
+	return errors.Join(d.reader.close(), d.writer.close())
 }
 
 // errClosed is returned by every call after Close.

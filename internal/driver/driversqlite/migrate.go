@@ -18,7 +18,7 @@ func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema
 	if err := d.check(); err != nil {
 		return err
 	}
-	tx, err := d.writer.BeginTx(ctx, nil)
+	tx, err := d.writer.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("driversqlite: migrate %s: %w", obj.Name, mapError(obj, err))
 	}
@@ -284,7 +284,7 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
 	}
-	if _, err := d.writer.ExecContext(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
+	if _, err := d.writer.db.ExecContext(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
 		return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
 	}
 	return nil

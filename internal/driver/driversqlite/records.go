@@ -212,7 +212,7 @@ func (d *Driver) Batch(ctx context.Context, ops []driver.Op) ([]driver.Record, e
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	tx, err := d.writer.BeginTx(ctx, nil)
+	tx, err := d.writer.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("driversqlite: batch: %w", mapError(nil, err))
 	}

@@ -82,7 +82,7 @@ func TestStorage(t *testing.T) {
 		"at":         {"TIMESTAMP_INTEGER", "integer", at.UnixMicro()},
 		"x":          {"REAL", "real", 2.5},
 	}
-	tx, err := d.writer.BeginTx(t.Context(), nil)
+	tx, err := d.writer.db.BeginTx(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
