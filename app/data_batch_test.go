@@ -166,8 +166,8 @@ func TestDataBatch(t *testing.T) {
 				}
 				return out
 			}
-			_, err := batch(t, writes(501)...)
-			if apptest.WantError(t, err, connect.CodeInvalidArgument, server.ReasonValidation) {
+			_, err := batch(t, writes(data.MaxBatchWrites+1)...)
+			if apptest.WantError(t, err, connect.CodeInvalidArgument, data.ReasonBatchTooLarge) {
 				dataWantViolations(t, err, "writes")
 			}
 			_, err = batch(t)

@@ -45,7 +45,12 @@ const (
 	ReasonDatabaseUnavailable = "DATABASE_UNAVAILABLE"
 	ReasonInvalidMask         = "INVALID_FIELD_MASK"
 	ReasonBatchEnvironment    = "BATCH_ENVIRONMENT_MISMATCH"
+	ReasonBatchTooLarge       = "BATCH_TOO_LARGE"
 )
+
+// MaxBatchWrites bounds the writes of one BatchWriteRecords: one transaction
+// holds the environment's writer for all of them.
+const MaxBatchWrites = 500
 
 // Service implements datav1connect.DataServiceHandler.
 type Service struct {
@@ -220,6 +225,10 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 		return nil, err
 	}
 	writes := req.Msg.GetWrites()
+	if len(writes) > MaxBatchWrites {
+		return nil, apierr.InvalidArgument(ReasonBatchTooLarge, fmt.Sprintf("a batch holds at most %d writes", MaxBatchWrites),
+			apierr.FieldViolation{Field: "writes", Description: fmt.Sprintf("%d writes, more than %d", len(writes), MaxBatchWrites)})
+	}
 	ops := make([]driver.Op, len(writes))
 	objs := make([]*schema.Object, len(writes))
 	for i, w := range writes {

@@ -748,7 +748,9 @@ func (*RecordWrite_Delete) isRecordWrite_Operation() {}
 type BatchWriteRecordsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EnvironmentId string                 `protobuf:"bytes,1,opt,name=environment_id,json=environmentId,proto3" json:"environment_id,omitempty"`
-	Writes        []*RecordWrite         `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
+	// writes are applied in order; at least one, at most 500 (more answers
+	// INVALID_ARGUMENT with reason BATCH_TOO_LARGE).
+	Writes        []*RecordWrite `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,10 +945,10 @@ const file_envplane_data_v1_data_proto_rawDesc = "" +
 	"\x06create\x18\x01 \x01(\v2%.envplane.data.v1.CreateRecordRequestH\x00R\x06create\x12?\n" +
 	"\x06update\x18\x02 \x01(\v2%.envplane.data.v1.UpdateRecordRequestH\x00R\x06update\x12?\n" +
 	"\x06delete\x18\x03 \x01(\v2%.envplane.data.v1.DeleteRecordRequestH\x00R\x06deleteB\x12\n" +
-	"\toperation\x12\x05\xbaH\x02\b\x01\"\x92\x01\n" +
+	"\toperation\x12\x05\xbaH\x02\b\x01\"\x8f\x01\n" +
 	"\x18BatchWriteRecordsRequest\x122\n" +
-	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12B\n" +
-	"\x06writes\x18\x02 \x03(\v2\x1d.envplane.data.v1.RecordWriteB\v\xbaH\b\x92\x01\x05\b\x01\x10\xf4\x03R\x06writes\"D\n" +
+	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12?\n" +
+	"\x06writes\x18\x02 \x03(\v2\x1d.envplane.data.v1.RecordWriteB\b\xbaH\x05\x92\x01\x02\b\x01R\x06writes\"D\n" +
 	"\x11RecordWriteResult\x12/\n" +
 	"\x06record\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x06record\"Z\n" +
 	"\x19BatchWriteRecordsResponse\x12=\n" +
