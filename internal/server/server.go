@@ -72,7 +72,10 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 	for _, s := range services {
 		path, h := s.Mount(opts...)
 		mux.Handle(path, h)
-		vservices = append(vservices, vanguard.NewService(path, h))
+		// Vanguard hands REST calls to the handler in binary protobuf: with
+		// JSON (its default for a JSON client) every answer would be marshaled
+		// to JSON by the handler, parsed back by vanguard and marshaled again.
+		vservices = append(vservices, vanguard.NewService(path, h, vanguard.WithTargetCodecs(vanguard.CodecProto)))
 		names = append(names, s.Name)
 	}
 	if len(vservices) > 0 {
