@@ -197,7 +197,7 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 		return env, "header", err
 	}
 	if p == nil {
-		return controlplane.Environment{}, "", notResolved()
+		return controlplane.Environment{}, "", notResolved(false)
 	}
 	if p.TokenID != "" {
 		id, err := r.session(ctx, p.TokenID)
@@ -227,7 +227,7 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 			}
 		}
 	}
-	return controlplane.Environment{}, "", notResolved()
+	return controlplane.Environment{}, "", notResolved(p.OrganizationID != "")
 }
 
 // uuidExample has the length of every environment id.
@@ -242,11 +242,18 @@ func notFound() *connect.Error {
 	return apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound, "environment not found")
 }
 
-func notResolved() *connect.Error {
-	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotResolved,
-		"no environment named: use the /api/v1/environments/{id}/… path or the environment_id field, "+
-			"an environment's hostname as Host, the X-Environment-Id header, ActivateEnvironment, "+
-			"or give the organization a default environment")
+// notResolved names every way to pick an environment; the organization's
+// default is one only for a token of an organization (a platform-admin token
+// has none to take it from).
+func notResolved(orgToken bool) *connect.Error {
+	ways := "use the /api/v1/environments/{id}/… path or the environment_id field, " +
+		"an environment's hostname as Host, the X-Environment-Id header"
+	if orgToken {
+		ways += ", ActivateEnvironment, or give the organization a default environment"
+	} else {
+		ways += " or ActivateEnvironment (a platform-admin token has no organization, so no default environment)"
+	}
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotResolved, "no environment named: "+ways)
 }
 
 // ready refuses environments that cannot serve calls now.
