@@ -49,6 +49,11 @@ clients: tools ## Build the TypeScript client (gen/ts/dist) and type-check it, t
 	npm run --silent build -w @envplane/client
 	node_modules/.bin/tsc -p clients/tsconfig.json
 
+.PHONY: console
+console: tools ## Build the browser console (clients/console/dist/main.js); serve clients/console from any static server and start envplane with --cors-origins
+	npm run --silent build -w @envplane/client
+	node_modules/.bin/esbuild clients/console/src/main.ts --bundle --format=esm --platform=browser --outfile=clients/console/dist/main.js --log-level=warning
+
 .PHONY: test
 test: tools clients ## Run every test of every module with the race detector (clients/ runs the TypeScript, Python, browser and README tests)
 	$(GO) test -race -count=1 ./... ./gen/...
