@@ -32,7 +32,9 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		if s.KeyID != "k1" {
 			t.Errorf("KeyID = %q, want k1", s.KeyID)
 		}
-		if len(pt) > 0 && bytes.Contains(s.Ciphertext, pt) {
+		// A short plaintext turns up in random bytes by chance ("x" in about
+		// one sealing of nine), so only a long one proves anything here.
+		if len(pt) >= 8 && bytes.Contains(s.Ciphertext, pt) {
 			t.Errorf("ciphertext contains the plaintext")
 		}
 		got, err := kr.Open(s, []byte("env-1"))
