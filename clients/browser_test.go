@@ -68,16 +68,7 @@ func TestBrowser(t *testing.T) {
 	t.Cleanup(allowed.Close)
 	refused := httptest.NewServer(http.FileServer(http.Dir(consoleDir)))
 	t.Cleanup(refused.Close)
-	env := apptest.Start(t, "--cors-origins="+allowed.URL)
-	if env.Token == "" {
-		t.Fatal("the server minted no admin token")
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			lines := strings.Split(strings.TrimRight(env.Logs.String(), "\n"), "\n")
-			t.Logf("server log (last lines):\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
-		}
-	})
+	env := startServer(t, "--cors-origins="+allowed.URL)
 
 	// dev is created first and so is the default; the page writes to staging,
 	// so a write that lost its X-Environment-Id cannot reach staging by

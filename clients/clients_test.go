@@ -16,7 +16,27 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/envplane/envplane/app/apptest"
 )
+
+// startServer starts envplane in-process on a loopback port (apptest.Start
+// with extra serve flags) and, when the test fails, logs the end of what the
+// server logged.
+func startServer(tb testing.TB, extra ...string) *apptest.Env {
+	tb.Helper()
+	env := apptest.Start(tb, extra...)
+	if env.Token == "" {
+		tb.Fatal("the server minted no admin token")
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			lines := strings.Split(strings.TrimRight(env.Logs.String(), "\n"), "\n")
+			tb.Logf("server log (last 40 lines):\n%s", strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+	})
+	return env
+}
 
 // commandTimeout bounds one external program of a test.
 const commandTimeout = 3 * time.Minute

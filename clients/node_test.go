@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/envplane/envplane/app/apptest"
 )
 
 // TestNode runs clients/node/flow.test.ts, the TypeScript client's flow over
@@ -24,15 +22,7 @@ func TestNode(t *testing.T) {
 	out := filepath.Join(root, "clients", "node", "dist", "flow.test.mjs")
 	bundle(t, filepath.Join(root, "clients", "node", "flow.test.ts"), out, "node")
 
-	env := apptest.Start(t)
-	if env.Token == "" {
-		t.Fatal("the server minted no admin token")
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server log:\n%s", tail(env.Logs.String(), 40))
-		}
-	})
+	env := startServer(t)
 	output := run(t, command(t, root, []string{"ENVPLANE_URL=" + env.URL, "ENVPLANE_TOKEN=" + env.Token},
 		node, "--test", "--test-reporter=spec", out))
 	t.Log(summary(output))
@@ -47,10 +37,4 @@ func summary(output string) string {
 		}
 	}
 	return strings.Join(lines, "; ")
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -5,8 +5,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-
-	"github.com/envplane/envplane/app/apptest"
 )
 
 // python is Debian's interpreter, the one python3-grpcio and python3-protobuf
@@ -33,10 +31,7 @@ func TestPython(t *testing.T) {
 		t.Fatalf("%s cannot import grpc and protobuf (%v): run make tools\n%s", python, err, out)
 	}
 
-	env := apptest.Start(t)
-	if env.Token == "" {
-		t.Fatal("the server minted no admin token")
-	}
+	env := startServer(t)
 	output := run(t, command(t, filepath.Join(root, "clients", "python"),
 		append(pythonEnv, "ENVPLANE_ADDR="+env.Addr, "ENVPLANE_TOKEN="+env.Token),
 		python, "-m", "unittest", "-v", "flow_test"))

@@ -51,15 +51,7 @@ func TestReadme(t *testing.T) {
 	}
 	section := readmeSectionText(t, string(readme))
 
-	env := apptest.Start(t)
-	if env.Token == "" {
-		t.Fatal("the server minted no admin token")
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server log:\n%s", tail(env.Logs.String(), 40))
-		}
-	})
+	env := startServer(t)
 
 	t.Run("Links", func(t *testing.T) {
 		t.Parallel()
