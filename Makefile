@@ -80,3 +80,4 @@ fuzz: ## Run each fuzz target for a short while
 	$(GO) test -run='^$$' -fuzz=FuzzParseAuthorization -fuzztime=20s ./internal/auth/
 	$(GO) test -run='^$$' -fuzz=FuzzParseKeys -fuzztime=20s ./internal/secrets/
 	$(GO) test -run='^$$' -fuzz=FuzzWhere -fuzztime=20s ./internal/driver/driversql/
+	$(GO) test -run='^$$' -fuzz=FuzzAppendMessage -fuzztime=20s ./internal/jsoncodec/
