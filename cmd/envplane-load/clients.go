@@ -65,10 +65,11 @@ func newClients(base, token string, concurrency int) *clients {
 	c.meta = metadatav1connect.NewMetadataServiceClient(h1Client, base, auth)
 	c.setup = datav1connect.NewDataServiceClient(h1Client, base, auth)
 	c.data = map[string]dataClient{
-		protoREST:       &restData{http: h1Client, base: base, auth: "Bearer " + token},
-		protoConnect:    connectData{datav1connect.NewDataServiceClient(h1Client, base, auth)},
-		protoConnectH2C: connectData{datav1connect.NewDataServiceClient(h2cClient, base, auth)},
-		protoGRPC:       connectData{datav1connect.NewDataServiceClient(h2cClient, base, auth, connect.WithGRPC())},
+		protoREST:        &restData{http: h1Client, base: base, auth: "Bearer " + token},
+		protoConnect:     connectData{datav1connect.NewDataServiceClient(h1Client, base, auth)},
+		protoConnectJSON: connectData{datav1connect.NewDataServiceClient(h1Client, base, auth, connect.WithProtoJSON())},
+		protoConnectH2C:  connectData{datav1connect.NewDataServiceClient(h2cClient, base, auth)},
+		protoGRPC:        connectData{datav1connect.NewDataServiceClient(h2cClient, base, auth, connect.WithGRPC())},
 	}
 	return c
 }

@@ -46,14 +46,15 @@ func main() {
 
 // Protocols the data plane is measured over.
 const (
-	protoREST       = "rest"        // net/http + JSON on the google.api.http routes
-	protoConnect    = "connect"     // Connect, binary protobuf, HTTP/1.1
-	protoConnectH2C = "connect-h2c" // Connect, binary protobuf, HTTP/2 without TLS
-	protoGRPC       = "grpc"        // gRPC over HTTP/2 without TLS
+	protoREST        = "rest"         // net/http + JSON on the google.api.http routes
+	protoConnect     = "connect"      // Connect, binary protobuf, HTTP/1.1
+	protoConnectJSON = "connect-json" // Connect, JSON (what a browser's fetch sends), HTTP/1.1
+	protoConnectH2C  = "connect-h2c"  // Connect, binary protobuf, HTTP/2 without TLS
+	protoGRPC        = "grpc"         // gRPC over HTTP/2 without TLS
 )
 
 var (
-	knownProtocols = []string{protoREST, protoConnect, protoConnectH2C, protoGRPC}
+	knownProtocols = []string{protoREST, protoConnect, protoConnectJSON, protoConnectH2C, protoGRPC}
 	knownScenarios = []string{scenarioCreate, scenarioGet, scenarioList}
 )
 
@@ -101,7 +102,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.setupConcurrency, "setup-concurrency", 0, "concurrent calls while creating and seeding environments (default --concurrency)")
 	fs.IntVar(&o.seed, "seed", 100, "records seeded into each environment before the scenarios (get and list read them)")
 	fs.IntVar(&o.pageSize, "page-size", 20, "page_size of the list scenario")
-	protocols := fs.String("protocols", "rest,connect,grpc", "data-plane protocols, comma-separated: "+strings.Join(knownProtocols, ", "))
+	protocols := fs.String("protocols", "rest,connect-json,connect,grpc", "data-plane protocols, comma-separated: "+strings.Join(knownProtocols, ", "))
 	scenarios := fs.String("scenarios", "create,get,list", "data-plane scenarios, comma-separated (empty: none): "+strings.Join(knownScenarios, ", "))
 	fs.BoolVar(&o.control, "control", true, "also run the control-plane scenarios (CreateEnvironment, GetEnvironment, ResolveHostname)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the scenarios (setup excluded) to this file; in-process server only. "+
