@@ -464,6 +464,29 @@ func TestDataList(t *testing.T) {
 			if apptest.WantError(t, err, connect.CodeInvalidArgument, query.ReasonInvalidOrderBy) {
 				dataWantViolations(t, err, "order_by")
 			}
+			// A page whose last record's key is too long ends on an earlier
+			// record whose key fits: shorter pages, every record listed once.
+			s.define(t, "mixedtext", dataField("body", "text"))
+			long := strings.Repeat("x", 5000)
+			for _, body := range []string{"a", "b", "c" + long, "d", "e" + long, "f" + long, "g"} {
+				s.create(t, "mixedtext", map[string]any{"body": body})
+			}
+			req := &datav1.ListRecordsRequest{EnvironmentId: s.id(), Object: "mixedtext", OrderBy: "body", PageSize: 3}
+			first, err := s.c.ListRecords(t.Context(), connect.NewRequest(req))
+			if err != nil {
+				t.Fatalf("first page: %v", err)
+			}
+			if n := len(first.Msg.GetRecords()); n != 2 || first.Msg.GetNextPageToken() == "" {
+				t.Errorf("first page: %d records, token %q; want 2 (the page ends on \"b\", not on the long \"c…\") and a token",
+					n, first.Msg.GetNextPageToken())
+			}
+			var bodies []string
+			for _, r := range dataList(t, s.c, req) {
+				bodies = append(bodies, r.GetFields()["body"].GetStringValue()[:1])
+			}
+			if want := []string{"a", "b", "c", "d", "e", "f", "g"}; !slices.Equal(bodies, want) {
+				t.Errorf("paged by body: %v, want %v", bodies, want)
+			}
 			// Ordered by a short key, or in one page, it lists.
 			if got := dataList(t, s.c, &datav1.ListRecordsRequest{EnvironmentId: s.id(), Object: "longtext", PageSize: 1}); len(got) != 3 {
 				t.Errorf("by id, pages of 1: %d records", len(got))

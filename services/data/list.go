@@ -61,13 +61,12 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 	}
 	resp := &datav1.ListRecordsResponse{}
 	if len(recs) > size {
-		recs = recs[:size]
-		resp.NextPageToken, err = s.lists.cursors.Encode(fp, position(recs[size-1], order))
+		recs, resp.NextPageToken, err = s.lists.nextPage(fp, recs[:size], order)
 		if errors.Is(err, query.ErrCursorTooLong) {
-			// The page's last record holds order_by values longer than a
+			// Every record of the page holds order_by values longer than a
 			// page token carries (long text): the next page cannot be
 			// named. A limitation of keyset tokens, not a server fault.
-			msg := "order_by: the last record of the page has values of the order_by fields too long for a page token; order by shorter fields"
+			msg := "order_by: the records of the page have values of the order_by fields too long for a page token; order by shorter fields"
 			return nil, apierr.InvalidArgument(query.ReasonInvalidOrderBy, msg,
 				apierr.FieldViolation{Field: "order_by", Description: "values too long to page on"})
 		}
@@ -86,6 +85,26 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 		resp.TotalSize = n
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// nextPage returns the page to answer of the full page recs, and the token
+// of the page after it. The token carries the order keys of the page's last
+// record; when they are too long for a token (long text), the page ends
+// earlier, on the last record whose keys fit: a page may hold fewer records
+// than page_size even when more follow (AIP-158 allows it). When no record's
+// keys fit, the error is query.ErrCursorTooLong.
+func (l *lister) nextPage(fp query.Fingerprint, recs []driver.Record, order []driver.OrderBy) ([]driver.Record, string, error) {
+	for last := len(recs) - 1; last >= 0; last-- {
+		token, err := l.cursors.Encode(fp, position(recs[last], order))
+		if errors.Is(err, query.ErrCursorTooLong) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		return recs[:last+1], token, nil
+	}
+	return nil, "", query.ErrCursorTooLong
 }
 
 // position is the keyset position of rec: its order keys, then its id.
