@@ -30,7 +30,7 @@ func ConnectCodecs() []connect.Codec {
 // connectCodec is connect's protoJSONCodec with Marshal's fast path.
 type connectCodec struct{ name string }
 
-func (c connectCodec) Name() string  { return c.name }
+func (c connectCodec) Name() string { return c.name }
 func (connectCodec) IsBinary() bool { return false }
 
 func (c connectCodec) Marshal(msg any) ([]byte, error) { return c.MarshalAppend(nil, msg) }
