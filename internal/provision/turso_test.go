@@ -4,17 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +15,7 @@ import (
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driverturso"
 	"github.com/envplane/envplane/internal/schema"
+	"github.com/envplane/envplane/internal/tursotest"
 )
 
 // The fake's organization and API token: distinctive, so the tests can
@@ -34,223 +26,28 @@ const (
 	tursoTestToken = "tok-SECRET-4b1d"
 )
 
-// tursoFake is a Platform API of one organization, following the shapes of
-// the v1 endpoints the provisioner uses. It keeps, per database, the set of
-// valid tokens: rotating a database's keys empties it.
+// tursoFakeConfig is the fake Platform API of the test organization.
+var tursoFakeConfig = tursotest.FakeConfig{Org: tursoTestOrg, Group: tursoTestGroup, Token: tursoTestToken}
+
+// tursoFake is the fake Platform API with what the tests ask of it besides.
 type tursoFake struct {
-	t   *testing.T
-	srv *httptest.Server
-
-	mu       sync.Mutex
-	dbs      map[string]*tursoFakeDB
-	requests []tursoFakeRequest
-	minted   int
-	// fail, when set, may answer a request (after authentication) instead
-	// of the fake.
-	fail func(r *http.Request) (status int, body string, ok bool)
-	// hostname gives a new database's hostname (default: Turso's
-	// <name>-<org>.turso.io); an error fails the creation with a 500.
-	hostname func(name string) (string, error)
+	*tursotest.Fake
+	taken int // requests take returned
 }
 
-type tursoFakeDB struct {
-	id, name, group, hostname string
-	tokens                    map[string]bool
-}
-
-type tursoFakeRequest struct {
-	Method, Path, Query, Auth, ContentType, Body string
-}
-
+// newTursoFake starts a fake whose databases are only records, with
+// Turso's hostnames: the provisioner never connects to them.
 func newTursoFake(t *testing.T) *tursoFake {
 	t.Helper()
-	f := &tursoFake{t: t, dbs: map[string]*tursoFakeDB{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/organizations/{org}/databases", f.create)
-	mux.HandleFunc("GET /v1/organizations/{org}/databases/{name}", f.get)
-	mux.HandleFunc("DELETE /v1/organizations/{org}/databases/{name}", f.delete)
-	mux.HandleFunc("POST /v1/organizations/{org}/databases/{name}/auth/tokens", f.mint)
-	mux.HandleFunc("POST /v1/organizations/{org}/databases/{name}/auth/rotate", f.rotate)
-	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(strings.NewReader(string(body)))
-		f.mu.Lock()
-		f.requests = append(f.requests, tursoFakeRequest{
-			Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-			Auth: r.Header.Get("Authorization"), ContentType: r.Header.Get("Content-Type"), Body: string(body),
-		})
-		fail := f.fail
-		f.mu.Unlock()
-		if r.Header.Get("Authorization") != "Bearer "+tursoTestToken {
-			tursoFakeAnswer(w, http.StatusUnauthorized, map[string]any{"error": "unauthorized"})
-			return
-		}
-		if fail != nil {
-			if status, body, ok := fail(r); ok {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(status)
-				_, _ = io.WriteString(w, body)
-				return
-			}
-		}
-		mux.ServeHTTP(w, r)
-	}))
-	t.Cleanup(f.srv.Close)
-	return f
+	return &tursoFake{Fake: tursotest.NewFake(t, tursoFakeConfig)}
 }
 
-func tursoFakeAnswer(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// org checks the path's organization, answering 403 for another.
-func (f *tursoFake) org(w http.ResponseWriter, r *http.Request) bool {
-	if r.PathValue("org") != tursoTestOrg {
-		tursoFakeAnswer(w, http.StatusForbidden, map[string]any{"error": "you do not have access to this organization"})
-		return false
-	}
-	return true
-}
-
-var tursoFakeName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}[a-z0-9]$`)
-
-func (f *tursoFake) create(w http.ResponseWriter, r *http.Request) {
-	if !f.org(w, r) {
-		return
-	}
-	var in struct {
-		Name  string `json:"name"`
-		Group string `json:"group"`
-	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || r.Header.Get("Content-Type") != "application/json" {
-		tursoFakeAnswer(w, http.StatusBadRequest, map[string]any{"error": "invalid request body"})
-		return
-	}
-	if !tursoFakeName.MatchString(in.Name) {
-		tursoFakeAnswer(w, http.StatusBadRequest, map[string]any{"error": "invalid database name"})
-		return
-	}
-	if in.Group != tursoTestGroup {
-		tursoFakeAnswer(w, http.StatusBadRequest, map[string]any{"error": "group not found"})
-		return
-	}
-	f.mu.Lock()
-	_, taken := f.dbs[in.Name]
-	f.mu.Unlock()
-	if taken {
-		tursoFakeAnswer(w, http.StatusConflict, map[string]any{"error": "database with name " + in.Name + " already exists"})
-		return
-	}
-	host := in.Name + "-" + tursoTestOrg + ".turso.io"
-	if f.hostname != nil {
-		h, err := f.hostname(in.Name)
-		if err != nil {
-			f.t.Errorf("fake: start the database: %v", err)
-			tursoFakeAnswer(w, http.StatusInternalServerError, map[string]any{"error": "internal error"})
-			return
-		}
-		host = h
-	}
-	db := &tursoFakeDB{id: uuid.NewString(), name: in.Name, group: in.Group, hostname: host, tokens: map[string]bool{}}
-	f.mu.Lock()
-	f.dbs[in.Name] = db
-	f.mu.Unlock()
-	tursoFakeAnswer(w, http.StatusOK, map[string]any{"database": db.json()})
-}
-
-func (db *tursoFakeDB) json() map[string]any {
-	return map[string]any{"DbId": db.id, "Hostname": db.hostname, "Name": db.name}
-}
-
-// lookup finds the path's database, answering 404 when missing.
-func (f *tursoFake) lookup(w http.ResponseWriter, r *http.Request) *tursoFakeDB {
-	if !f.org(w, r) {
-		return nil
-	}
-	f.mu.Lock()
-	db := f.dbs[r.PathValue("name")]
-	f.mu.Unlock()
-	if db == nil {
-		tursoFakeAnswer(w, http.StatusNotFound, map[string]any{"error": "could not find database with name " + r.PathValue("name")})
-	}
-	return db
-}
-
-func (f *tursoFake) get(w http.ResponseWriter, r *http.Request) {
-	if db := f.lookup(w, r); db != nil {
-		tursoFakeAnswer(w, http.StatusOK, map[string]any{"database": map[string]any{
-			"Name": db.name, "DbId": db.id, "Hostname": db.hostname, "group": db.group, "primaryRegion": "fra",
-		}})
-	}
-}
-
-func (f *tursoFake) delete(w http.ResponseWriter, r *http.Request) {
-	if db := f.lookup(w, r); db != nil {
-		f.mu.Lock()
-		delete(f.dbs, db.name)
-		f.mu.Unlock()
-		tursoFakeAnswer(w, http.StatusOK, map[string]any{"database": db.name})
-	}
-}
-
-func (f *tursoFake) mint(w http.ResponseWriter, r *http.Request) {
-	db := f.lookup(w, r)
-	if db == nil {
-		return
-	}
-	q := r.URL.Query()
-	if q.Get("expiration") != "never" || q.Get("authorization") != "full-access" {
-		tursoFakeAnswer(w, http.StatusBadRequest, map[string]any{"error": "unexpected token parameters " + r.URL.RawQuery})
-		return
-	}
-	f.mu.Lock()
-	f.minted++
-	jwt := fmt.Sprintf("jwt.%s.%d", db.name, f.minted)
-	db.tokens[jwt] = true
-	f.mu.Unlock()
-	tursoFakeAnswer(w, http.StatusOK, map[string]any{"jwt": jwt})
-}
-
-func (f *tursoFake) rotate(w http.ResponseWriter, r *http.Request) {
-	if db := f.lookup(w, r); db != nil {
-		f.mu.Lock()
-		clear(db.tokens)
-		f.mu.Unlock()
-		w.WriteHeader(http.StatusOK)
-	}
-}
-
-// valid reports whether database name accepts jwt.
-func (f *tursoFake) valid(name, jwt string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	db := f.dbs[name]
-	return db != nil && db.tokens[jwt]
-}
-
-func (f *tursoFake) exists(name string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.dbs[name] != nil
-}
-
-// take returns and forgets the requests seen so far.
-func (f *tursoFake) take() []tursoFakeRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := f.requests
-	f.requests = nil
+// take returns the requests received since the last take.
+func (f *tursoFake) take() []tursotest.FakeRequest {
+	reqs := f.Requests()
+	out := reqs[f.taken:]
+	f.taken = len(reqs)
 	return out
-}
-
-func (f *tursoFake) setFail(fail func(r *http.Request) (int, string, bool)) {
-	f.mu.Lock()
-	f.fail = fail
-	f.mu.Unlock()
 }
 
 // provisioner returns a Turso provisioner of the fake's organization,
@@ -267,7 +64,7 @@ func (f *tursoFake) provisioner(t *testing.T, cfg TursoConfig) *Turso {
 		cfg.APIToken = tursoTestToken
 	}
 	if cfg.APIURL == "" {
-		cfg.APIURL = f.srv.URL
+		cfg.APIURL = f.URL
 	}
 	p, err := NewTurso(cfg)
 	if err != nil {
@@ -293,7 +90,7 @@ func (f *tursoFake) assertPublic(t *testing.T, err error, want string) {
 	if err == nil {
 		t.Fatalf("no error, want %q", want)
 	}
-	assertPublicClean(t, err, tursoTestToken, tursoTestOrg, f.srv.URL, strings.TrimPrefix(f.srv.URL, "http://"),
+	assertPublicClean(t, err, tursoTestToken, tursoTestOrg, f.URL, strings.TrimPrefix(f.URL, "http://"),
 		"api.turso.tech", "turso.io", TursoNamePrefix, "jwt", "Bearer")
 	if got := PublicMessage(err); got != want {
 		t.Errorf("public message %q, want %q (cause: %v)", got, want, err)
@@ -303,19 +100,15 @@ func (f *tursoFake) assertPublic(t *testing.T, err error, want string) {
 	}
 }
 
-func tursoPaths(reqs []tursoFakeRequest) []string {
+func tursoPaths(reqs []tursotest.FakeRequest) []string {
 	var out []string
 	for _, r := range reqs {
-		p := r.Method + " " + r.Path
-		if r.Query != "" {
-			p += "?" + r.Query
-		}
-		out = append(out, p)
+		out = append(out, r.String())
 	}
 	return out
 }
 
-func assertTursoRequests(t *testing.T, got []tursoFakeRequest, want ...string) {
+func assertTursoRequests(t *testing.T, got []tursotest.FakeRequest, want ...string) {
 	t.Helper()
 	paths := tursoPaths(got)
 	if strings.Join(paths, "\n") != strings.Join(want, "\n") {
@@ -331,7 +124,7 @@ func TestTursoName(t *testing.T) {
 	if want := "env-0190f5a27c3e7d1a9b2c3d4e5f607182"; name != want {
 		t.Errorf("TursoName = %q, want %q", name, want)
 	}
-	if len(name) != 36 || !tursoFakeName.MatchString(name) {
+	if len(name) != 36 || !tursotest.ValidName(name) {
 		t.Errorf("name %q is not a valid Turso name of 36 characters", name)
 	}
 	upper, err := TursoName("0190F5A2-7C3E-7D1A-9B2C-3D4E5F607182")
@@ -392,7 +185,7 @@ func TestTursoProvision(t *testing.T) {
 	if want := "libsql://" + name + "-" + tursoTestOrg + ".turso.io"; res.DatabaseURL != want {
 		t.Errorf("DatabaseURL = %q, want %q", res.DatabaseURL, want)
 	}
-	if res.Secret == "" || !f.valid(name, res.Secret) {
+	if res.Secret == "" || !f.Valid(name, res.Secret) {
 		t.Errorf("Secret %q is not a valid token of the database", res.Secret)
 	}
 	if strings.Contains(res.DatabaseURL, res.Secret) {
@@ -404,8 +197,8 @@ func TestTursoProvision(t *testing.T) {
 		"POST "+base,
 		"POST "+base+"/"+name+"/auth/tokens?authorization=full-access&expiration=never")
 	for _, r := range reqs {
-		if r.Auth != "Bearer "+tursoTestToken {
-			t.Errorf("%s %s: Authorization %q", r.Method, r.Path, r.Auth)
+		if !r.Authorized {
+			t.Errorf("%s was sent without the API token", r)
 		}
 	}
 	var body map[string]any
@@ -444,10 +237,10 @@ func TestTursoProvisionTwiceConverges(t *testing.T) {
 	if second.DatabaseURL != first.DatabaseURL {
 		t.Errorf("URL changed: %q then %q", first.DatabaseURL, second.DatabaseURL)
 	}
-	if second.Secret == first.Secret || !f.valid(name, second.Secret) {
+	if second.Secret == first.Secret || !f.Valid(name, second.Secret) {
 		t.Errorf("second secret %q is not a new valid token", second.Secret)
 	}
-	if f.valid(name, first.Secret) {
+	if f.Valid(name, first.Secret) {
 		t.Error("the token of the earlier attempt still works")
 	}
 }
@@ -483,7 +276,7 @@ func TestTursoProvisionErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newTursoFake(t)
-			f.setFail(tc.fail)
+			f.SetFail(tc.fail)
 			env, _ := tursoTestEnv(t)
 			_, err := f.provisioner(t, TursoConfig{}).Provision(t.Context(), env)
 			f.assertPublic(t, err, tc.want)
@@ -519,7 +312,7 @@ func TestTursoUnavailable(t *testing.T) {
 	// Nothing listens.
 	f := newTursoFake(t)
 	p := f.provisioner(t, TursoConfig{})
-	f.srv.Close()
+	f.Close()
 	_, err := p.Provision(t.Context(), env)
 	f.assertPublic(t, err, tursoMsgUnavailable)
 	f.assertPublic(t, p.Deprovision(t.Context(), env), tursoMsgUnavailable)
@@ -529,7 +322,7 @@ func TestTursoUnavailable(t *testing.T) {
 	// An API that never answers: each call has its deadline.
 	g := newTursoFake(t)
 	release := make(chan struct{})
-	g.setFail(func(r *http.Request) (int, string, bool) {
+	g.SetFail(func(r *http.Request) (int, string, bool) {
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -562,7 +355,7 @@ func TestTursoDeprovision(t *testing.T) {
 		t.Fatalf("Deprovision: %v", err)
 	}
 	assertTursoRequests(t, f.take(), "DELETE /v1/organizations/"+tursoTestOrg+"/databases/"+name)
-	if f.exists(name) {
+	if f.Exists(name) {
 		t.Error("the database still exists")
 	}
 	// Gone already (404): success.
@@ -574,15 +367,15 @@ func TestTursoDeprovision(t *testing.T) {
 		t.Fatalf("Provision after Deprovision: %v", err)
 	}
 
-	f.setFail(func(r *http.Request) (int, string, bool) {
+	f.SetFail(func(r *http.Request) (int, string, bool) {
 		return http.StatusInternalServerError, `{"error":"boom"}`, r.Method == http.MethodDelete
 	})
 	f.assertPublic(t, p.Deprovision(t.Context(), env), tursoMsgUnavailable)
-	f.setFail(func(r *http.Request) (int, string, bool) {
+	f.SetFail(func(r *http.Request) (int, string, bool) {
 		return http.StatusBadRequest, `{"error":"database is protected"}`, r.Method == http.MethodDelete
 	})
 	f.assertPublic(t, p.Deprovision(t.Context(), env), tursoMsgDelete)
-	if !f.exists(name) {
+	if !f.Exists(name) {
 		t.Error("a failed Deprovision removed the database")
 	}
 }
@@ -605,10 +398,10 @@ func TestTursoRotate(t *testing.T) {
 	assertTursoRequests(t, f.take(),
 		"POST "+base+"/auth/rotate",
 		"POST "+base+"/auth/tokens?authorization=full-access&expiration=never")
-	if next == "" || next == res.Secret || !f.valid(name, next) {
+	if next == "" || next == res.Secret || !f.Valid(name, next) {
 		t.Errorf("Rotate returned %q, not a new valid token", next)
 	}
-	if f.valid(name, res.Secret) {
+	if f.Valid(name, res.Secret) {
 		t.Error("the old token still works after Rotate")
 	}
 
@@ -617,23 +410,23 @@ func TestTursoRotate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second Rotate: %v", err)
 	}
-	if f.valid(name, next) || !f.valid(name, third) {
+	if f.Valid(name, next) || !f.Valid(name, third) {
 		t.Error("after the second Rotate the tokens are not as expected")
 	}
 
 	// Minting fails after the rotation: an error, and no token works
 	// (Turso invalidated them all) until a later Rotate.
-	f.setFail(func(r *http.Request) (int, string, bool) {
+	f.SetFail(func(r *http.Request) (int, string, bool) {
 		return http.StatusBadRequest, `{"error":"nope"}`, strings.HasSuffix(r.URL.Path, "/auth/tokens")
 	})
 	_, err = p.Rotate(t.Context(), env, third)
 	f.assertPublic(t, err, tursoMsgRotate)
-	if f.valid(name, third) {
+	if f.Valid(name, third) {
 		t.Error("the token survived the rotation")
 	}
-	f.setFail(nil)
+	f.SetFail(nil)
 	fourth, err := p.Rotate(t.Context(), env, third)
-	if err != nil || !f.valid(name, fourth) {
+	if err != nil || !f.Valid(name, fourth) {
 		t.Fatalf("Rotate after a failed one: %q, %v", fourth, err)
 	}
 
@@ -658,14 +451,12 @@ func TestTursoInvalidEnvironmentID(t *testing.T) {
 }
 
 // TestTursoEndToEnd provisions through the fake API a database the fake
-// serves with a real tursodb, then stores and reads a row through
-// driverturso with the Result. tursodb checks no token.
+// serves with a real tursodb, behind a proxy that checks the database's
+// tokens, then stores and reads a row through driverturso with the Result.
 func TestTursoEndToEnd(t *testing.T) {
-	bin := tursodbBinary(t)
-	f := newTursoFake(t)
-	f.hostname = func(name string) (string, error) {
-		return startTursodb(t, bin, filepath.Join(t.TempDir(), name))
-	}
+	cfg := tursoFakeConfig
+	cfg.Serve = true
+	f := &tursoFake{Fake: tursotest.NewFake(t, cfg)}
 	p := f.provisioner(t, TursoConfig{URLScheme: "http"})
 	env, name := tursoTestEnv(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
@@ -675,7 +466,7 @@ func TestTursoEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	if !strings.HasPrefix(res.DatabaseURL, "http://127.0.0.1:") || !f.valid(name, res.Secret) {
+	if !strings.HasPrefix(res.DatabaseURL, "http://127.0.0.1:") || !f.Valid(name, res.Secret) {
 		t.Fatalf("Result %q with secret %q", res.DatabaseURL, res.Secret)
 	}
 	if err := p.Validate(ctx, res.DatabaseURL, res.Secret); err != nil {
@@ -708,118 +499,5 @@ func TestTursoEndToEnd(t *testing.T) {
 	}
 	if got["title"] != "hello" {
 		t.Errorf("Get = %v", got)
-	}
-}
-
-// tursodb is installed by npm (make tools) into the module root's
-// node_modules, as driverturso's tests expect; a missing binary fails the
-// test, it never skips it.
-const tursodbPackage = "@tursodatabase/cli-linux-x64-gnu"
-
-func tursodbBinary(t *testing.T) string {
-	t.Helper()
-	root, err := tursoModuleRoot()
-	if err != nil {
-		t.Fatalf("tursodb: %v", err)
-	}
-	bin := filepath.Join(root, "node_modules", filepath.FromSlash(tursodbPackage), "tursodb")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("tursodb is not installed at %s: run `make tools` (npm ci installs %s)", bin, tursodbPackage)
-	}
-	return bin
-}
-
-// tursoModuleRoot walks up from the working directory to the directory
-// holding go.work or package.json.
-func tursoModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		for _, marker := range []string{"go.work", "package.json"} {
-			if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no directory above the working directory holds go.work or package.json")
-		}
-		dir = parent
-	}
-}
-
-// startTursodb serves a new database in dir with tursodb on a free loopback
-// port, stopped when t ends, and returns its host:port once it answers. It
-// reports failures as errors, since it runs in the fake's handler.
-func startTursodb(t *testing.T, bin, dir string) (string, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
-	}
-	logPath := filepath.Join(dir, "tursodb.log")
-	var lastErr error
-	for range 5 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		_ = l.Close()
-		logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return "", err
-		}
-		cmd := exec.Command(bin, "--sync-server", addr, filepath.Join(dir, "db.sqlite"))
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		tursodbDieWithParent(cmd)
-		if err := cmd.Start(); err != nil {
-			_ = logFile.Close()
-			return "", err
-		}
-		done := make(chan struct{})
-		go func() {
-			_ = cmd.Wait()
-			_ = logFile.Close()
-			close(done)
-		}()
-		stop := func() {
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if lastErr = tursodbReady("http://"+addr, done, 10*time.Second); lastErr == nil {
-			t.Cleanup(stop)
-			return addr, nil
-		}
-		stop()
-	}
-	out, _ := os.ReadFile(logPath)
-	return "", fmt.Errorf("tursodb did not start: %w\n%s", lastErr, out)
-}
-
-// tursodbReady polls the server with SELECT 1 until it answers or exits.
-func tursodbReady(base string, done <-chan struct{}, limit time.Duration) error {
-	client := &http.Client{Timeout: time.Second}
-	body := `{"requests":[{"type":"execute","stmt":{"sql":"SELECT 1"}}]}`
-	deadline := time.Now().Add(limit)
-	for {
-		select {
-		case <-done:
-			return errors.New("tursodb exited")
-		default:
-		}
-		resp, err := client.Post(base+"/v2/pipeline", "application/json", strings.NewReader(body))
-		if err == nil {
-			ok := resp.StatusCode == http.StatusOK
-			_ = resp.Body.Close()
-			if ok {
-				return nil
-			}
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer after %s: %w", limit, err)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package driverturso
+package tursotest
 
 import "os/exec"
 
