@@ -27,6 +27,10 @@ var (
 	ErrOrganizationMissing = errors.New("controlplane: organization does not exist")
 	// ErrRequestReused means a request_id was sent again with different content.
 	ErrRequestReused = errors.New("controlplane: request id reused for a different request")
+	// ErrStatusMismatch means a conditional patch (EnvironmentPatch.IfStatus)
+	// found the environment in another status, typically because a concurrent
+	// caller moved it first, and changed nothing.
+	ErrStatusMismatch = errors.New("controlplane: environment status is not the one expected")
 )
 
 // Organization owns environments.
@@ -103,6 +107,12 @@ const (
 
 // EnvironmentPatch holds the fields an update changes; nil fields are kept.
 type EnvironmentPatch struct {
+	// IfStatus, when not empty, makes the patch a compare-and-set: it applies
+	// only while the environment's status is one of these, checked atomically
+	// with the write, and otherwise fails with ErrStatusMismatch. It is how
+	// concurrent callers, on any replica, agree on which one of them moves an
+	// environment from one status to the next.
+	IfStatus       []string
 	Hostname       *string
 	DisplayName    *string
 	IsDefault      *bool

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -476,6 +477,13 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 			if err != nil {
 				return err
 			}
+			// The row lock makes the check and the write one step: a
+			// concurrent conditional patch waits here, then reads the
+			// status this one wrote.
+			if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) {
+				stored = cur
+				return ErrStatusMismatch
+			}
 			next := cur
 			setIf(&next.Hostname, patch.Hostname)
 			setIf(&next.DisplayName, patch.DisplayName)
@@ -507,6 +515,9 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 		})
 		if err == nil {
 			return stored, nil
+		}
+		if errors.Is(err, ErrStatusMismatch) {
+			return stored, wrapErr(op, err)
 		}
 		if attempt < postgresMaxAttempts &&
 			(pgViolates(err, pgUniqueViolation, pgEnvironmentsDefaultIndex) || pgRetryable(err)) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -415,6 +416,10 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		if err != nil {
 			return err
 		}
+		if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) {
+			stored = cur
+			return ErrStatusMismatch
+		}
 		next := cur
 		setIf(&next.Hostname, patch.Hostname)
 		setIf(&next.DisplayName, patch.DisplayName)
@@ -450,6 +455,9 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 			`SELECT `+environmentColumns+` FROM environments WHERE id = ?`, id))
 		return err
 	})
+	if errors.Is(err, ErrStatusMismatch) {
+		return stored, wrapErr("update environment "+strconv.Quote(id), err)
+	}
 	if err != nil {
 		return Environment{}, wrapErr("update environment "+strconv.Quote(id), err)
 	}
@@ -636,7 +644,7 @@ func isForeignKeyViolation(err error) bool {
 // sentinels are the errors callers test for; wrapErr keeps their text.
 var sentinels = []error{
 	ErrNotFound, ErrOrganizationExists, ErrEnvironmentExists, ErrHostnameTaken,
-	ErrOrganizationMissing, ErrRequestReused, ErrVersionConflict,
+	ErrOrganizationMissing, ErrRequestReused, ErrVersionConflict, ErrStatusMismatch,
 }
 
 // wrapErr adds the operation to err for the caller. A missing row becomes

@@ -37,7 +37,12 @@ type Store interface {
 	// UpdateEnvironment applies patch in one transaction and sets UpdateTime.
 	// IsDefault=true moves the default atomically; a taken hostname is
 	// ErrHostnameTaken and changes nothing. A Credential patch replaces the
-	// whole credential; a pointer to the zero Credential removes it.
+	// whole credential; a pointer to the zero Credential removes it. A patch
+	// with IfStatus applies only while the status is one of those; otherwise
+	// it changes nothing and returns ErrStatusMismatch together with the
+	// environment as it is, so the caller can say which status it found.
+	// Concurrent patches with the same IfStatus moving the status out of it:
+	// exactly one succeeds.
 	UpdateEnvironment(ctx context.Context, id string, patch EnvironmentPatch) (Environment, error)
 	// DeleteEnvironment removes the row; ErrNotFound when it is not there.
 	DeleteEnvironment(ctx context.Context, id string) error

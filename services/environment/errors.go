@@ -81,6 +81,18 @@ func environmentNotFound() error {
 	return apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound, "environment not found")
 }
 
+// notFailed refuses to retry an environment found in status.
+func notFailed(status string) error {
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
+		"only a failed environment can be retried; this one is "+status, "status", status)
+}
+
+// notReady refuses to change the status of an environment found in status.
+func notReady(status string) error {
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotReady,
+		"only an active or suspended environment can change status; this one is "+status, "status", status)
+}
+
 func invalidHostname(field string, err error) error {
 	return apierr.InvalidArgument(ReasonInvalidHostname, err.Error(),
 		apierr.FieldViolation{Field: field, Description: err.Error()})

@@ -33,6 +33,12 @@ import (
 // environment stuck in provisioning.
 const provisionTimeout = 2 * time.Minute
 
+// recordTimeout bounds the control-plane writes that move an environment into
+// provisioning and out of it. They are detached from the caller's
+// cancellation too: a client hanging up between the two must not leave the
+// environment provisioning with no run to finish it.
+const recordTimeout = 30 * time.Second
+
 // Service implements environmentv1connect.EnvironmentServiceHandler.
 type Service struct {
 	store       controlplane.Store
@@ -228,14 +234,32 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 // records the outcome: active with its database URL, or failed with a
 // sanitized message. The cause goes to the debug log only: it may name files
 // or servers.
+//
+// The caller has moved env to provisioning itself (CreateEnvironment by
+// inserting it so, RetryProvisioning by a compare-and-set from failed), so
+// this is the only run for env until the outcome is recorded, and that record
+// is a compare-and-set from provisioning too. Only DeleteEnvironment takes an
+// environment out of provisioning meanwhile; its removal of the database may
+// have come before this run made it, so the run then removes what it made and
+// reports the environment gone.
 func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment) (controlplane.Environment, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
-	defer cancel()
 	log := reqlog.Logger(ctx, s.log).With("environment_id", env.ID, "driver", env.Driver)
 	start := time.Now()
-	result, perr := p.Provision(ctx, env)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+	result, perr := p.Provision(pctx, env)
+	cancel()
 	now := s.now()
-	patch := controlplane.EnvironmentPatch{}
+	patch := controlplane.EnvironmentPatch{IfStatus: []string{controlplane.StatusProvisioning}}
+	if perr == nil && result.Secret != "" {
+		cred, err := s.seal(env.ID, result.Secret, now)
+		if err != nil {
+			// Without its credential the database is unusable: record a
+			// failure, which a retry (with a new secret) can recover from.
+			perr = &provision.Error{Public: "could not store the environment's credential", Err: err}
+		} else {
+			patch.Credential = &cred
+		}
+	}
 	if perr != nil {
 		status, message := controlplane.StatusFailed, provision.PublicMessage(perr)
 		patch.Status, patch.StatusMessage = &status, &message
@@ -244,23 +268,45 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	} else {
 		status, message := controlplane.StatusActive, ""
 		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &result.DatabaseURL, &now
-		if result.Secret != "" {
-			cred, err := s.seal(env.ID, result.Secret, now)
-			if err != nil {
-				return controlplane.Environment{}, err
-			}
-			patch.Credential = &cred
-		}
-		log.Info("environment provisioned", "duration_ms", time.Since(start).Milliseconds())
 	}
-	updated, err := s.store.UpdateEnvironment(ctx, env.ID, patch)
-	if err != nil {
+	// The outcome gets a deadline of its own: a run that used up
+	// provisionTimeout must still record it, or the environment would stay
+	// provisioning, which no retry accepts.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer rcancel()
+	updated, err := s.store.UpdateEnvironment(rctx, env.ID, patch)
+	switch {
+	case err == nil:
+	case errors.Is(err, controlplane.ErrNotFound),
+		errors.Is(err, controlplane.ErrStatusMismatch) && updated.Status == controlplane.StatusDeleting:
+		s.removeOrphan(ctx, p, env, log)
+		return controlplane.Environment{}, apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound,
+			"the environment was deleted while it was being provisioned")
+	default:
 		return controlplane.Environment{}, err
 	}
-	s.publish(ctx,
+	if perr == nil {
+		log.Info("environment provisioned", "duration_ms", time.Since(start).Milliseconds())
+	}
+	s.publish(rctx,
 		invalidate.Event{Kind: invalidate.KindEnvironment, EnvironmentID: env.ID, OrganizationID: env.OrganizationID},
 		invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: env.ID})
 	return updated, nil
+}
+
+// removeOrphan removes what a provisioning run made for an environment that
+// was deleted while it ran. Deprovisioning twice is harmless, so it does not
+// matter whether the delete removed it already.
+func (s *Service) removeOrphan(ctx context.Context, p provision.Provisioner, env controlplane.Environment, log *slog.Logger) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
+	defer cancel()
+	if err := p.Deprovision(dctx, env); err != nil {
+		log.Error("the environment was deleted while it was being provisioned and removing its database failed; "+
+			"it is left behind, named after the environment id", "status_message", provision.PublicMessage(err))
+		log.Debug("orphan removal failure cause", "error", err)
+		return
+	}
+	log.Info("the environment was deleted while it was being provisioned; its database is removed")
 }
 
 // GetEnvironment implements EnvironmentService.GetEnvironment.
@@ -329,13 +375,17 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 	}
 	if m.Status != nil && m.GetStatus() != before.Status {
 		if before.Status != controlplane.StatusActive && before.Status != controlplane.StatusSuspended {
-			return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotReady,
-				"only an active or suspended environment can change status; this one is "+before.Status,
-				"status", before.Status)
+			return nil, notReady(before.Status)
 		}
 		patch.Status = m.Status
+		// Checked again in the write: a delete or another status change
+		// may have come in between.
+		patch.IfStatus = []string{controlplane.StatusActive, controlplane.StatusSuspended}
 	}
 	after, err := s.store.UpdateEnvironment(ctx, before.ID, patch)
+	if errors.Is(err, controlplane.ErrStatusMismatch) {
+		return nil, notReady(after.Status)
+	}
 	if err != nil {
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
@@ -348,6 +398,9 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 // DeleteEnvironment implements EnvironmentService.DeleteEnvironment. The row
 // goes to deleting first, so routing stops before the database is removed; a
 // failure in between leaves it deleting, and calling Delete again finishes.
+// Deleting wins over a provisioning run in flight (CreateEnvironment or
+// RetryProvisioning, on any replica): the run cannot record its outcome on a
+// deleting or deleted environment, and removes what it made itself.
 func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[environmentv1.DeleteEnvironmentRequest]) (*connect.Response[environmentv1.DeleteEnvironmentResponse], error) {
 	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
@@ -504,15 +557,26 @@ func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[en
 		return nil, err
 	}
 	if env.Status != controlplane.StatusFailed {
-		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
-			"only a failed environment can be retried; this one is "+env.Status, "status", env.Status)
+		return nil, notFailed(env.Status)
 	}
 	provisioner, err := s.provisioner.For(env.Driver)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
+	// Concurrent retries, on this replica or another, all read failed above;
+	// the compare-and-set lets exactly one of them provision. The others
+	// find the status it set, as a retry arriving a moment later would.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	status := controlplane.StatusProvisioning
-	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Status: &status}); err != nil {
+	env, err = s.store.UpdateEnvironment(wctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus: []string{controlplane.StatusFailed},
+		Status:   &status,
+	})
+	switch {
+	case errors.Is(err, controlplane.ErrStatusMismatch):
+		return nil, notFailed(env.Status)
+	case err != nil:
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
 	result, err := s.provision(ctx, provisioner, env)

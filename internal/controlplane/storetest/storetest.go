@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"UpdateCredential", testUpdateCredential},
 		{"UpdateHostnameTaken", testUpdateHostnameTaken},
 		{"UpdateDefault", testUpdateDefault},
+		{"UpdateIfStatus", testUpdateIfStatus},
 		{"Delete", testDelete},
 		{"RaceOrganizationSlug", testRaceOrganizationSlug},
 		{"RaceOrganizationRequestID", testRaceOrganizationRequestID},
@@ -58,6 +59,8 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"RaceDefaultYes", testRaceDefaultYes},
 		{"RaceDefaultIfFirst", testRaceDefaultIfFirst},
 		{"RaceUpdateDefault", testRaceUpdateDefault},
+		{"RaceStatusTransition", testRaceStatusTransition},
+		{"RaceStatusTransitionAndDelete", testRaceStatusTransitionAndDelete},
 		{"TokenRoundTrip", testTokenRoundTrip},
 		{"TokenOrganizationMissing", testTokenOrganizationMissing},
 		{"TokenSecretHashTaken", testTokenSecretHashTaken},
@@ -1010,6 +1013,78 @@ func testUpdateDefault(t *testing.T, s controlplane.Store) {
 	diff(t, "other organization's default", foreign, mustGetEnv(t, s, foreign.ID))
 }
 
+// testUpdateIfStatus checks the compare-and-set of a status: a patch with
+// IfStatus applies, whole, only while the status is one of those; otherwise
+// it changes nothing, not even UpdateTime, and hands back the environment as
+// it is.
+func testUpdateIfStatus(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	created := newEnv(org.ID, "dev")
+	created.Status = controlplane.StatusFailed
+	created.StatusMessage = "could not create the database"
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+
+	// The status is not among IfStatus: nothing changes.
+	for _, ifStatus := range [][]string{
+		{controlplane.StatusActive},
+		{controlplane.StatusProvisioning, controlplane.StatusDeleting},
+	} {
+		got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+			IfStatus:    ifStatus,
+			Status:      ptr(controlplane.StatusDeleting),
+			DisplayName: ptr("Changed"),
+			Hostname:    ptr("changed.env.test"),
+		})
+		wantErr(t, fmt.Sprintf("UpdateEnvironment(IfStatus %q on a failed environment)", ifStatus), err, controlplane.ErrStatusMismatch)
+		diff(t, fmt.Sprintf("environment returned with the mismatch of IfStatus %q", ifStatus), env, got)
+		diff(t, fmt.Sprintf("environment after the mismatch of IfStatus %q", ifStatus), env, mustGetEnv(t, s, env.ID))
+	}
+
+	// The status is among IfStatus: the whole patch applies.
+	before := time.Now()
+	got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus:    []string{controlplane.StatusSuspended, controlplane.StatusFailed},
+		Status:      ptr(controlplane.StatusProvisioning),
+		DisplayName: ptr("Retried"),
+	})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(IfStatus failed on a failed environment): %v", err)
+	}
+	wantUpdatedNow(t, got, before)
+	want := env
+	want.Status = controlplane.StatusProvisioning
+	want.DisplayName = "Retried"
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after a matching conditional patch", want, got)
+	diff(t, "environment read after a matching conditional patch", want, mustGetEnv(t, s, env.ID))
+
+	// The same transition again finds the status it set.
+	got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus: []string{controlplane.StatusFailed},
+		Status:   ptr(controlplane.StatusProvisioning),
+	})
+	wantErr(t, "UpdateEnvironment(IfStatus failed, repeated)", err, controlplane.ErrStatusMismatch)
+	diff(t, "environment returned with the repeated transition", want, got)
+
+	// A conditional patch that matches and then breaks a rule changes nothing.
+	other := mustCreateEnv(t, s, newEnv(org.ID, "other"), controlplane.DefaultNo)
+	_, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus: []string{controlplane.StatusProvisioning},
+		Status:   ptr(controlplane.StatusActive),
+		Hostname: &other.Hostname,
+	})
+	wantErr(t, "UpdateEnvironment(IfStatus matching, hostname taken)", err, controlplane.ErrHostnameTaken)
+	diff(t, "environment after a matching patch with a taken hostname", want, mustGetEnv(t, s, env.ID))
+
+	// A missing environment is ErrNotFound, whatever IfStatus says.
+	_, err = s.UpdateEnvironment(ctx, newID(), controlplane.EnvironmentPatch{
+		IfStatus: []string{controlplane.StatusFailed},
+		Status:   ptr(controlplane.StatusProvisioning),
+	})
+	wantErr(t, "UpdateEnvironment(IfStatus, unknown)", err, controlplane.ErrNotFound)
+}
+
 func testDelete(t *testing.T, s controlplane.Store) {
 	ctx := t.Context()
 	org := mustCreateOrg(t, s, "acme")
@@ -1183,6 +1258,70 @@ func testRaceUpdateDefault(t *testing.T, s controlplane.Store) {
 	if d := defaults(t, s, org.ID); len(d) != 1 {
 		t.Errorf("%d defaults, want 1", len(d))
 	}
+}
+
+// testRaceStatusTransition races callers that all move one failed
+// environment to provisioning, as concurrent RetryProvisioning calls do:
+// exactly one wins, every other one gets ErrStatusMismatch and sees the
+// status the winner set.
+func testRaceStatusTransition(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	created := newEnv(org.ID, "dev")
+	created.Status = controlplane.StatusFailed
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+	seen := make([]string, racers)
+	errs := race(func(i int) error {
+		got, err := s.UpdateEnvironment(t.Context(), env.ID, controlplane.EnvironmentPatch{
+			IfStatus:    []string{controlplane.StatusFailed},
+			Status:      ptr(controlplane.StatusProvisioning),
+			DisplayName: ptr(fmt.Sprintf("racer %d", i)),
+		})
+		seen[i] = got.Status
+		return err
+	})
+	wantOneWinner(t, errs, controlplane.ErrStatusMismatch)
+	for i, status := range seen {
+		if status != controlplane.StatusProvisioning {
+			t.Errorf("racer %d got status %q, want %q (set by the winner, or by itself)", i, status, controlplane.StatusProvisioning)
+		}
+	}
+	got := mustGetEnv(t, s, env.ID)
+	if got.Status != controlplane.StatusProvisioning {
+		t.Errorf("status after the race = %q, want %q", got.Status, controlplane.StatusProvisioning)
+	}
+	if winner := slices.Index(errs, nil); winner >= 0 && got.DisplayName != fmt.Sprintf("racer %d", winner) {
+		t.Errorf("display name after the race = %q, want the winner's, racer %d", got.DisplayName, winner)
+	}
+}
+
+// testRaceStatusTransitionAndDelete races conditional patches against the
+// removal of their environment: each either applies before the removal or
+// finds nothing (ErrNotFound), never ErrStatusMismatch or another error.
+func testRaceStatusTransitionAndDelete(t *testing.T, s controlplane.Store) {
+	org := mustCreateOrg(t, s, "acme")
+	created := newEnv(org.ID, "dev")
+	created.Status = controlplane.StatusProvisioning
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+	errs := race(func(i int) error {
+		if i == 0 {
+			return s.DeleteEnvironment(t.Context(), env.ID)
+		}
+		_, err := s.UpdateEnvironment(t.Context(), env.ID, controlplane.EnvironmentPatch{
+			IfStatus:       []string{controlplane.StatusProvisioning},
+			StorageLimitMB: ptr(int64(i)),
+		})
+		return err
+	})
+	if errs[0] != nil {
+		t.Errorf("DeleteEnvironment: %v", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+			t.Errorf("racer %d: error %v, want nil or %v", i+1, err, controlplane.ErrNotFound)
+		}
+	}
+	_, err := s.GetEnvironment(t.Context(), env.ID)
+	wantErr(t, "GetEnvironment after the race", err, controlplane.ErrNotFound)
 }
 
 func countTrue(bs []bool) int {
