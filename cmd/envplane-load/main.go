@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -320,6 +321,11 @@ func startInProcess(ctx context.Context) (base, token string, shutdown func(), e
 	if err != nil {
 		cleanup()
 		return "", "", nil, err
+	}
+	if os.Getenv("GOGC") == "" {
+		// The server's own setting (envplane serve applies it); in process
+		// the load generator collects garbage at the same pace.
+		debug.SetGCPercent(cfg.GCPercent)
 	}
 	var srv *server.Server
 	var fxApp *fx.App

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/fx"
@@ -76,6 +77,12 @@ func serve(args []string, getenv func(string) string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if getenv("GOGC") == "" {
+		// The heap of a busy server is mostly garbage of finished requests:
+		// collecting it less often bought a quarter more reads per second
+		// (make bench), for a heap a few times the live data.
+		debug.SetGCPercent(cfg.GCPercent)
+	}
 	fxApp := fx.New(app.Options(cfg, log))
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -61,8 +61,11 @@ type Config struct {
 	// handle at once; IdleTTL closes handles unused for that long.
 	MaxOpenEnvironments int
 	IdleTTL             time.Duration
-	LogLevel            slog.Level
-	LogFormat           string // json or text
+	// GCPercent is the garbage collector's target (GOGC) of envplane serve
+	// when the GOGC variable is not set.
+	GCPercent int
+	LogLevel  slog.Level
+	LogFormat string // json or text
 }
 
 // ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
@@ -135,6 +138,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&maxOpen, "max-open-environments", maxOpen, "environments that may hold an open database handle at once (ENVPLANE_MAX_OPEN_ENVIRONMENTS)")
 	idle := env("ENVIRONMENT_IDLE_TTL", "10m")
 	fs.StringVar(&idle, "environment-idle-ttl", idle, "close an environment's database handle after this long unused (ENVPLANE_ENVIRONMENT_IDLE_TTL)")
+	gcPercent := env("GC_PERCENT", "400")
+	fs.StringVar(&gcPercent, "gc-percent", gcPercent, "garbage collector target, as GOGC (which wins when set): the heap may grow this many percent over the live data before a collection; cap memory with GOMEMLIMIT (ENVPLANE_GC_PERCENT)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (ENVPLANE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (ENVPLANE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -158,6 +163,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if c.IdleTTL, err = time.ParseDuration(idle); err != nil || c.IdleTTL < 0 {
 		return Config{}, fmt.Errorf("--environment-idle-ttl: want a duration such as 10m, got %q", idle)
+	}
+	if c.GCPercent, err = strconv.Atoi(gcPercent); err != nil || c.GCPercent <= 0 {
+		return Config{}, fmt.Errorf("--gc-percent: want a positive number, got %q", gcPercent)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return Config{}, fmt.Errorf("--log-level: %w", err)
