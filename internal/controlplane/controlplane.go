@@ -80,6 +80,13 @@ type Environment struct {
 	ExternalDatabase bool
 	// Credential is the sealed secret of the database (zero: none).
 	Credential Credential
+	// ResourcesMayExist says a provisioning attempt may have created
+	// something on the environment's engine (a database, a role, a file), so
+	// deleting the environment must remove it first. It is false only when
+	// every attempt provably reached nothing. Whoever inserts an environment
+	// it is about to provision sets it true, before any attempt begins; rows
+	// from before the column existed read true.
+	ResourcesMayExist bool
 }
 
 // Credential is an environment's database secret, encrypted at rest
@@ -124,6 +131,8 @@ type EnvironmentPatch struct {
 	ProvisionTime  *time.Time
 	// Credential replaces the sealed secret (the old one is gone with it).
 	Credential *Credential
+	// ResourcesMayExist sets Environment.ResourcesMayExist.
+	ResourcesMayExist *bool
 }
 
 // Page asks for at most Limit items whose id sorts after After ("" = start).

@@ -321,11 +321,12 @@ const insertEnvironmentSQL = `INSERT INTO environments
 	(id, organization_id, slug, display_name, type, driver, status, status_message,
 	 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 	 create_time, update_time, provision_time, external_database,
-	 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest)
+	 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
+	 resources_may_exist)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
 	 coalesce($9::boolean, NOT EXISTS (SELECT 1 FROM environments
 		WHERE organization_id = $2 AND is_default)),
-	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
 	RETURNING ` + environmentColumns
 
 // insertEnvironment runs one attempt of CreateEnvironment's insert for mode.
@@ -337,7 +338,8 @@ func (s *Postgres) insertEnvironment(ctx context.Context, env Environment, mode 
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			env.CreateTime, env.UpdateTime, pgNullTime(env.ProvisionTime),
-			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest)))
+			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest),
+			env.ResourcesMayExist))
 	}
 	switch mode {
 	case DefaultNo:
@@ -495,6 +497,7 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 			setIf(&next.DatabaseURL, patch.DatabaseURL)
 			setIf(&next.ProvisionTime, patch.ProvisionTime)
 			setIf(&next.Credential, patch.Credential)
+			setIf(&next.ResourcesMayExist, patch.ResourcesMayExist)
 			if next.IsDefault && !cur.IsDefault {
 				if err := s.clearDefault(ctx, tx, cur.OrganizationID); err != nil {
 					return err
@@ -505,12 +508,12 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 				hostname = $1, display_name = $2, is_default = $3, status = $4, status_message = $5,
 				region = $6, storage_limit_mb = $7, database_url = $8, provision_time = $9,
 				update_time = $10, credential_key_id = $11, credential_ciphertext = $12,
-				credential_rotate_time = $13
-				WHERE id = $14
+				credential_rotate_time = $13, resources_may_exist = $14
+				WHERE id = $15
 				RETURNING `+environmentColumns,
 				next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 				next.Region, next.StorageLimitMB, next.DatabaseURL, pgNullTime(pgTime(next.ProvisionTime)),
-				pgTime(s.now()), keyID, ciphertext, rotateTime, id))
+				pgTime(s.now()), keyID, ciphertext, rotateTime, next.ResourcesMayExist, id))
 			return err
 		})
 		if err == nil {
@@ -565,7 +568,8 @@ func scanPgEnvironment(row pgx.Row) (Environment, error) {
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &env.CreateTime, &env.UpdateTime,
-		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest,
+		&env.ResourcesMayExist); err != nil {
 		return Environment{}, err
 	}
 	env.RequestID, env.RequestDigest = derefString(requestID), derefString(requestDigest)

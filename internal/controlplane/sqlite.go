@@ -293,13 +293,15 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 			(id, organization_id, slug, display_name, type, driver, status, status_message,
 			 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 			 create_time, update_time, provision_time, external_database,
-			 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
+			 resources_may_exist)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			env.ID, env.OrganizationID, env.Slug, env.DisplayName, env.Type, env.Driver,
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			formatTime(env.CreateTime), formatTime(env.UpdateTime), nullTime(env.ProvisionTime),
-			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest))
+			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest),
+			env.ResourcesMayExist)
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -431,6 +433,7 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		setIf(&next.DatabaseURL, patch.DatabaseURL)
 		setIf(&next.ProvisionTime, patch.ProvisionTime)
 		setIf(&next.Credential, patch.Credential)
+		setIf(&next.ResourcesMayExist, patch.ResourcesMayExist)
 		if next.IsDefault && !cur.IsDefault {
 			if err := s.clearDefault(ctx, tx, cur.OrganizationID); err != nil {
 				return err
@@ -440,11 +443,12 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		_, err = tx.ExecContext(ctx, `UPDATE environments SET
 			hostname = ?, display_name = ?, is_default = ?, status = ?, status_message = ?,
 			region = ?, storage_limit_mb = ?, database_url = ?, provision_time = ?, update_time = ?,
-			credential_key_id = ?, credential_ciphertext = ?, credential_rotate_time = ?
+			credential_key_id = ?, credential_ciphertext = ?, credential_rotate_time = ?,
+			resources_may_exist = ?
 			WHERE id = ?`,
 			next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 			next.Region, next.StorageLimitMB, next.DatabaseURL, nullTime(next.ProvisionTime),
-			formatTime(s.now()), keyID, ciphertext, rotateTime, id)
+			formatTime(s.now()), keyID, ciphertext, rotateTime, next.ResourcesMayExist, id)
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -530,7 +534,8 @@ func scanOrganization(row interface{ Scan(...any) error }) (Organization, error)
 const environmentColumns = `id, organization_id, slug, display_name, type, driver, status,
 	status_message, is_default, hostname, region, storage_limit_mb, database_url,
 	request_id, create_time, update_time, provision_time, external_database,
-	credential_key_id, credential_ciphertext, credential_rotate_time, request_digest`
+	credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
+	resources_may_exist`
 
 // scanEnvironment reads one environments row selected with environmentColumns.
 func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
@@ -541,7 +546,8 @@ func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &createTime, &updateTime,
-		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest); err != nil {
+		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest,
+		&env.ResourcesMayExist); err != nil {
 		return Environment{}, err
 	}
 	env.RequestID, env.RequestDigest = requestID.String, requestDigest.String

@@ -55,7 +55,7 @@ func TestSQLiteMigratesVersion2Forward(t *testing.T) {
 	}
 
 	s := openSQLiteAt(t, dbPath)
-	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5}, versions(t, s.WriteDB()))
+	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5, 6}, versions(t, s.WriteDB()))
 	env, err := s.GetEnvironment(ctx, "env")
 	if err != nil {
 		t.Fatalf("GetEnvironment after migrating: %v", err)
@@ -65,6 +65,9 @@ func TestSQLiteMigratesVersion2Forward(t *testing.T) {
 	}
 	if env.Slug != "dev" || !env.IsDefault || env.DatabaseURL != "postgres://db/dev" {
 		t.Errorf("old environment after migrating = %+v", env)
+	}
+	if !env.ResourcesMayExist {
+		t.Errorf("old environment after migrating: ResourcesMayExist false, want true (nothing says its database was never made)")
 	}
 
 	cred := controlplane.Credential{KeyID: "k1", Ciphertext: []byte{0, 1, 2, 0xff}, RotateTime: time.Date(2026, 2, 3, 4, 5, 6, 789, time.UTC)}

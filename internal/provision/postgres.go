@@ -219,17 +219,26 @@ func (p *Postgres) databaseURL(name string) string {
 // that is not a superuser can only manage the public schema (owned by
 // pg_database_owner) of a database it owns: the role, being NOINHERIT, does
 // not pass pg_database_owner's rights on to its members.
+//
+// A failure before the admin connection holds the environment's lock (the
+// cluster unreachable, the admin refused, the lock not granted in time) is
+// reported with Error.NothingCreated: no statement that creates anything was
+// sent. Any later failure may follow a role or database it made.
 func (p *Postgres) Provision(ctx context.Context, env controlplane.Environment) (Result, error) {
 	name, err := PostgresName(env.ID)
 	if err != nil {
-		return Result{}, &Error{Public: pgMsgInvalidID, Err: err}
+		return Result{}, &Error{Public: pgMsgInvalidID, Err: err, NothingCreated: true}
 	}
 	password, verifier, err := newPostgresPassword()
 	if err != nil {
-		return Result{}, &Error{Public: pgMsgCredential, Err: err}
+		return Result{}, &Error{Public: pgMsgCredential, Err: err, NothingCreated: true}
 	}
 	ident := pgx.Identifier{name}.Sanitize()
+	// locked tells a failure to reach the cluster or take the lock, before
+	// any statement that creates something, from one after.
+	locked := false
 	err = p.withEnvironmentLock(ctx, name, pgMsgRole, func(conn *pgx.Conn) error {
+		locked = true
 		if err := ensureRole(ctx, conn, name, verifier); err != nil {
 			return err
 		}
@@ -248,6 +257,10 @@ func (p *Postgres) Provision(ctx context.Context, env controlplane.Environment) 
 		return nil
 	})
 	if err != nil {
+		var pe *Error
+		if !locked && errors.As(err, &pe) {
+			pe.NothingCreated = true
+		}
 		return Result{}, err
 	}
 	return Result{DatabaseURL: p.databaseURL(name), Secret: password}, nil

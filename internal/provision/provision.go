@@ -73,10 +73,24 @@ type CommittingRotator interface {
 type Error struct {
 	Public string // what the client and the environment row see
 	Err    error  // the cause, for the debug log only
+	// NothingCreated is set by an adapter that knows the failed attempt
+	// made nothing on the engine: it failed before issuing any statement or
+	// call that creates a database, role or file (not reaching the server at
+	// all, typically). Unset is the safe answer: something may exist and
+	// has to be removed before the environment can go.
+	NothingCreated bool
 }
 
 func (e *Error) Error() string { return e.Public + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
+
+// CreatedNothing reports whether err, from Provision, says the attempt made
+// nothing on the engine (Error.NothingCreated). Any other error, from any
+// adapter, may have left something behind.
+func CreatedNothing(err error) bool {
+	var pe *Error
+	return errors.As(err, &pe) && pe.NothingCreated
+}
 
 // PublicMessage returns the client-safe text of a provisioning failure.
 func PublicMessage(err error) string {

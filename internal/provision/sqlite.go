@@ -41,14 +41,16 @@ func (s *SQLite) DatabaseURL(environmentID string) string {
 
 // Provision creates the file, opens it once in WAL mode and writes an
 // ownership marker, proving the database works before the environment is
-// declared active.
+// declared active. Failures before the first statement, which is what
+// creates the file, are reported with Error.NothingCreated.
 func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (Result, error) {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
-		return Result{}, &Error{Public: "could not create the directory for environment databases", Err: err}
+		return Result{}, &Error{Public: "could not create the directory for environment databases", Err: err, NothingCreated: true}
 	}
+	// sql.Open only checks its arguments: the file is made by the first statement.
 	db, err := sql.Open("sqlite", SQLiteDSN(s.Path(env.ID)))
 	if err != nil {
-		return Result{}, &Error{Public: "could not open the environment's database file", Err: err}
+		return Result{}, &Error{Public: "could not open the environment's database file", Err: err, NothingCreated: true}
 	}
 	defer db.Close()
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS _envplane_environment (environment_id TEXT PRIMARY KEY)`); err != nil {

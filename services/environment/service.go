@@ -169,10 +169,13 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 		Type:           m.GetType(),
 		Driver:         m.GetDriver(),
 		Status:         controlplane.StatusProvisioning,
-		Region:         m.GetRegion(),
-		StorageLimitMB: m.GetStorageLimitMb(),
-		RequestID:      m.GetRequestId(),
-		RequestDigest:  requestDigest(m, "database_secret"),
+		// Set before the provisioner can make anything; provision clears it
+		// if this first attempt provably made nothing.
+		ResourcesMayExist: true,
+		Region:            m.GetRegion(),
+		StorageLimitMB:    m.GetStorageLimitMb(),
+		RequestID:         m.GetRequestId(),
+		RequestDigest:     requestDigest(m, "database_secret"),
 	}
 	if env.DisplayName == "" {
 		env.DisplayName = env.Slug
@@ -223,7 +226,8 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 	if stored.ExternalDatabase {
 		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
 	}
-	result, err := s.provision(ctx, provisioner, stored)
+	// No attempt came before this one: the row did not exist.
+	result, err := s.provision(ctx, provisioner, stored, false)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", stored.ID)
 	}
@@ -242,7 +246,13 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 // environment out of provisioning meanwhile; its removal of the database may
 // have come before this run made it, so the run then removes what it made and
 // reports the environment gone.
-func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment) (controlplane.Environment, error) {
+//
+// env.ResourcesMayExist is true: the caller set it on entering provisioning.
+// madeBefore says whether it was already true before that, because an earlier
+// attempt may have made something. A failure clears it only when neither
+// an earlier attempt nor this one can have made anything, which is what lets
+// DeleteEnvironment skip the engine; once true, it stays true.
+func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment, madeBefore bool) (controlplane.Environment, error) {
 	log := reqlog.Logger(ctx, s.log).With("environment_id", env.ID, "driver", env.Driver)
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
@@ -263,6 +273,10 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	if perr != nil {
 		status, message := controlplane.StatusFailed, provision.PublicMessage(perr)
 		patch.Status, patch.StatusMessage = &status, &message
+		if !madeBefore && provision.CreatedNothing(perr) {
+			nothing := false
+			patch.ResourcesMayExist = &nothing
+		}
 		log.Warn("provisioning failed", "status_message", message)
 		log.Debug("provisioning failure cause", "error", perr)
 	} else {
@@ -400,7 +414,10 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 // failure in between leaves it deleting, and calling Delete again finishes.
 // Deleting wins over a provisioning run in flight (CreateEnvironment or
 // RetryProvisioning, on any replica): the run cannot record its outcome on a
-// deleting or deleted environment, and removes what it made itself.
+// deleting or deleted environment, and removes what it made itself. An
+// environment no attempt made anything for (ResourcesMayExist false) is
+// removed without asking the engine, so a cluster that was never reached and
+// is still down does not keep it, its slug and its hostname.
 func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[environmentv1.DeleteEnvironmentRequest]) (*connect.Response[environmentv1.DeleteEnvironmentResponse], error) {
 	env, err := s.enter(ctx, req.Msg.GetId(), auth.RoleAdmin)
 	if err != nil {
@@ -431,6 +448,13 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 	s.publish(ctx, append(routingEvents(env, ""), invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: env.ID})...)
 	if env.ExternalDatabase {
 		// The user's own database: envplane forgets it and leaves it alone.
+	} else if !env.ResourcesMayExist {
+		// Every provisioning attempt failed before making anything (the
+		// cluster unreachable, say), and none is running: it would have set
+		// the flag. There is nothing to remove, and no need to reach an
+		// engine that may still be down.
+		reqlog.Logger(ctx, s.log).Debug("no provisioning attempt made anything; the engine is not asked to remove it",
+			"environment_id", env.ID)
 	} else if err := provisioner.Deprovision(ctx, env); err != nil {
 		reqlog.Logger(ctx, s.log).Warn("deprovisioning failed; the environment stays deleting until Delete is retried",
 			"environment_id", env.ID, "status_message", provision.PublicMessage(err))
@@ -579,7 +603,38 @@ func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[en
 	case err != nil:
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
-	result, err := s.provision(ctx, provisioner, env)
+	// The compare-and-set left ResourcesMayExist alone, so env holds its
+	// value as of the moment this retry took the environment over (the one
+	// read before may be stale: another retry may have run in between).
+	// Nobody else changes it while the environment is provisioning; set it
+	// before the provisioner can make anything.
+	madeBefore := env.ResourcesMayExist
+	if !madeBefore {
+		id, mayExist := env.ID, true
+		env, err = s.store.UpdateEnvironment(wctx, id, controlplane.EnvironmentPatch{
+			IfStatus:          []string{controlplane.StatusProvisioning},
+			ResourcesMayExist: &mayExist,
+		})
+		switch {
+		case errors.Is(err, controlplane.ErrNotFound), errors.Is(err, controlplane.ErrStatusMismatch):
+			// Deleted in between, before anything was made.
+			return nil, apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound,
+				"the environment was deleted while it was being provisioned")
+		case err != nil:
+			// Nothing ran: hand the environment back to failed, so that a
+			// retry accepts it, rather than leave it provisioning.
+			failed := controlplane.StatusFailed
+			if _, rerr := s.store.UpdateEnvironment(wctx, id, controlplane.EnvironmentPatch{
+				IfStatus: []string{controlplane.StatusProvisioning},
+				Status:   &failed,
+			}); rerr != nil {
+				reqlog.Logger(ctx, s.log).Error("a retry could not start and the environment stays provisioning",
+					"environment_id", id, "error", rerr)
+			}
+			return nil, s.toConnect(ctx, err, "environment_id", id)
+		}
+	}
+	result, err := s.provision(ctx, provisioner, env, madeBefore)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
 	}

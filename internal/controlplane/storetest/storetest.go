@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"UpdateHostnameTaken", testUpdateHostnameTaken},
 		{"UpdateDefault", testUpdateDefault},
 		{"UpdateIfStatus", testUpdateIfStatus},
+		{"ResourcesMayExist", testResourcesMayExist},
 		{"Delete", testDelete},
 		{"RaceOrganizationSlug", testRaceOrganizationSlug},
 		{"RaceOrganizationRequestID", testRaceOrganizationRequestID},
@@ -461,6 +462,7 @@ func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
 	full.StorageLimitMB = 1 << 40
 	full.ProvisionTime = fixtureTime().Add(time.Minute)
 	full.ExternalDatabase = true
+	full.ResourcesMayExist = true
 	full.Credential = newCredential("key-1")
 	got = mustCreateEnv(t, s, full, controlplane.DefaultNo)
 	diff(t, "created environment", full, got)
@@ -1083,6 +1085,65 @@ func testUpdateIfStatus(t *testing.T, s controlplane.Store) {
 		Status:   ptr(controlplane.StatusProvisioning),
 	})
 	wantErr(t, "UpdateEnvironment(IfStatus, unknown)", err, controlplane.ErrNotFound)
+}
+
+// testResourcesMayExist checks the flag is stored as inserted, kept by
+// patches that do not name it, set and cleared by ones that do, and set
+// together with a conditional status change or not at all.
+func testResourcesMayExist(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	for _, inserted := range []bool{false, true} {
+		created := newEnv(org.ID, fmt.Sprintf("dev-%v", inserted))
+		created.ResourcesMayExist = inserted
+		env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+		if env.ResourcesMayExist != inserted {
+			t.Errorf("CreateEnvironment(ResourcesMayExist %v) stored %v", inserted, env.ResourcesMayExist)
+		}
+		if got := mustGetEnv(t, s, env.ID); got.ResourcesMayExist != inserted {
+			t.Errorf("GetEnvironment after inserting ResourcesMayExist %v = %v", inserted, got.ResourcesMayExist)
+		}
+		got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{DisplayName: ptr("Renamed")})
+		if err != nil {
+			t.Fatalf("UpdateEnvironment(display name): %v", err)
+		}
+		if got.ResourcesMayExist != inserted {
+			t.Errorf("a patch without ResourcesMayExist changed it from %v to %v", inserted, got.ResourcesMayExist)
+		}
+		got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{ResourcesMayExist: ptr(!inserted)})
+		if err != nil {
+			t.Fatalf("UpdateEnvironment(ResourcesMayExist %v): %v", !inserted, err)
+		}
+		if got.ResourcesMayExist != !inserted || mustGetEnv(t, s, env.ID).ResourcesMayExist != !inserted {
+			t.Errorf("after patching ResourcesMayExist to %v: returned %v, read %v",
+				!inserted, got.ResourcesMayExist, mustGetEnv(t, s, env.ID).ResourcesMayExist)
+		}
+	}
+
+	// With a conditional status change: both or neither.
+	created := newEnv(org.ID, "failed")
+	created.Status = controlplane.StatusFailed
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+	got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus:          []string{controlplane.StatusActive},
+		Status:            ptr(controlplane.StatusProvisioning),
+		ResourcesMayExist: ptr(true),
+	})
+	wantErr(t, "UpdateEnvironment(IfStatus active on a failed environment, ResourcesMayExist)", err, controlplane.ErrStatusMismatch)
+	if got.ResourcesMayExist || mustGetEnv(t, s, env.ID).ResourcesMayExist {
+		t.Errorf("a conditional patch that did not apply set ResourcesMayExist")
+	}
+	got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfStatus:          []string{controlplane.StatusFailed},
+		Status:            ptr(controlplane.StatusProvisioning),
+		ResourcesMayExist: ptr(true),
+	})
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(IfStatus failed, ResourcesMayExist): %v", err)
+	}
+	if got.Status != controlplane.StatusProvisioning || !got.ResourcesMayExist {
+		t.Errorf("after a matching conditional patch: status %q, ResourcesMayExist %v; want provisioning, true", got.Status, got.ResourcesMayExist)
+	}
 }
 
 func testDelete(t *testing.T, s controlplane.Store) {
