@@ -130,3 +130,19 @@ func wantFile(t *testing.T, path string, exists bool) {
 }
 
 func clone[M proto.Message](m M) M { return proto.CloneOf(m) }
+
+// breakSQLiteProvisioning makes provisioning of sqlite environments fail for
+// real (the envs directory is a regular file, so creating it fails) until the
+// returned repair runs.
+func breakSQLiteProvisioning(t *testing.T, env *apptest.Env) (repair func()) {
+	t.Helper()
+	if err := os.WriteFile(env.EnvsDir(), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if err := os.Remove(env.EnvsDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

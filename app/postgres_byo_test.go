@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/envplane/envplane/app/apptest"
@@ -36,6 +37,27 @@ func pgInfoLogs(t *testing.T, env *apptest.Env) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// pgLimitedAdmin creates a login role of the cluster at
+// ENVPLANE_TEST_POSTGRES_URL that may create roles but not databases (su is
+// a pool of that cluster's superuser), dropped when t ends, and returns its
+// name and an admin URL logging in as it: provisioning through it makes the
+// environment's role and fails at its database.
+func pgLimitedAdmin(t *testing.T, su *pgxpool.Pool) (role, adminURL string) {
+	t.Helper()
+	superURL := apptest.PostgresURL(t)
+	role = apptest.RandomName("envplane_apptest_admin_")
+	t.Cleanup(func() { apptest.DropPostgresObjects(t, superURL, role) })
+	if _, err := su.Exec(t.Context(), "CREATE ROLE "+role+" LOGIN CREATEROLE NOCREATEDB"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(superURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	return role, u.String()
 }
 
 // pgWantSameEnvs fails t unless the organization lists exactly before.
@@ -274,17 +296,8 @@ func TestPostgresProvisioningRetry(t *testing.T) {
 	t.Parallel()
 	superURL := apptest.PostgresURL(t)
 	su := apptest.PostgresPool(t, superURL)
-	adminRole := apptest.RandomName("envplane_apptest_admin_")
-	t.Cleanup(func() { apptest.DropPostgresObjects(t, superURL, adminRole) })
-	if _, err := su.Exec(t.Context(), "CREATE ROLE "+adminRole+" LOGIN CREATEROLE NOCREATEDB"); err != nil {
-		t.Fatal(err)
-	}
-	au, err := url.Parse(superURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	au.User = url.User(adminRole)
-	env := apptest.Start(t, "--postgres-admin-url="+au.String())
+	adminRole, adminURL := pgLimitedAdmin(t, su)
+	env := apptest.Start(t, "--postgres-admin-url="+adminURL)
 	c := env.Client(apptest.ConnectJSON)
 	ctx := t.Context()
 	org := createOrg(t, c, "acme")
@@ -299,7 +312,7 @@ func TestPostgresProvisioningRetry(t *testing.T) {
 	if owner := pgDatabaseOwner(t, su, name); owner != "" {
 		t.Errorf("a database exists for the failed environment")
 	}
-	_, err = c.RotateCredential(ctx, connect.NewRequest(&environmentv1.RotateCredentialRequest{Id: failed.GetId()}))
+	_, err := c.RotateCredential(ctx, connect.NewRequest(&environmentv1.RotateCredentialRequest{Id: failed.GetId()}))
 	apptest.WantError(t, err, connect.CodeFailedPrecondition, environment.ReasonEnvironmentNotReady)
 
 	if _, err := su.Exec(ctx, "ALTER ROLE "+adminRole+" CREATEDB"); err != nil {

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"fmt"
-	"net/url"
 	"slices"
 	"testing"
 
@@ -90,19 +89,10 @@ func TestDeletePartlyProvisionedPostgresEnvironment(t *testing.T) {
 	flags, _, _ := pgControlPlaneFlags(t)
 	superURL := apptest.PostgresURL(t)
 	su := apptest.PostgresPool(t, superURL)
-	adminRole := apptest.RandomName("envplane_apptest_admin_")
-	t.Cleanup(func() { apptest.DropPostgresObjects(t, superURL, adminRole) })
-	if _, err := su.Exec(t.Context(), "CREATE ROLE "+adminRole+" LOGIN CREATEROLE NOCREATEDB"); err != nil {
-		t.Fatal(err)
-	}
-	au, err := url.Parse(superURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	au.User = url.User(adminRole)
+	_, adminURL := pgLimitedAdmin(t, su)
 	// Two replicas of one control plane: one reaches the cluster through the
 	// limited admin, the other cannot reach it at all.
-	limited := apptest.Start(t, append(slices.Clone(flags), "--postgres-admin-url="+au.String())...)
+	limited := apptest.Start(t, append(slices.Clone(flags), "--postgres-admin-url="+adminURL)...)
 	cut := apptest.Start(t, append(slices.Clone(flags), unreachableAdminFlag(t))...)
 	c := limited.Client(apptest.ConnectProto)
 	cc := cut.ClientWithToken(apptest.GRPC, limited.Token)

@@ -55,17 +55,12 @@ func TestRetryProvisioningRace(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, env *apptest.Env, _ apptest.Protocol, c client) {
 		ctx := t.Context()
 		org := createOrg(t, c, "acme")
-		// As in TestFailedProvisioningAndRetry: the envs directory is a file.
-		if err := os.WriteFile(env.EnvsDir(), []byte("not a directory"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		repair := breakSQLiteProvisioning(t, env)
 		failed := createEnv(t, c, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
 		if failed.GetStatus() != "failed" {
 			t.Fatalf("created = %v, want failed", failed)
 		}
-		if err := os.Remove(env.EnvsDir()); err != nil {
-			t.Fatal(err)
-		}
+		repair()
 
 		resps := make([]*environmentv1.Environment, racers)
 		errs := race(func(i int) error {
@@ -144,9 +139,7 @@ func TestRetryProvisioningRacesDelete(t *testing.T) {
 	c := env.Client(apptest.ConnectProto)
 	ctx := t.Context()
 	org := createOrg(t, c, "acme")
-	if err := os.WriteFile(env.EnvsDir(), []byte("not a directory"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	repair := breakSQLiteProvisioning(t, env)
 	ids := make([]string, racers/2)
 	for i := range ids {
 		e := createEnv(t, c, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: fmt.Sprintf("env-%d", i), Driver: "sqlite"})
@@ -155,9 +148,7 @@ func TestRetryProvisioningRacesDelete(t *testing.T) {
 		}
 		ids[i] = e.GetId()
 	}
-	if err := os.Remove(env.EnvsDir()); err != nil {
-		t.Fatal(err)
-	}
+	repair()
 
 	// Calls 2k and 2k+1 retry and delete environment k.
 	errs := race(func(i int) error {

@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"os"
 	"strings"
 	"testing"
 
@@ -20,9 +19,7 @@ func TestFailedProvisioningAndRetry(t *testing.T) {
 	forEachProtocol(t, func(t *testing.T, env *apptest.Env, p apptest.Protocol, c client) {
 		ctx := t.Context()
 		org := createOrg(t, c, "acme")
-		if err := os.WriteFile(env.EnvsDir(), []byte("not a directory"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		repair := breakSQLiteProvisioning(t, env)
 
 		req := connect.NewRequest(&environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
 		requestID := "provision." + safeID(p)
@@ -78,9 +75,7 @@ func TestFailedProvisioningAndRetry(t *testing.T) {
 			wantSafeMessage(t, env, got.GetStatusMessage())
 		})
 
-		if err := os.Remove(env.EnvsDir()); err != nil {
-			t.Fatal(err)
-		}
+		repair()
 
 		t.Run("retry once fixed", func(t *testing.T) {
 			resp, err := c.RetryProvisioning(ctx, connect.NewRequest(&environmentv1.RetryProvisioningRequest{Id: failed.GetId()}))
