@@ -82,10 +82,11 @@ type Environment struct {
 	Credential Credential
 	// ResourcesMayExist says a provisioning attempt may have created
 	// something on the environment's engine (a database, a role, a file), so
-	// deleting the environment must remove it first. It is false only when
-	// every attempt provably reached nothing. Whoever inserts an environment
-	// it is about to provision sets it true, before any attempt begins; rows
-	// from before the column existed read true.
+	// deleting the environment must remove it first. An environment is
+	// inserted with it false; each attempt's outcome sets it unless that
+	// attempt provably reached nothing, and nothing clears it. It is final
+	// only while no attempt runs (status failed, say). Rows from before the
+	// column existed read true.
 	ResourcesMayExist bool
 }
 

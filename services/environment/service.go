@@ -169,9 +169,9 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 		Type:           m.GetType(),
 		Driver:         m.GetDriver(),
 		Status:         controlplane.StatusProvisioning,
-		// Set before the provisioner can make anything; provision clears it
-		// if this first attempt provably made nothing.
-		ResourcesMayExist: true,
+		// Nothing is made yet; provision records whether its attempt may
+		// have made something.
+		ResourcesMayExist: false,
 		Region:            m.GetRegion(),
 		StorageLimitMB:    m.GetStorageLimitMb(),
 		RequestID:         m.GetRequestId(),
@@ -226,8 +226,7 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 	if stored.ExternalDatabase {
 		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
 	}
-	// No attempt came before this one: the row did not exist.
-	result, err := s.provision(ctx, provisioner, stored, false)
+	result, err := s.provision(ctx, provisioner, stored)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", stored.ID)
 	}
@@ -247,12 +246,10 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 // have come before this run made it, so the run then removes what it made and
 // reports the environment gone.
 //
-// env.ResourcesMayExist is true: the caller set it on entering provisioning.
-// madeBefore says whether it was already true before that, because an earlier
-// attempt may have made something. A failure clears it only when neither
-// an earlier attempt nor this one can have made anything, which is what lets
-// DeleteEnvironment skip the engine; once true, it stays true.
-func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment, madeBefore bool) (controlplane.Environment, error) {
+// The outcome also sets ResourcesMayExist unless this attempt provably made
+// nothing; the flag is never cleared, so it stays false only while no attempt
+// may have made anything, which is what lets DeleteEnvironment skip the engine.
+func (s *Service) provision(ctx context.Context, p provision.Provisioner, env controlplane.Environment) (controlplane.Environment, error) {
 	log := reqlog.Logger(ctx, s.log).With("environment_id", env.ID, "driver", env.Driver)
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
@@ -260,6 +257,7 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	cancel()
 	now := s.now()
 	patch := controlplane.EnvironmentPatch{IfStatus: []string{controlplane.StatusProvisioning}}
+	mayExist := true
 	if perr == nil && result.Secret != "" {
 		cred, err := s.seal(env.ID, result.Secret, now)
 		if err != nil {
@@ -273,15 +271,15 @@ func (s *Service) provision(ctx context.Context, p provision.Provisioner, env co
 	if perr != nil {
 		status, message := controlplane.StatusFailed, provision.PublicMessage(perr)
 		patch.Status, patch.StatusMessage = &status, &message
-		if !madeBefore && provision.CreatedNothing(perr) {
-			nothing := false
-			patch.ResourcesMayExist = &nothing
+		if !provision.CreatedNothing(perr) {
+			patch.ResourcesMayExist = &mayExist
 		}
 		log.Warn("provisioning failed", "status_message", message)
 		log.Debug("provisioning failure cause", "error", perr)
 	} else {
 		status, message := controlplane.StatusActive, ""
 		patch.Status, patch.StatusMessage, patch.DatabaseURL, patch.ProvisionTime = &status, &message, &result.DatabaseURL, &now
+		patch.ResourcesMayExist = &mayExist
 	}
 	// The outcome gets a deadline of its own: a run that used up
 	// provisionTimeout must still record it, or the environment would stay
@@ -442,17 +440,30 @@ func (s *Service) DeleteEnvironment(ctx context.Context, req *connect.Request[en
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), provisionTimeout)
 	defer cancel()
 	deleting := controlplane.StatusDeleting
-	if env, err = s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{Status: &deleting}); err != nil {
+	patch := controlplane.EnvironmentPatch{Status: &deleting}
+	if env.Status == controlplane.StatusFailed {
+		// Leaving failed itself, the environment has no provisioning run in
+		// flight (a run needs it provisioning), so the flag it carries then
+		// is final. A retry that took it over since it was read makes this
+		// miss, and the delete goes on as for any other status.
+		patch.IfStatus = []string{controlplane.StatusFailed}
+	}
+	before := env
+	env, err = s.store.UpdateEnvironment(ctx, before.ID, patch)
+	madeNothing := err == nil && patch.IfStatus != nil && !env.ResourcesMayExist
+	if errors.Is(err, controlplane.ErrStatusMismatch) {
+		env, err = s.store.UpdateEnvironment(ctx, before.ID, controlplane.EnvironmentPatch{Status: &deleting})
+	}
+	if err != nil {
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
 	s.publish(ctx, append(routingEvents(env, ""), invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: env.ID})...)
 	if env.ExternalDatabase {
 		// The user's own database: envplane forgets it and leaves it alone.
-	} else if !env.ResourcesMayExist {
+	} else if madeNothing {
 		// Every provisioning attempt failed before making anything (the
-		// cluster unreachable, say), and none is running: it would have set
-		// the flag. There is nothing to remove, and no need to reach an
-		// engine that may still be down.
+		// cluster unreachable, say): no need to reach an engine that may
+		// still be down.
 		reqlog.Logger(ctx, s.log).Debug("no provisioning attempt made anything; the engine is not asked to remove it",
 			"environment_id", env.ID)
 	} else if err := provisioner.Deprovision(ctx, env); err != nil {
@@ -603,38 +614,7 @@ func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[en
 	case err != nil:
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
-	// The compare-and-set left ResourcesMayExist alone, so env holds its
-	// value as of the moment this retry took the environment over (the one
-	// read before may be stale: another retry may have run in between).
-	// Nobody else changes it while the environment is provisioning; set it
-	// before the provisioner can make anything.
-	madeBefore := env.ResourcesMayExist
-	if !madeBefore {
-		id, mayExist := env.ID, true
-		env, err = s.store.UpdateEnvironment(wctx, id, controlplane.EnvironmentPatch{
-			IfStatus:          []string{controlplane.StatusProvisioning},
-			ResourcesMayExist: &mayExist,
-		})
-		switch {
-		case errors.Is(err, controlplane.ErrNotFound), errors.Is(err, controlplane.ErrStatusMismatch):
-			// Deleted in between, before anything was made.
-			return nil, apierr.New(connect.CodeNotFound, ReasonEnvironmentNotFound,
-				"the environment was deleted while it was being provisioned")
-		case err != nil:
-			// Nothing ran: hand the environment back to failed, so that a
-			// retry accepts it, rather than leave it provisioning.
-			failed := controlplane.StatusFailed
-			if _, rerr := s.store.UpdateEnvironment(wctx, id, controlplane.EnvironmentPatch{
-				IfStatus: []string{controlplane.StatusProvisioning},
-				Status:   &failed,
-			}); rerr != nil {
-				reqlog.Logger(ctx, s.log).Error("a retry could not start and the environment stays provisioning",
-					"environment_id", id, "error", rerr)
-			}
-			return nil, s.toConnect(ctx, err, "environment_id", id)
-		}
-	}
-	result, err := s.provision(ctx, provisioner, env, madeBefore)
+	result, err := s.provision(ctx, provisioner, env)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
 	}
