@@ -71,6 +71,9 @@ type options struct {
 	setupConcurrency int
 	seed             int
 	pageSize         int
+	decodeEvery      int
+	serveBaseline    string // address to serve the baseline handler on, instead of measuring
+	baselineURL      string // measure the baseline handler there, instead of envplane
 	protocols        []string
 	scenarios        []string
 	control          bool
@@ -103,6 +106,10 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.setupConcurrency, "setup-concurrency", 0, "concurrent calls while creating and seeding environments (default --concurrency)")
 	fs.IntVar(&o.seed, "seed", 100, "records seeded into each environment before the scenarios (get and list read them)")
 	fs.IntVar(&o.pageSize, "page-size", 20, "page_size of the list scenario")
+	fs.IntVar(&o.decodeEvery, "decode-every", 16, "the REST client decodes one answer in this many (1: every answer); "+
+		"the others are checked for status and content type and read to the end, as wrk or hey do")
+	fs.StringVar(&o.serveBaseline, "serve-baseline", "", "serve the baseline, a bare net/http + encoding/json handler of GET /records/{id}, on this loopback address until interrupted")
+	fs.StringVar(&o.baselineURL, "baseline-url", "", "measure only the baseline served at this loopback URL (by --serve-baseline in another process), with the REST client")
 	protocols := fs.String("protocols", "rest,connect-json,connect,grpc", "data-plane protocols, comma-separated: "+strings.Join(knownProtocols, ", "))
 	scenarios := fs.String("scenarios", "create,get,list", "data-plane scenarios, comma-separated (empty: none): "+strings.Join(knownScenarios, ", "))
 	fs.BoolVar(&o.control, "control", true, "also run the control-plane scenarios (CreateEnvironment, GetEnvironment, ResolveHostname)")
@@ -138,6 +145,8 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--seed: want 1 to 100000 records per environment")
 	case o.pageSize <= 0 || o.pageSize > 1000:
 		return o, errors.New("--page-size: want 1 to 1000")
+	case o.decodeEvery < 1:
+		return o, errors.New("--decode-every: want 1 or more")
 	case o.setupConcurrency < 0:
 		return o, errors.New("--setup-concurrency: want a positive number")
 	case o.swapHostnames && o.cpuprofile != "":
@@ -157,6 +166,17 @@ func parseFlags(args []string) (options, error) {
 	if o.token == "" {
 		o.token = os.Getenv("ENVPLANE_TOKEN")
 	}
+	if o.serveBaseline != "" {
+		if err := requireLoopback("--serve-baseline", "http://"+o.serveBaseline); err != nil {
+			return o, err
+		}
+	}
+	if o.baselineURL != "" {
+		o.baselineURL = strings.TrimRight(o.baselineURL, "/")
+		if err := requireLoopback("--baseline-url", o.baselineURL); err != nil {
+			return o, err
+		}
+	}
 	if o.url != "" {
 		for _, u := range strings.Split(o.url, ",") {
 			if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
@@ -172,7 +192,7 @@ func parseFlags(args []string) (options, error) {
 			return o, errors.New("--url: at most 16 URLs")
 		}
 		for _, u := range o.urls {
-			if err := requireLoopback(u); err != nil {
+			if err := requireLoopback("--url", u); err != nil {
 				return o, err
 			}
 		}
@@ -214,6 +234,12 @@ func run() error {
 	// still cleans up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	switch {
+	case o.serveBaseline != "":
+		return serveBaseline(ctx, o.serveBaseline)
+	case o.baselineURL != "":
+		return runBaseline(ctx, o)
+	}
 
 	// The tursodb processes start before an in-process server, so they stop
 	// after it (deferred calls run last first).
@@ -248,10 +274,10 @@ func run() error {
 	// connections) is client work in a CPU profile.
 	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("side", "client")))
 
-	cl := newClients(base, token, o.concurrency)
+	cl := newClients(base, token, o.concurrency, o.decodeEvery)
 	defer cl.close()
-	fmt.Printf("envplane-load: %s; GOMAXPROCS %d; %d clients; at most %s and %d calls per scenario\n",
-		mode, runtime.GOMAXPROCS(0), o.concurrency, o.duration, o.maxOps)
+	fmt.Printf("envplane-load: %s; GOMAXPROCS %d; %d clients; at most %s and %d calls per scenario; REST decodes 1 answer in %d\n",
+		mode, runtime.GOMAXPROCS(0), o.concurrency, o.duration, o.maxOps, o.decodeEvery)
 	if la := loadAverage(); la != "" {
 		// Clients and an in-process server share these CPUs with whatever
 		// else runs: a high load means noisy figures.
@@ -372,13 +398,13 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}, nil
 }
 
-func requireLoopback(raw string) error {
+func requireLoopback(flag, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("--url: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	if u.Scheme != "http" {
-		return fmt.Errorf("--url: want an http:// URL (the tool speaks cleartext HTTP/1.1 and h2c), got %q", u.Scheme)
+		return fmt.Errorf("%s: want an http:// URL (the tool speaks cleartext HTTP/1.1 and h2c), got %q", flag, u.Scheme)
 	}
 	host := u.Hostname()
 	if host == "localhost" {
@@ -387,7 +413,7 @@ func requireLoopback(raw string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("--url: %s is not a loopback address; this tool only loads servers on this machine", host)
+	return fmt.Errorf("%s: %s is not a loopback address; this tool only loads servers on this machine", flag, host)
 }
 
 // loadAverage is the 1, 5 and 15 minute load average on Linux, else "".
