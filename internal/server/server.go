@@ -27,6 +27,7 @@ import (
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
+	"github.com/envplane/envplane/internal/handoff"
 	"github.com/envplane/envplane/internal/jsoncodec"
 )
 
@@ -73,30 +74,17 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 	}
 	mux := http.NewServeMux()
 	names := make([]string, 0, len(services))
-	vservices := make([]*vanguard.Service, 0, len(services))
 	for _, s := range services {
 		path, h := s.Mount(opts...)
 		mux.Handle(path, h)
-		// Vanguard hands REST calls to the handler in binary protobuf (with
-		// JSON, its default for a JSON client, every answer would be marshaled
-		// to JSON by the handler, parsed back by vanguard and marshaled again)
-		// and it asks for no compression: the answer crosses no network on
-		// its way to vanguard, which compresses for the client (below).
-		vservices = append(vservices, vanguard.NewService(path, uncompressedAnswers(h), vanguard.WithTargetCodecs(vanguard.CodecProto)))
 		names = append(names, s.Name)
 	}
-	if len(vservices) > 0 {
-		transcoder, err := vanguard.NewTranscoder(vservices, vanguard.WithCodec(jsoncodec.VanguardCodec))
+	if len(services) > 0 {
+		rest, err := restHandler(services, opts, handoff.New())
 		if err != nil {
-			return nil, fmt.Errorf("rest transcoder: %w", err)
+			return nil, err
 		}
-		// Vanguard only mirrors the handler's compression, so REST answers are
-		// compressed here, once, when they are worth it.
-		compressREST, err := gzhttp.NewWrapper(gzhttp.MinSize(compressMinBytes), gzhttp.CompressionLevel(gzip.BestSpeed))
-		if err != nil {
-			return nil, fmt.Errorf("rest compression: %w", err)
-		}
-		mux.Handle("/api/", restBodies(compressREST(transcoder)))
+		mux.Handle("/api/", rest)
 	}
 	// Health is listed too, so grpcurl can describe and call it by reflection.
 	reflector := grpcreflect.NewStaticReflector(append(names, grpchealth.HealthV1ServiceName)...)
@@ -144,6 +132,35 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 // compressMinBytes is the smallest answer worth compressing: gzipping a
 // 300-byte record cost 15% of the server's CPU in the create benchmark.
 const compressMinBytes = 1024
+
+// restHandler is the REST surface: the vanguard transcoder over every
+// service. Vanguard calls each service through a handler of its own, which
+// takes messages through mailbox by reference rather than in protobuf that
+// vanguard would marshal and the handler parse, and the other way for the
+// answer (a third of the server's CPU for a page of records). Those handlers
+// are on no mux: only vanguard reaches them, as handoff requires.
+func restHandler(services []Service, opts []connect.HandlerOption, mailbox *handoff.Mailbox) (http.Handler, error) {
+	vservices := make([]*vanguard.Service, 0, len(services))
+	for _, s := range services {
+		path, inner := s.Mount(append(opts, connect.WithCodec(mailbox.Connect()))...)
+		// No compression either: the answer crosses no network on its way
+		// to vanguard, which compresses for the client (below).
+		vservices = append(vservices, vanguard.NewService(path, uncompressedAnswers(inner), vanguard.WithTargetCodecs(handoff.Name)))
+	}
+	transcoder, err := vanguard.NewTranscoder(vservices,
+		vanguard.WithCodec(jsoncodec.VanguardCodec),
+		vanguard.WithCodec(func(vanguard.TypeResolver) vanguard.Codec { return mailbox.Vanguard() }))
+	if err != nil {
+		return nil, fmt.Errorf("rest transcoder: %w", err)
+	}
+	// Vanguard only mirrors the handler's compression, so REST answers are
+	// compressed here, once, when they are worth it.
+	compress, err := gzhttp.NewWrapper(gzhttp.MinSize(compressMinBytes), gzhttp.CompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		return nil, fmt.Errorf("rest compression: %w", err)
+	}
+	return restBodies(compress(transcoder)), nil
+}
 
 // uncompressedAnswers keeps a handler from compressing its answer to
 // vanguard, which would unzip it again to transcode it.
