@@ -25,6 +25,12 @@ const (
 	// ReasonControlPlaneUnavailable: the control plane cannot be reached and
 	// nothing cached can answer instead.
 	ReasonControlPlaneUnavailable = "CONTROL_PLANE_UNAVAILABLE"
+	// ReasonMalformedBody: a REST body is not JSON, or not the JSON of the
+	// method's message (a field of the wrong type, say).
+	ReasonMalformedBody = "MALFORMED_BODY"
+	// ReasonMalformedRequest: a REST request's path or query cannot be read
+	// as the method's message (an unknown query parameter, say).
+	ReasonMalformedRequest = "MALFORMED_REQUEST"
 )
 
 // New returns a Connect error with code, message and an ErrorInfo carrying

@@ -9,6 +9,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/envplane/envplane/internal/apierr"
 )
 
 // Marshal appends msg's JSON to b: AppendMessage's when it can, protojson's
@@ -79,6 +81,16 @@ func (c vanguardCodec) MarshalAppend(b []byte, msg proto.Message) ([]byte, error
 		return out, nil
 	}
 	return c.JSONCodec.MarshalAppend(b, msg)
+}
+
+// Unmarshal reads a REST body. A body that is not the method's message is
+// the caller's mistake: INVALID_ARGUMENT with a reason (vanguard would
+// answer 500 UNKNOWN).
+func (c vanguardCodec) Unmarshal(b []byte, msg proto.Message) error {
+	if err := c.JSONCodec.Unmarshal(b, msg); err != nil {
+		return apierr.InvalidArgument(apierr.ReasonMalformedBody, "the request body does not fit the method: "+err.Error())
+	}
+	return nil
 }
 
 // MarshalAppendField writes one field of msg, the whole answer of a REST

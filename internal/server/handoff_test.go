@@ -111,6 +111,10 @@ func TestRESTHandsMessagesOver(t *testing.T) {
 		{"handler fails", http.MethodGet, "/api/v1/data/contact/missing", "", "", nil, http.StatusNotFound},
 		{"interceptor refuses", http.MethodGet, "/api/v1/data/contact/r1", "", "", []string{"X-Refuse", "1"}, http.StatusUnauthorized},
 		{"interceptor refuses a body", http.MethodPost, "/api/v1/data/contact", "application/json", `{"name":"Bob"}`, []string{"X-Refuse", "1"}, http.StatusUnauthorized},
+		// Vanguard's own refusals are the caller's mistakes, and say so.
+		{"a body of the wrong shape", http.MethodPost, "/api/v1/data:batchWrite", "application/json", `{"writes":5}`, nil, http.StatusBadRequest},
+		{"an unknown query parameter", http.MethodGet, "/api/v1/data/contact/r1?nope=1", "", "", nil, http.StatusBadRequest},
+		{"a query value of the wrong type", http.MethodGet, "/api/v1/data/contact?pageSize=many", "", "", nil, http.StatusBadRequest},
 		{"no such route", http.MethodGet, "/api/v1/nothing", "", "", nil, http.StatusNotFound},
 		// Nothing speaks handoff to the outside: neither the handlers on
 		// the mux nor, under /api/, vanguard's procedure paths.
@@ -124,6 +128,9 @@ func TestRESTHandsMessagesOver(t *testing.T) {
 		status, body := call(c.method, c.path, c.contentType, c.body, c.header...)
 		if status != c.status {
 			t.Errorf("%s: %d %s, want %d", c.name, status, body, c.status)
+		}
+		if status == http.StatusBadRequest && !strings.Contains(body, `"reason":"MALFORMED_`) {
+			t.Errorf("%s: %s carries no reason", c.name, body)
 		}
 	}
 	if n := mailbox.Pending(); n != 0 {

@@ -49,6 +49,9 @@ func Interceptors(log *slog.Logger, authn connect.Interceptor) ([]connect.Interc
 
 // recoverInterceptor turns a handler panic into INTERNAL so one bad request
 // cannot take the process down; the stack goes to the log, not the client.
+// It also turns an error that is not a Connect error (which Connect would
+// answer as UNKNOWN, with the error's text) into INTERNAL: only errors made
+// for clients reach them, and UNKNOWN never comes from a handler.
 type recoverInterceptor struct{ log *slog.Logger }
 
 func (i recoverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
@@ -60,8 +63,23 @@ func (i recoverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 				resp, err = nil, apierr.Internal()
 			}
 		}()
-		return next(ctx, req)
+		resp, err = next(ctx, req)
+		if err != nil {
+			err = i.forClient(ctx, req.Spec().Procedure, err)
+		}
+		return resp, err
 	}
+}
+
+// forClient passes Connect errors on, and context errors, which Connect
+// answers as CANCELED or DEADLINE_EXCEEDED; anything else is logged and
+// answered INTERNAL.
+func (i recoverInterceptor) forClient(ctx context.Context, procedure string, err error) error {
+	if ce := new(connect.Error); errors.As(err, &ce) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	reqlog.Logger(ctx, i.log).Error("handler returned an error not meant for clients", "procedure", procedure, "error", err)
+	return apierr.Internal()
 }
 
 func (i recoverInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {

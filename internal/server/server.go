@@ -159,7 +159,82 @@ func restHandler(services []Service, opts []connect.HandlerOption, mailbox *hand
 	if err != nil {
 		return nil, fmt.Errorf("rest compression: %w", err)
 	}
-	return restBodies(compress(transcoder)), nil
+	return restBodies(compress(clarifyErrors(transcoder))), nil
+}
+
+// clarifyErrors gives vanguard's own refusals what every envplane error
+// has, the right code and an ErrorInfo reason (MALFORMED_REQUEST). Vanguard
+// answers a request it cannot turn into the method's message with 500 and
+// code UNKNOWN (an unknown query parameter) or INVALID_ARGUMENT without
+// details (a query value of the wrong type), both labelled
+// application/proto. Handlers never answer UNKNOWN
+// (the recover interceptor turns a stray error into INTERNAL) and always
+// attach details, so either shape is vanguard refusing the request. Only
+// error bodies are held back, to be read; other answers pass untouched.
+func clarifyErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := &clarifyingWriter{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		cw.finish()
+	})
+}
+
+type clarifyingWriter struct {
+	http.ResponseWriter
+	headerDone bool
+	status     int
+	held       *bytes.Buffer // the body of an error
+}
+
+func (w *clarifyingWriter) WriteHeader(status int) {
+	if w.headerDone {
+		return
+	}
+	w.headerDone = true
+	// Not by content type: vanguard labels its refusals with the handler's
+	// (application/proto), though their bodies are JSON.
+	if status >= http.StatusBadRequest {
+		w.status, w.held = status, new(bytes.Buffer)
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *clarifyingWriter) Write(b []byte) (int, error) {
+	if w.held != nil {
+		return w.held.Write(b)
+	}
+	w.headerDone = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *clarifyingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && w.held == nil {
+		f.Flush()
+	}
+}
+
+func (w *clarifyingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *clarifyingWriter) finish() {
+	if w.held == nil {
+		return
+	}
+	var status struct {
+		Code    int               `json:"code"`
+		Message string            `json:"message"`
+		Details []json.RawMessage `json:"details"`
+	}
+	if json.Unmarshal(w.held.Bytes(), &status) == nil && len(status.Details) == 0 &&
+		(status.Code == int(connect.CodeUnknown) || status.Code == int(connect.CodeInvalidArgument)) {
+		w.Header().Del("Content-Length")
+		w.Header().Del("Accept-Encoding") // the handler's, copied by vanguard
+		writeRESTError(w.ResponseWriter, http.StatusBadRequest, int(connect.CodeInvalidArgument), "INVALID_ARGUMENT", apierr.ReasonMalformedRequest,
+			"the request does not fit the method: "+status.Message)
+		return
+	}
+	w.ResponseWriter.WriteHeader(w.status)
+	_, _ = w.ResponseWriter.Write(w.held.Bytes())
 }
 
 // uncompressedAnswers keeps a handler from compressing its answer to
@@ -255,7 +330,7 @@ func restBodies(next http.Handler) http.Handler {
 		}
 		trimmed := bytes.TrimSpace(body)
 		if len(trimmed) > 0 && (trimmed[0] != '{' || !json.Valid(trimmed)) {
-			writeRESTError(w, http.StatusBadRequest, 3, "INVALID_ARGUMENT", "MALFORMED_BODY", "the request body is not a JSON object")
+			writeRESTError(w, http.StatusBadRequest, 3, "INVALID_ARGUMENT", apierr.ReasonMalformedBody, "the request body is not a JSON object")
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

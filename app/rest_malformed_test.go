@@ -1,0 +1,92 @@
+package app_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
+	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
+
+	"github.com/envplane/envplane/app/apptest"
+	"github.com/envplane/envplane/internal/apierr"
+)
+
+// TestRESTMalformedRequests: a REST request whose body, path or query does
+// not fit the method is INVALID_ARGUMENT (400) with a reason, labelled JSON,
+// and changes nothing. (The transcoder alone answers some of these 500
+// UNKNOWN, labelled application/proto.)
+func TestRESTMalformedRequests(t *testing.T) {
+	t.Parallel()
+	env := apptest.Start(t)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "shapes")
+	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
+	dataDefine(t, env, e.GetId(), "note", dataField("text", "text"))
+	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+	dataCreate(t, data, e.GetId(), "note", map[string]any{"text": "the only one"})
+	notes := "/api/v1/environments/" + e.GetId() + "/data/note"
+
+	for _, c := range []struct {
+		name, method, path, body, reason string
+	}{
+		{"a field of the wrong type", http.MethodPost, "/api/v1/cloud/organizations", `{"slug":5}`, apierr.ReasonMalformedBody},
+		{"writes that are no list", http.MethodPost, "/api/v1/environments/" + e.GetId() + "/data:batchWrite", `{"writes":5}`, apierr.ReasonMalformedBody},
+		{"not a JSON object", http.MethodPost, notes, `[1]`, apierr.ReasonMalformedBody},
+		{"an unknown query parameter", http.MethodGet, "/api/v1/cloud/organizations?nope=1", "", apierr.ReasonMalformedRequest},
+		{"a page size that is no number", http.MethodGet, notes + "?pageSize=many", "", apierr.ReasonMalformedRequest},
+		{"a query parameter on a create", http.MethodPost, notes + "?colour=red", `{"text":"x"}`, apierr.ReasonMalformedRequest},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), c.method, env.URL+c.path, strings.NewReader(c.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+env.AdminToken())
+			if c.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			var status struct {
+				Code    int
+				Message string
+				Details []map[string]any
+			}
+			if err := json.Unmarshal(b, &status); err != nil {
+				t.Fatalf("%s: %v", b, err)
+			}
+			if resp.StatusCode != http.StatusBadRequest || status.Code != int(connect.CodeInvalidArgument) || status.Message == "" ||
+				len(status.Details) != 1 || status.Details[0]["reason"] != c.reason {
+				t.Errorf("%d %s, want 400, code 3 and reason %s", resp.StatusCode, b, c.reason)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("labelled %q", ct)
+			}
+		})
+	}
+
+	// Nothing was written.
+	orgs, err := admin.ListOrganizations(t.Context(), connect.NewRequest(&environmentv1.ListOrganizationsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(orgs.Msg.GetOrganizations()); n != 1 {
+		t.Errorf("%d organizations, want 1", n)
+	}
+	page, err := data.ListRecords(t.Context(), connect.NewRequest(&datav1.ListRecordsRequest{EnvironmentId: e.GetId(), Object: "note"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(page.Msg.GetRecords()); n != 1 {
+		t.Errorf("%d notes, want 1", n)
+	}
+}
