@@ -15,7 +15,7 @@ import (
 	"github.com/envplane/envplane/internal/schema"
 )
 
-func openTest(t *testing.T) (*Driver, string) {
+func openTest(t testing.TB) (*Driver, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "env.db")
 	d, err := Open(t.Context(), path)
