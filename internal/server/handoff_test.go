@@ -123,13 +123,14 @@ func TestRESTHandsMessagesOver(t *testing.T) {
 		{"handoff over gRPC to the mux", http.MethodPost, "/envplane.data.v1.DataService/GetRecord", "application/grpc+" + handoff.Name,
 			"\x00\x00\x00\x00\x100123456789abcdef", nil, http.StatusUnsupportedMediaType},
 		{"handoff under /api/", http.MethodPost, "/api/envplane.data.v1.DataService/GetRecord", "application/" + handoff.Name,
-			"0123456789abcdef", []string{"Connect-Protocol-Version", "1"}, http.StatusNotFound},
+			"0123456789abcdef", []string{"Connect-Protocol-Version", "1"}, http.StatusUnsupportedMediaType},
 	} {
 		status, body := call(c.method, c.path, c.contentType, c.body, c.header...)
 		if status != c.status {
 			t.Errorf("%s: %d %s, want %d", c.name, status, body, c.status)
 		}
-		if status == http.StatusBadRequest && !strings.Contains(body, `"reason":"MALFORMED_`) {
+		if strings.HasPrefix(c.path, "/api/") && status >= http.StatusBadRequest && status != http.StatusNotFound && status != http.StatusUnauthorized &&
+			!strings.Contains(body, `"reason":"MALFORMED_`) {
 			t.Errorf("%s: %s carries no reason", c.name, body)
 		}
 	}

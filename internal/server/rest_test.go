@@ -27,6 +27,8 @@ func TestRESTBodies(t *testing.T) {
 		{`null`, "application/json", http.StatusBadRequest},
 		{`[]`, "", http.StatusBadRequest},
 		{`slug=acme`, "application/x-www-form-urlencoded", http.StatusBadRequest},
+		{`{"slug":"acme"}`, "text/html", http.StatusUnsupportedMediaType},
+		{`slug: acme`, "application/yaml", http.StatusUnsupportedMediaType},
 	} {
 		got, ct = "", ""
 		req := httptest.NewRequest(http.MethodPost, "/api/v1/cloud/organizations", strings.NewReader(c.body))
@@ -64,5 +66,23 @@ func TestRESTBodiesLeaveAnonymousCallsToAuthentication(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	if !called {
 		t.Error("a call without credentials was answered before authentication")
+	}
+}
+
+// A call without a body loses its Content-Type (hey labels every GET
+// text/html), which the transcoder would refuse with 415.
+func TestRESTBodiesDropTheContentTypeOfNoBody(t *testing.T) {
+	t.Parallel()
+	for _, method := range []string{http.MethodGet, http.MethodDelete, http.MethodPost} {
+		ct := "unset"
+		h := restBodies(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ct = r.Header.Get("Content-Type") }))
+		req := httptest.NewRequest(method, "/api/v1/cloud/organizations", http.NoBody)
+		req.Header.Set("Authorization", "Bearer x")
+		req.Header.Set("Content-Type", "text/html")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || ct != "" {
+			t.Errorf("%s without a body: status %d, the transcoder saw Content-Type %q", method, rec.Code, ct)
+		}
 	}
 }

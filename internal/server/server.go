@@ -301,25 +301,35 @@ func (s *Server) Stop(ctx context.Context) error {
 	return err
 }
 
-// restBodies prepares REST bodies for the transcoder. A body sent without a
-// JSON content type (curl -d sends application/x-www-form-urlencoded) is
-// taken as JSON, the only body the REST surface speaks; and a body that is not
-// a JSON object is refused here with INVALID_ARGUMENT, because the transcoder
-// would answer it with an opaque 500. Content types are fixed up even
-// without credentials; the body check only runs on calls that carry them.
+// restBodies prepares REST bodies for the transcoder. A call without a body
+// loses its Content-Type, which describes nothing (hey sends text/html on
+// every GET; the transcoder answered 415). A body sent without a JSON content
+// type (curl -d sends application/x-www-form-urlencoded) is taken as JSON,
+// the only body the REST surface speaks; a body labelled anything else, and
+// a body that is not a JSON object, are refused here with a reason, because
+// the transcoder would answer them in plain text or with an opaque 500.
+// Content types are fixed up even without credentials; the refusals only
+// happen on calls that carry them (without, the call must fail as
+// UNAUTHENTICATED, whatever its body).
 func restBodies(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength == 0 || r.Body == nil || r.Method == http.MethodGet {
+		if r.ContentLength == 0 || r.Body == nil || r.Method == http.MethodGet || r.Method == http.MethodHead {
+			r.Header.Del("Content-Type")
 			next.ServeHTTP(w, r)
 			return
 		}
 		ct := r.Header.Get("Content-Type")
-		if ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		anonymous := r.Header.Get("Authorization") == ""
+		switch {
+		case ct == "" || strings.HasPrefix(ct, "application/x-www-form-urlencoded"):
 			ct = "application/json"
 			r.Header.Set("Content-Type", ct)
+		case !strings.HasPrefix(ct, "application/json") && !anonymous:
+			writeRESTError(w, http.StatusUnsupportedMediaType, 3, "INVALID_ARGUMENT", apierr.ReasonMalformedBody,
+				"the request body must be JSON (Content-Type: application/json)")
+			return
 		}
-		// Without credentials the call must fail as UNAUTHENTICATED, whatever its body.
-		if !strings.HasPrefix(ct, "application/json") || r.Header.Get("Authorization") == "" {
+		if !strings.HasPrefix(ct, "application/json") || anonymous {
 			next.ServeHTTP(w, r)
 			return
 		}
