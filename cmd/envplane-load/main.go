@@ -85,6 +85,10 @@ type options struct {
 	urls             []string // --url split at commas (--swap-hostnames only)
 }
 
+// loadGCPercent is the GOGC the tool runs at unless GOGC is set: envplane
+// serve's default (--gc-percent).
+const loadGCPercent = 400
+
 // Drivers the data-plane environments can use.
 var knownDrivers = []string{"sqlite", "turso", "memory"}
 
@@ -234,6 +238,12 @@ func run() error {
 	// still cleans up.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	if os.Getenv("GOGC") == "" {
+		// envplane serve's default: the load generator, like the server,
+		// spends its CPU on calls rather than on collecting garbage (it
+		// shares the machine, and in process the runtime, with the server).
+		debug.SetGCPercent(loadGCPercent)
+	}
 	switch {
 	case o.serveBaseline != "":
 		return serveBaseline(ctx, o.serveBaseline)
@@ -347,11 +357,6 @@ func startInProcess(ctx context.Context) (base, token string, shutdown func(), e
 	if err != nil {
 		cleanup()
 		return "", "", nil, err
-	}
-	if os.Getenv("GOGC") == "" {
-		// The server's own setting (envplane serve applies it); in process
-		// the load generator collects garbage at the same pace.
-		debug.SetGCPercent(cfg.GCPercent)
 	}
 	var srv *server.Server
 	var fxApp *fx.App
