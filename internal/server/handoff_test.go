@@ -134,6 +134,16 @@ func TestRESTHandsMessagesOver(t *testing.T) {
 			t.Errorf("%s: %s carries no reason", c.name, body)
 		}
 	}
+	// An answer goes out whole, with its length, not as a chunked body.
+	resp, err := srv.Client().Get(srv.URL + "/api/v1/environments/e1/data/contact/r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.ContentLength != int64(len(b)) || len(resp.TransferEncoding) > 0 {
+		t.Errorf("Content-Length %d, Transfer-Encoding %v for %d bytes", resp.ContentLength, resp.TransferEncoding, len(b))
+	}
 	if n := mailbox.Pending(); n != 0 {
 		t.Errorf("%d messages left in the mailbox", n)
 	}

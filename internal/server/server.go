@@ -208,11 +208,11 @@ func (w *clarifyingWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *clarifyingWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && w.held == nil {
-		f.Flush()
-	}
-}
+// Flush does nothing: every REST method is unary, so an answer goes out
+// whole when the transcoder is done, in one write with a Content-Length,
+// rather than flushed by vanguard (which made a gzipped answer a chunked
+// body, with a sync flush of the compressor and a second write).
+func (w *clarifyingWriter) Flush() {}
 
 func (w *clarifyingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
