@@ -26,8 +26,9 @@ import (
 
 // Driver is one environment's SQLite database.
 type Driver struct {
-	writer *pool // one connection: SQLite allows one writer at a time
-	reader *pool // query_only connections
+	writer *pool  // one connection: SQLite allows one writer at a time
+	reader *pool  // query_only connections
+	writes *group // single writes, committed in groups on the writer
 	closed atomic.Bool
 }
 
@@ -74,7 +75,9 @@ func Open(ctx context.Context, path string) (*Driver, error) {
 		_ = writer.Close()
 		return nil, fmt.Errorf("driversqlite: open: %w", mapError(nil, err))
 	}
-	return &Driver{writer: newPool(writer), reader: newPool(reader)}, nil
+	d := &Driver{writer: newPool(writer), reader: newPool(reader)}
+	d.writes = &group{writer: d.writer}
+	return d, nil
 }
 
 // Ping checks the file answers a query.

@@ -17,7 +17,10 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	if err := d.check(); err != nil {
 		return err
 	}
-	if _, err := insert(ctx, d.writer, obj, rec); err != nil {
+	_, err := d.writes.do(ctx, func(ctx context.Context, q querier) (driver.Record, error) {
+		return insert(ctx, q, obj, rec)
+	})
+	if err != nil {
 		return fmt.Errorf("driversqlite: insert into %s: %w", obj.Name, err)
 	}
 	return nil
@@ -128,7 +131,9 @@ func (d *Driver) Update(ctx context.Context, obj *schema.Object, id string, set 
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	rec, err := update(ctx, d.writer, obj, id, set, ifETag)
+	rec, err := d.writes.do(ctx, func(ctx context.Context, q querier) (driver.Record, error) {
+		return update(ctx, q, obj, id, set, ifETag)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("driversqlite: update %s: %w", obj.Name, err)
 	}
@@ -164,7 +169,10 @@ func (d *Driver) Delete(ctx context.Context, obj *schema.Object, id string, ifET
 	if err := d.check(); err != nil {
 		return err
 	}
-	if err := remove(ctx, d.writer, obj, id, ifETag); err != nil {
+	_, err := d.writes.do(ctx, func(ctx context.Context, q querier) (driver.Record, error) {
+		return nil, remove(ctx, q, obj, id, ifETag)
+	})
+	if err != nil {
 		return fmt.Errorf("driversqlite: delete from %s: %w", obj.Name, err)
 	}
 	return nil

@@ -63,6 +63,13 @@ func (p *pool) stmt(ctx context.Context, query string) *sql.Stmt {
 	return s
 }
 
+// cached returns the statement of query if the pool has prepared it.
+func (p *pool) cached(query string) *sql.Stmt {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stmts[query]
+}
+
 func (p *pool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if s := p.stmt(ctx, query); s != nil {
 		return s.ExecContext(ctx, args...)
