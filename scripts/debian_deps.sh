@@ -2,9 +2,10 @@
 # Installs the Debian packages the tests and `make generate` need, when any is
 # missing: protoc and the grpc plugin for the Python client, grpcio and
 # protobuf for its test (run with /usr/bin/python3), chromium for the browser
-# console's test, jq for the README walkthrough. A no-op once they are there.
+# console's test, jq and curl for the README walkthrough and the benchmark
+# scripts. A no-op once they are there.
 set -euo pipefail
-packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf chromium jq)
+packages=(protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf chromium jq curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

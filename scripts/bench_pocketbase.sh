@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The data plane's targets are "3x what PocketBase v0.36 reaches on these
+# machines". This measures both here, the same way: PocketBase (built from
+# the Go module proxy into bin/, never committed) and `envplane serve`, each
+# as its own process with an empty data directory, an object of three fields
+# (text, number, select) seeded with 100 records, then driven by hey (the
+# load generator, installed into bin/) with 16 clients over REST: get one
+# record, list a page of 20, create records. PocketBase runs as a superuser,
+# envplane with its admin token; both answer gzip, since hey asks for it.
+# Usage: scripts/bench_pocketbase.sh   (BENCH_DURATION=4s, BENCH_CONCURRENCY=16)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+duration=${BENCH_DURATION:-4s}
+concurrency=${BENCH_CONCURRENCY:-16}
+pocketbase_version=v0.36.8
+hey_version=v0.1.5
+
+mkdir -p bin
+GOBIN=$root/bin go install "github.com/rakyll/hey@$hey_version"
+pocketbase=bin/pocketbase-$pocketbase_version
+if [ ! -x "$pocketbase" ]; then
+  # A module of its own, outside the workspace: main only starts PocketBase.
+  src=$root/bin/pocketbase-src
+  mkdir -p "$src"
+  cat >"$src/main.go" <<'EOF'
+package main
+
+import (
+	"log"
+
+	"github.com/pocketbase/pocketbase"
+)
+
+func main() {
+	if err := pocketbase.New().Start(); err != nil {
+		log.Fatal(err)
+	}
+}
+EOF
+  (
+    cd "$src"
+    export GOWORK=off
+    [ -f go.mod ] || go mod init pocketbase-bench >/dev/null 2>&1
+    go get "github.com/pocketbase/pocketbase@$pocketbase_version" >/dev/null 2>&1
+    go mod tidy >/dev/null 2>&1
+    go build -o "$root/$pocketbase" .
+  )
+fi
+go build -o bin/envplane ./cmd/envplane
+
+pids=()
+dirs=()
+cleanup() {
+  local status=$?
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "${dirs[@]}"
+  exit "$status"
+}
+trap cleanup EXIT
+
+wait_for() { # url
+  for _ in $(seq 100); do
+    curl -fs -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "bench_pocketbase: $1 does not answer" >&2
+  return 1
+}
+
+# hey_rate NAME AUTH URL [hey flags]: one scenario, its requests/s, and every
+# answer must be 200.
+hey_rate() {
+  local name=$1 auth=$2 url=$3
+  shift 3
+  local out
+  out=$(bin/hey -z "$duration" -c "$concurrency" -T application/json -H "Authorization: $auth" "$@" "$url")
+  # The status lines: "  [200]	30782 responses".
+  local codes
+  codes=$(echo "$out" | sed -n '/Status code distribution/,$p' | awk '/\[[0-9]+\]/ {printf "%s %s ", $1, $2}')
+  if [ -z "$codes" ] || [ "${codes%% *}" != "[200]" ] || [ "$(echo "$codes" | wc -w)" -ne 2 ]; then
+    echo "bench_pocketbase: $name: answers $codes" >&2
+    return 1
+  fi
+  echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}'
+}
+
+record='{"name":"item-x","n":7,"tag":"red"}'
+
+# PocketBase.
+pbdir=$(mktemp -d)
+dirs+=("$pbdir")
+pb=http://127.0.0.1:${BENCH_POCKETBASE_PORT:-18190}
+"$pocketbase" superuser upsert --dir "$pbdir" bench@example.com bench-password >/dev/null
+"$pocketbase" serve --dir "$pbdir" --http "${pb#http://}" >/dev/null 2>&1 &
+pids+=($!)
+wait_for "$pb/api/health"
+pbtoken=$(curl -fsS "$pb/api/collections/_superusers/auth-with-password" -H 'Content-Type: application/json' \
+  -d '{"identity":"bench@example.com","password":"bench-password"}' | jq -r .token)
+curl -fsS -o /dev/null "$pb/api/collections" -H "Authorization: $pbtoken" -H 'Content-Type: application/json' \
+  -d '{"name":"items","type":"base","fields":[{"name":"name","type":"text","required":true,"max":200},{"name":"n","type":"number"},{"name":"tag","type":"select","values":["red","green","blue"],"maxSelect":1}]}'
+for i in $(seq 100); do
+  pbid=$(curl -fsS "$pb/api/collections/items/records" -H "Authorization: $pbtoken" -H 'Content-Type: application/json' \
+    -d "{\"name\":\"item-$i\",\"n\":$i,\"tag\":\"green\"}" | jq -r .id)
+done
+pb_get=$(hey_rate "PocketBase get" "$pbtoken" "$pb/api/collections/items/records/$pbid")
+pb_list=$(hey_rate "PocketBase list" "$pbtoken" "$pb/api/collections/items/records?perPage=20")
+pb_create=$(hey_rate "PocketBase create" "$pbtoken" "$pb/api/collections/items/records" -m POST -d "$record")
+kill "${pids[0]}"
+
+# envplane.
+epdir=$(mktemp -d)
+dirs+=("$epdir")
+ep=http://127.0.0.1:${BENCH_PORT:-18191}
+bin/envplane serve --listen "${ep#http://}" --data-dir "$epdir" --log-level warn &
+pids+=($!)
+wait_for "$ep/healthz"
+eptoken="Bearer $(cat "$epdir/admin.token")"
+org=$(curl -fsS "$ep/api/v1/cloud/organizations" -H "Authorization: $eptoken" -d '{"slug":"bench"}' | jq -r .id)
+env=$(curl -fsS "$ep/api/v1/cloud/environments" -H "Authorization: $eptoken" \
+  -d "{\"organizationId\":\"$org\",\"slug\":\"dev\",\"driver\":\"sqlite\"}" | jq -r .id)
+curl -fsS -o /dev/null -X PUT "$ep/api/v1/environments/$env/meta/objects/items" -H "Authorization: $eptoken" \
+  -d '{"name":"items","fields":[{"name":"name","type":"text","required":true,"maxLength":200},{"name":"n","type":"integer"},{"name":"tag","type":"select","options":["red","green","blue"]}]}'
+for i in $(seq 100); do
+  epid=$(curl -fsS "$ep/api/v1/environments/$env/data/items" -H "Authorization: $eptoken" \
+    -d "{\"name\":\"item-$i\",\"n\":$i,\"tag\":\"green\"}" | jq -r .id)
+done
+ep_get=$(hey_rate "envplane get" "$eptoken" "$ep/api/v1/environments/$env/data/items/$epid")
+ep_list=$(hey_rate "envplane list" "$eptoken" "$ep/api/v1/environments/$env/data/items?pageSize=20")
+ep_create=$(hey_rate "envplane create" "$eptoken" "$ep/api/v1/environments/$env/data/items" -m POST -d "$record")
+
+echo "hey -z $duration -c $concurrency, requests/s; PocketBase $pocketbase_version and envplane each alone on this machine"
+printf '%-8s %12s %10s %8s\n' scenario pocketbase envplane ratio
+for s in get list create; do
+  p="pb_$s" e="ep_$s"
+  printf '%-8s %12s %10s %7sx\n' "$s" "${!p}" "${!e}" "$(awk -v e="${!e}" -v p="${!p}" 'BEGIN {printf "%.2f", e / p}')"
+done
