@@ -60,6 +60,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# free PORT: nothing may answer there yet (a server left behind would be
+# measured instead).
+free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "bench_pocketbase: something already listens on 127.0.0.1:$1" >&2
+    return 1
+  fi
+}
+
 wait_for() { # url
   for _ in $(seq 100); do
     curl -fs -o /dev/null "$1" && return 0
@@ -92,6 +101,7 @@ record='{"name":"item-x","n":7,"tag":"red"}'
 pbdir=$(mktemp -d)
 dirs+=("$pbdir")
 pb=http://127.0.0.1:${BENCH_POCKETBASE_PORT:-18190}
+free "${pb##*:}"
 "$pocketbase" superuser upsert --dir "$pbdir" bench@example.com bench-password >/dev/null
 "$pocketbase" serve --dir "$pbdir" --http "${pb#http://}" >/dev/null 2>&1 &
 pids+=($!)
@@ -113,6 +123,7 @@ kill "${pids[0]}"
 epdir=$(mktemp -d)
 dirs+=("$epdir")
 ep=http://127.0.0.1:${BENCH_PORT:-18191}
+free "${ep##*:}"
 bin/envplane serve --listen "${ep#http://}" --data-dir "$epdir" --log-level warn &
 pids+=($!)
 wait_for "$ep/healthz"
