@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"time"
@@ -89,6 +91,14 @@ func serve(args []string, getenv func(string) string, stderr io.Writer) error {
 	if err := fxApp.Start(startCtx); err != nil {
 		return err
 	}
+	if cfg.DebugListen != "" {
+		_, stop, err := serveProfiler(cfg.DebugListen, log)
+		if err != nil {
+			_ = fxApp.Stop(context.Background())
+			return err
+		}
+		defer stop()
+	}
 	sig := <-fxApp.Wait()
 	log.Info("shutting down", "signal", sig.Signal.String())
 	stopCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout+5*time.Second)
@@ -98,6 +108,25 @@ func serve(args []string, getenv func(string) string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// serveProfiler serves Go's profiler (net/http/pprof) on addr, a loopback
+// address (config checks), until stop; bound is the address it listens on.
+func serveProfiler(addr string, log *slog.Logger) (bound string, stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("--debug-listen: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("serving the profiler", "addr", ln.Addr().String(), "path", "/debug/pprof/")
+	return ln.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -64,8 +65,11 @@ type Config struct {
 	// GCPercent is the garbage collector's target (GOGC) of envplane serve
 	// when the GOGC variable is not set.
 	GCPercent int
-	LogLevel  slog.Level
-	LogFormat string // json or text
+	// DebugListen, when set, serves Go's profiler (net/http/pprof) on that
+	// loopback address, apart from the API and without authentication.
+	DebugListen string
+	LogLevel    slog.Level
+	LogFormat   string // json or text
 }
 
 // ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
@@ -140,6 +144,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&idle, "environment-idle-ttl", idle, "close an environment's database handle after this long unused (ENVPLANE_ENVIRONMENT_IDLE_TTL)")
 	gcPercent := env("GC_PERCENT", "400")
 	fs.StringVar(&gcPercent, "gc-percent", gcPercent, "garbage collector target, as GOGC (which wins when set): the heap may grow this many percent over the live data before a collection; cap memory with GOMEMLIMIT (ENVPLANE_GC_PERCENT)")
+	fs.StringVar(&c.DebugListen, "debug-listen", env("DEBUG_LISTEN", ""), "loopback address to serve Go's profiler on, /debug/pprof/ (default: off) (ENVPLANE_DEBUG_LISTEN)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (ENVPLANE_LOG_LEVEL)")
 	fs.StringVar(&c.LogFormat, "log-format", env("LOG_FORMAT", "text"), "text or json (ENVPLANE_LOG_FORMAT)")
 	if err := fs.Parse(args); err != nil {
@@ -166,6 +171,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if c.GCPercent, err = strconv.Atoi(gcPercent); err != nil || c.GCPercent <= 0 {
 		return Config{}, fmt.Errorf("--gc-percent: want a positive number, got %q", gcPercent)
+	}
+	if c.DebugListen != "" {
+		host, _, err := net.SplitHostPort(c.DebugListen)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			return Config{}, fmt.Errorf("--debug-listen: want a loopback host:port such as 127.0.0.1:6060 (the profiler has no authentication), got %q", c.DebugListen)
+		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return Config{}, fmt.Errorf("--log-level: %w", err)

@@ -37,3 +37,24 @@ func TestGCPercent(t *testing.T) {
 		})
 	}
 }
+
+func TestDebugListen(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{
+		{"", true},
+		{"127.0.0.1:6060", true},
+		{"localhost:6060", true},
+		{"[::1]:6060", true},
+		{"0.0.0.0:6060", false},
+		{":6060", false},
+		{"10.0.0.1:6060", false},
+		{"127.0.0.1", false},
+	} {
+		cfg, err := Parse([]string{"--data-dir=" + t.TempDir(), "--debug-listen=" + tc.value}, func(string) string { return "" }, io.Discard)
+		if (err == nil) != tc.ok || (err == nil && cfg.DebugListen != tc.value) {
+			t.Errorf("--debug-listen=%q: %+v, %v", tc.value, cfg.DebugListen, err)
+		}
+	}
+}
