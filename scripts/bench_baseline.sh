@@ -12,7 +12,7 @@ port=${BENCH_BASELINE_PORT:-18092}
 addr=127.0.0.1:$port
 bin/envplane-load --serve-baseline "$addr" >/dev/null &
 pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null' EXIT
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
