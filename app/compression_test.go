@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
-
 	"github.com/envplane/envplane/app/apptest"
 )
 
@@ -21,14 +19,10 @@ import (
 // not accept gzip never gets it.
 func TestCompression(t *testing.T) {
 	env := apptest.Start(t)
-	admin := env.Client(apptest.ConnectProto)
-	org := createOrg(t, admin, "squeeze")
-	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
-	dataDefine(t, env, e.GetId(), "note", dataField("text", "text"))
-	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+	envID, data := notesEnv(t, env, "squeeze")
 	var first string
 	for i := range 40 {
-		r := dataCreate(t, data, e.GetId(), "note", map[string]any{"text": fmt.Sprintf("note number %d, long enough to make a page worth compressing", i)})
+		r := dataCreate(t, data, envID, "note", map[string]any{"text": fmt.Sprintf("note number %d, long enough to make a page worth compressing", i)})
 		if i == 0 {
 			first = dataID(r)
 		}
@@ -44,7 +38,7 @@ func TestCompression(t *testing.T) {
 			t.Fatal(err)
 		}
 		req.Header.Set("Authorization", "Bearer "+env.AdminToken())
-		req.Header.Set("X-Environment-Id", e.GetId())
+		req.Header.Set("X-Environment-Id", envID)
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}

@@ -86,6 +86,18 @@ func dataDefine(t *testing.T, env *apptest.Env, environmentID, name string, fiel
 	}
 }
 
+// notesEnv makes an organization orgSlug with one sqlite environment whose
+// object note has a text field, and returns that environment's id and an
+// admin data client (Connect).
+func notesEnv(t *testing.T, env *apptest.Env, orgSlug string) (string, dataClient) {
+	t.Helper()
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, orgSlug)
+	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
+	dataDefine(t, env, e.GetId(), "note", dataField("text", "text"))
+	return e.GetId(), env.DataClient(apptest.ConnectProto, env.AdminToken())
+}
+
 // dataField builds a field definition of name and type.
 func dataField(name, typ string, opts ...func(*metadatav1.Field)) *metadatav1.Field {
 	f := &metadatav1.Field{Name: name, Type: typ}

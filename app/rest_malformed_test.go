@@ -23,19 +23,15 @@ import (
 func TestRESTMalformedRequests(t *testing.T) {
 	t.Parallel()
 	env := apptest.Start(t)
-	admin := env.Client(apptest.ConnectProto)
-	org := createOrg(t, admin, "shapes")
-	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
-	dataDefine(t, env, e.GetId(), "note", dataField("text", "text"))
-	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
-	dataCreate(t, data, e.GetId(), "note", map[string]any{"text": "the only one"})
-	notes := "/api/v1/environments/" + e.GetId() + "/data/note"
+	envID, data := notesEnv(t, env, "shapes")
+	dataCreate(t, data, envID, "note", map[string]any{"text": "the only one"})
+	notes := "/api/v1/environments/" + envID + "/data/note"
 
 	for _, c := range []struct {
 		name, method, path, body, reason string
 	}{
 		{"a field of the wrong type", http.MethodPost, "/api/v1/cloud/organizations", `{"slug":5}`, apierr.ReasonMalformedBody},
-		{"writes that are no list", http.MethodPost, "/api/v1/environments/" + e.GetId() + "/data:batchWrite", `{"writes":5}`, apierr.ReasonMalformedBody},
+		{"writes that are no list", http.MethodPost, "/api/v1/environments/" + envID + "/data:batchWrite", `{"writes":5}`, apierr.ReasonMalformedBody},
 		{"not a JSON object", http.MethodPost, notes, `[1]`, apierr.ReasonMalformedBody},
 		{"an unknown query parameter", http.MethodGet, "/api/v1/cloud/organizations?nope=1", "", apierr.ReasonMalformedRequest},
 		{"a page size that is no number", http.MethodGet, notes + "?pageSize=many", "", apierr.ReasonMalformedRequest},
@@ -75,14 +71,14 @@ func TestRESTMalformedRequests(t *testing.T) {
 	}
 
 	// Nothing was written.
-	orgs, err := admin.ListOrganizations(t.Context(), connect.NewRequest(&environmentv1.ListOrganizationsRequest{}))
+	orgs, err := env.Client(apptest.ConnectProto).ListOrganizations(t.Context(), connect.NewRequest(&environmentv1.ListOrganizationsRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := len(orgs.Msg.GetOrganizations()); n != 1 {
 		t.Errorf("%d organizations, want 1", n)
 	}
-	page, err := data.ListRecords(t.Context(), connect.NewRequest(&datav1.ListRecordsRequest{EnvironmentId: e.GetId(), Object: "note"}))
+	page, err := data.ListRecords(t.Context(), connect.NewRequest(&datav1.ListRecordsRequest{EnvironmentId: envID, Object: "note"}))
 	if err != nil {
 		t.Fatal(err)
 	}

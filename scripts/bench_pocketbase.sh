@@ -97,6 +97,16 @@ hey_rate() {
 
 record='{"name":"item-x","n":7,"tag":"red"}'
 
+# seed URL AUTH: creates 100 records and prints the last one's id.
+seed() {
+  local id
+  for i in $(seq 100); do
+    id=$(curl -fsS "$1" -H "Authorization: $2" -H 'Content-Type: application/json' \
+      -d "{\"name\":\"item-$i\",\"n\":$i,\"tag\":\"green\"}" | jq -r .id)
+  done
+  echo "$id"
+}
+
 # PocketBase.
 pbdir=$(mktemp -d)
 dirs+=("$pbdir")
@@ -110,10 +120,7 @@ pbtoken=$(curl -fsS "$pb/api/collections/_superusers/auth-with-password" -H 'Con
   -d '{"identity":"bench@example.com","password":"bench-password"}' | jq -r .token)
 curl -fsS -o /dev/null "$pb/api/collections" -H "Authorization: $pbtoken" -H 'Content-Type: application/json' \
   -d '{"name":"items","type":"base","fields":[{"name":"name","type":"text","required":true,"max":200},{"name":"n","type":"number"},{"name":"tag","type":"select","values":["red","green","blue"],"maxSelect":1}]}'
-for i in $(seq 100); do
-  pbid=$(curl -fsS "$pb/api/collections/items/records" -H "Authorization: $pbtoken" -H 'Content-Type: application/json' \
-    -d "{\"name\":\"item-$i\",\"n\":$i,\"tag\":\"green\"}" | jq -r .id)
-done
+pbid=$(seed "$pb/api/collections/items/records" "$pbtoken")
 pb_get=$(hey_rate "PocketBase get" "$pbtoken" "$pb/api/collections/items/records/$pbid")
 pb_list=$(hey_rate "PocketBase list" "$pbtoken" "$pb/api/collections/items/records?perPage=20")
 pb_create=$(hey_rate "PocketBase create" "$pbtoken" "$pb/api/collections/items/records" -m POST -d "$record")
@@ -133,10 +140,7 @@ env=$(curl -fsS "$ep/api/v1/cloud/environments" -H "Authorization: $eptoken" \
   -d "{\"organizationId\":\"$org\",\"slug\":\"dev\",\"driver\":\"sqlite\"}" | jq -r .id)
 curl -fsS -o /dev/null -X PUT "$ep/api/v1/environments/$env/meta/objects/items" -H "Authorization: $eptoken" \
   -d '{"name":"items","fields":[{"name":"name","type":"text","required":true,"maxLength":200},{"name":"n","type":"integer"},{"name":"tag","type":"select","options":["red","green","blue"]}]}'
-for i in $(seq 100); do
-  epid=$(curl -fsS "$ep/api/v1/environments/$env/data/items" -H "Authorization: $eptoken" \
-    -d "{\"name\":\"item-$i\",\"n\":$i,\"tag\":\"green\"}" | jq -r .id)
-done
+epid=$(seed "$ep/api/v1/environments/$env/data/items" "$eptoken")
 ep_get=$(hey_rate "envplane get" "$eptoken" "$ep/api/v1/environments/$env/data/items/$epid")
 ep_list=$(hey_rate "envplane list" "$eptoken" "$ep/api/v1/environments/$env/data/items?pageSize=20")
 ep_create=$(hey_rate "envplane create" "$eptoken" "$ep/api/v1/environments/$env/data/items" -m POST -d "$record")
