@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime/debug"
 	"sync"
 
 	"github.com/envplane/envplane/internal/driver"
@@ -86,7 +87,7 @@ func (g *group) next() bool {
 	g.mu.Unlock()
 	if len(batch) == 1 {
 		w := batch[0]
-		w.rec, w.err = w.run(w.ctx, g.writer)
+		w.rec, w.err = w.safely(w.ctx, g.writer)
 		close(w.done)
 	} else if len(batch) > 1 {
 		g.commit(batch)
@@ -98,6 +99,18 @@ func (g *group) next() bool {
 		return false
 	}
 	return true
+}
+
+// safely runs the write, turning a panic into its error: the writes of
+// other callers wait behind it, and the goroutine running them has no
+// interceptor to recover it (a panic there would end the process).
+func (w *write) safely(ctx context.Context, q querier) (rec driver.Record, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rec, err = nil, fmt.Errorf("driversqlite: write panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return w.run(ctx, q)
 }
 
 // commit runs batch in one transaction and settles every write in it.
@@ -140,7 +153,7 @@ func (g *group) commit(batch []*write) {
 			settle(mapError(nil, err))
 			return
 		}
-		w.rec, w.err = w.run(context.WithoutCancel(w.ctx), q)
+		w.rec, w.err = w.safely(context.WithoutCancel(w.ctx), q)
 		end := []string{`RELEASE w`}
 		if w.err != nil {
 			end = []string{`ROLLBACK TO w`, `RELEASE w`}

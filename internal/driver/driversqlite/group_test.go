@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,6 +134,53 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 		if _, err := d.Get(ctx, obj, id); err != nil {
 			t.Errorf("%s answered written: %v", id, err)
 		}
+	}
+}
+
+// A write that panics fails alone, whether it runs alone or in a group, and
+// the writer goes on: nothing waits forever, nothing else fails.
+func TestGroupCommitSurvivesAPanic(t *testing.T) {
+	d, _ := openTest(t)
+	ctx := t.Context()
+	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
+	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
+		t.Fatal(err)
+	}
+	boom := func(context.Context, querier) (driver.Record, error) { panic("boom") }
+	if _, err := d.writes.do(ctx, boom); err == nil || !strings.Contains(err.Error(), "panicked: boom") {
+		t.Fatalf("a panicking write alone: %v", err)
+	}
+
+	conn, err := d.writer.db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i, call := range []func() error{
+		func() error { return d.Insert(ctx, obj, driver.Record{"id": "a", "name": "a"}) },
+		func() error { _, err := d.writes.do(ctx, boom); return err },
+		func() error { return d.Insert(ctx, obj, driver.Record{"id": "b", "name": "b"}) },
+	} {
+		wg.Go(func() { errs[i] = call() })
+		waitFor(t, func() bool {
+			d.writes.mu.Lock()
+			defer d.writes.mu.Unlock()
+			return d.writes.running && len(d.writes.pending) == i
+		})
+	}
+	_ = conn.Close()
+	wg.Wait()
+	if errs[0] != nil || errs[2] != nil || errs[1] == nil || !strings.Contains(errs[1].Error(), "panicked: boom") {
+		t.Errorf("answers %v", errs)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := d.Get(ctx, obj, id); err != nil {
+			t.Errorf("%s: %v", id, err)
+		}
+	}
+	if err := d.Insert(ctx, obj, driver.Record{"id": "c", "name": "c"}); err != nil {
+		t.Errorf("a write after: %v", err)
 	}
 }
 
