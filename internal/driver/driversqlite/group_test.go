@@ -17,25 +17,16 @@ import (
 // answered as if it had run alone: the failing ones are rolled back alone,
 // one whose caller left before its turn is not written, the others commit.
 func TestGroupCommitAnswersEachWriteAlone(t *testing.T) {
-	d, _ := openTest(t)
+	d, obj := contacts(t)
 	ctx := t.Context()
-	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
-		t.Fatal(err)
-	}
 	for _, id := range []string{"taken", "stale"} {
 		if err := d.Insert(ctx, obj, driver.Record{"id": id, "name": "before", "etag": "e1"}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	// Hold the writer's only connection: the first write waits for it,
-	// the others queue behind that one.
-	conn, err := d.writer.db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	gone, leave := context.WithCancel(ctx)
+	leave() // before its turn
 	writes := []struct {
 		name string
 		ctx  context.Context
@@ -56,20 +47,11 @@ func TestGroupCommitAnswersEachWriteAlone(t *testing.T) {
 		}, nil},
 		{"delete", ctx, func(ctx context.Context) error { return d.Delete(ctx, obj, "new", "") }, nil},
 	}
-	errs := make([]error, len(writes))
-	var wg sync.WaitGroup
+	calls := make([]func() error, len(writes))
 	for i, w := range writes {
-		wg.Go(func() { errs[i] = w.call(w.ctx) })
-		// In order: the first takes the writer, the rest queue in turn.
-		waitFor(t, func() bool {
-			d.writes.mu.Lock()
-			defer d.writes.mu.Unlock()
-			return d.writes.running && len(d.writes.pending) == i
-		})
+		calls[i] = func() error { return w.call(w.ctx) }
 	}
-	leave()
-	_ = conn.Close()
-	wg.Wait()
+	errs := grouped(t, d, calls...)
 
 	for i, w := range writes {
 		if (w.want == nil) != (errs[i] == nil) || (w.want != nil && !errors.Is(errs[i], w.want)) {
@@ -93,12 +75,8 @@ func TestGroupCommitAnswersEachWriteAlone(t *testing.T) {
 // Many writers at once: every write answered ok is there, every one
 // refused is not, whatever groups they fell into.
 func TestGroupCommitUnderLoad(t *testing.T) {
-	d, _ := openTest(t)
+	d, obj := contacts(t)
 	ctx := t.Context()
-	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
-		t.Fatal(err)
-	}
 	const writers, each = 16, 40
 	var mu sync.Mutex
 	written := map[string]bool{}
@@ -140,37 +118,18 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 // A write that panics fails alone, whether it runs alone or in a group, and
 // the writer goes on: nothing waits forever, nothing else fails.
 func TestGroupCommitSurvivesAPanic(t *testing.T) {
-	d, _ := openTest(t)
+	d, obj := contacts(t)
 	ctx := t.Context()
-	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
-		t.Fatal(err)
-	}
 	boom := func(context.Context, querier) (driver.Record, error) { panic("boom") }
 	if _, err := d.writes.do(ctx, boom); err == nil || !strings.Contains(err.Error(), "panicked: boom") {
 		t.Fatalf("a panicking write alone: %v", err)
 	}
 
-	conn, err := d.writer.db.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i, call := range []func() error{
+	errs := grouped(t, d,
 		func() error { return d.Insert(ctx, obj, driver.Record{"id": "a", "name": "a"}) },
 		func() error { _, err := d.writes.do(ctx, boom); return err },
 		func() error { return d.Insert(ctx, obj, driver.Record{"id": "b", "name": "b"}) },
-	} {
-		wg.Go(func() { errs[i] = call() })
-		waitFor(t, func() bool {
-			d.writes.mu.Lock()
-			defer d.writes.mu.Unlock()
-			return d.writes.running && len(d.writes.pending) == i
-		})
-	}
-	_ = conn.Close()
-	wg.Wait()
+	)
 	if errs[0] != nil || errs[2] != nil || errs[1] == nil || !strings.Contains(errs[1].Error(), "panicked: boom") {
 		t.Errorf("answers %v", errs)
 	}
@@ -182,6 +141,41 @@ func TestGroupCommitSurvivesAPanic(t *testing.T) {
 	if err := d.Insert(ctx, obj, driver.Record{"id": "c", "name": "c"}); err != nil {
 		t.Errorf("a write after: %v", err)
 	}
+}
+
+// contacts opens a driver with the object contact (one text field, name).
+func contacts(t *testing.T) (*Driver, *schema.Object) {
+	t.Helper()
+	d, _ := openTest(t)
+	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
+	if err := d.Migrate(t.Context(), obj, schema.Plan(nil, obj)); err != nil {
+		t.Fatal(err)
+	}
+	return d, obj
+}
+
+// grouped runs calls so that they form a group: it holds the writer's only
+// connection, starts the calls in order (the first waits for the connection,
+// the others queue behind it), lets go and returns each call's error.
+func grouped(t *testing.T, d *Driver, calls ...func() error) []error {
+	t.Helper()
+	conn, err := d.writer.db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(calls))
+	var wg sync.WaitGroup
+	for i, call := range calls {
+		wg.Go(func() { errs[i] = call() })
+		waitFor(t, func() bool {
+			d.writes.mu.Lock()
+			defer d.writes.mu.Unlock()
+			return d.writes.running && len(d.writes.pending) == i
+		})
+	}
+	_ = conn.Close()
+	wg.Wait()
+	return errs
 }
 
 func waitFor(t *testing.T, cond func() bool) {
