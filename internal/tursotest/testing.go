@@ -3,6 +3,7 @@ package tursotest
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,31 +29,40 @@ func NewServer(tb testing.TB) *Server {
 
 // Query runs query on the libSQL database at databaseURL (through
 // libsql-client-go, as the server does) and returns every row's first
-// column as text.
+// column as text; an error fails tb.
 func Query(tb testing.TB, databaseURL, query string, args ...any) []string {
 	tb.Helper()
+	out, err := TryQuery(tb.Context(), databaseURL, query, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// TryQuery is Query returning its error.
+func TryQuery(ctx context.Context, databaseURL, query string, args ...any) ([]string, error) {
 	db, err := sql.Open("libsql", databaseURL)
 	if err != nil {
-		tb.Fatalf("open %s: %v", databaseURL, err)
+		return nil, fmt.Errorf("open %s: %w", databaseURL, err)
 	}
 	defer db.Close()
-	ctx, cancel := context.WithTimeout(tb.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
-		tb.Fatalf("query %q: %v", query, err)
+		return nil, fmt.Errorf("query %q: %w", query, err)
 	}
 	defer rows.Close()
 	var out []string
 	for rows.Next() {
 		var v sql.NullString
 		if err := rows.Scan(&v); err != nil {
-			tb.Fatalf("query %q: %v", query, err)
+			return nil, fmt.Errorf("query %q: %w", query, err)
 		}
 		out = append(out, v.String)
 	}
 	if err := rows.Err(); err != nil {
-		tb.Fatalf("query %q: %v", query, err)
+		return nil, fmt.Errorf("query %q: %w", query, err)
 	}
-	return out
+	return out, nil
 }

@@ -4,23 +4,32 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"net"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/envplane/envplane/internal/tursotest"
 )
 
-// wantClosed fails t when something listens at rawURL's host.
-func wantClosed(t *testing.T, what, rawURL string) {
+// wantGone fails t when what still answers as itself: itself reports
+// whether the answer at its address is the closed server's own. That the
+// port is free is not the test: a port freed here may be taken at once by a
+// server a parallel test starts (free ports are found by listening on :0).
+func wantGone(t *testing.T, what string, itself func() bool) {
 	t.Helper()
-	addr := strings.TrimPrefix(rawURL, "http://")
-	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-		conn.Close()
-		t.Errorf("%s still listens at %s", what, addr)
+	if itself() {
+		t.Errorf("%s still answers", what)
+	}
+}
+
+// holds reports whether the libSQL server at databaseURL answers query with
+// want.
+func holds(t *testing.T, databaseURL, query string, want ...string) func() bool {
+	return func() bool {
+		got, err := tursotest.TryQuery(t.Context(), databaseURL, query)
+		return err == nil && slices.Equal(got, want)
 	}
 }
 
@@ -51,13 +60,13 @@ func TestServer(t *testing.T) {
 	if s.URL == before {
 		t.Errorf("the restarted server serves on %s again", before)
 	}
-	wantClosed(t, "the server before the restart", before)
+	wantGone(t, "the server before the restart", holds(t, before, "SELECT title FROM notes", "kept"))
 	if got := tursotest.Query(t, s.URL, "SELECT title FROM notes"); !slices.Equal(got, []string{"kept"}) {
 		t.Errorf("after the restart titles %q, want [kept]", got)
 	}
 
 	s.Close()
-	wantClosed(t, "the closed server", s.URL)
+	wantGone(t, "the closed server", holds(t, s.URL, "SELECT title FROM notes", "kept"))
 	s.Close() // again: nothing to do
 }
 
@@ -176,7 +185,15 @@ func TestFake(t *testing.T) {
 	}
 
 	f.Close()
-	wantClosed(t, "the closed API", f.URL)
+	wantGone(t, "the closed API", func() bool { // it refuses a call without its token so
+		resp, err := http.Get(f.URL + base + "/db-1")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusUnauthorized && strings.Contains(string(body), "token is invalid")
+	})
 }
 
 func TestFakeServe(t *testing.T) {
@@ -215,8 +232,9 @@ func TestFakeServe(t *testing.T) {
 	if status, _ := call(t, f, f.Token, http.MethodDelete, base+"/db-1", ""); status != http.StatusOK {
 		t.Fatalf("delete: %d", status)
 	}
-	wantClosed(t, "the deleted database's proxy", proxied)
-	wantClosed(t, "the deleted database's tursodb", direct)
+	tableT := "SELECT name FROM sqlite_master WHERE name = 't'"
+	wantGone(t, "the deleted database's proxy", holds(t, proxied+"?authToken="+jwt, tableT, "t"))
+	wantGone(t, "the deleted database's tursodb", holds(t, direct, tableT, "t"))
 
 	// Created again under the same name, it starts empty, as on Turso.
 	if status, _ := call(t, f, f.Token, http.MethodPost, base, `{"name":"db-1","group":"default"}`); status != http.StatusOK {
