@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
 	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/tursotest"
 	"github.com/envplane/envplane/services/environment"
 )
 
@@ -291,18 +291,21 @@ func TestTursoProvisioned(t *testing.T) {
 	})
 
 	t.Run("delete", func(t *testing.T) {
-		hostname := fake.Hostname(name)
-		direct := strings.TrimPrefix(fake.DirectURL(name), "http://")
+		_, token := apptest.EnvironmentSecret(t, store, kr, one.GetId())
+		proxied := "http://" + fake.Hostname(name) + "?authToken=" + token
+		direct := fake.DirectURL(name)
 		if _, err := c.DeleteEnvironment(ctx, connect.NewRequest(&environmentv1.DeleteEnvironmentRequest{Id: one.GetId(), Force: true})); err != nil {
 			t.Fatalf("DeleteEnvironment(force): %v", err)
 		}
 		if fake.Exists(name) || !slices.Contains(fake.Deleted(), name) {
 			t.Errorf("the fake's database %s was not deleted (deleted: %q)", name, fake.Deleted())
 		}
-		for _, addr := range []string{hostname, direct} {
-			if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-				conn.Close()
-				t.Errorf("%s still listens after the delete", addr)
+		// Gone means the database no longer answers as itself; its port may
+		// already serve another test's tursodb.
+		for what, url := range map[string]string{"proxy": proxied, "tursodb": direct} {
+			titles, err := tursotest.TryQuery(ctx, url, `SELECT title FROM "notes" ORDER BY title`)
+			if err == nil && slices.Equal(titles, []string{"first", "second", "third"}) {
+				t.Errorf("the deleted database's %s still answers", what)
 			}
 		}
 		_, err := c.GetEnvironment(ctx, connect.NewRequest(&environmentv1.GetEnvironmentRequest{Id: one.GetId()}))
