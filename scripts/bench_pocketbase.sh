@@ -6,7 +6,9 @@
 # (text, number, select) seeded with 100 records, then driven by hey (the
 # load generator, installed into bin/) with 16 clients over REST: get one
 # record, list a page of 20, create records. PocketBase runs as a superuser,
-# envplane with its admin token; both answer gzip, since hey asks for it.
+# envplane with its admin token, both at their default log levels (each logs
+# every request). hey asks for gzip: envplane compresses answers over 1 KiB
+# (a page of 20), PocketBase never compresses.
 # Usage: scripts/bench_pocketbase.sh   (BENCH_DURATION=4s, BENCH_CONCURRENCY=16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -131,7 +133,7 @@ epdir=$(mktemp -d)
 dirs+=("$epdir")
 ep=http://127.0.0.1:${BENCH_PORT:-18191}
 free "${ep##*:}"
-bin/envplane serve --listen "${ep#http://}" --data-dir "$epdir" --log-level warn &
+bin/envplane serve --listen "${ep#http://}" --data-dir "$epdir" 2>/dev/null &
 pids+=($!)
 wait_for "$ep/healthz"
 eptoken="Bearer $(cat "$epdir/admin.token")"
