@@ -229,7 +229,7 @@ func (w *clarifyingWriter) finish() {
 		(status.Code == int(connect.CodeUnknown) || status.Code == int(connect.CodeInvalidArgument)) {
 		w.Header().Del("Content-Length")
 		w.Header().Del("Accept-Encoding") // the handler's, copied by vanguard
-		writeRESTError(w.ResponseWriter, http.StatusBadRequest, int(connect.CodeInvalidArgument), "INVALID_ARGUMENT", apierr.ReasonMalformedRequest,
+		writeRESTError(w.ResponseWriter, http.StatusBadRequest, connect.CodeInvalidArgument, apierr.ReasonMalformedRequest,
 			"the request does not fit the method: "+status.Message)
 		return
 	}
@@ -325,7 +325,7 @@ func restBodies(next http.Handler) http.Handler {
 			ct = "application/json"
 			r.Header.Set("Content-Type", ct)
 		case !strings.HasPrefix(ct, "application/json") && !anonymous:
-			writeRESTError(w, http.StatusUnsupportedMediaType, 3, "INVALID_ARGUMENT", apierr.ReasonMalformedBody,
+			writeRESTError(w, http.StatusUnsupportedMediaType, connect.CodeInvalidArgument, apierr.ReasonMalformedBody,
 				"the request body must be JSON (Content-Type: application/json)")
 			return
 		}
@@ -335,12 +335,12 @@ func restBodies(next http.Handler) http.Handler {
 		}
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
-			writeRESTError(w, http.StatusRequestEntityTooLarge, 8, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE", "the request body is too large")
+			writeRESTError(w, http.StatusRequestEntityTooLarge, connect.CodeResourceExhausted, "REQUEST_TOO_LARGE", "the request body is too large")
 			return
 		}
 		trimmed := bytes.TrimSpace(body)
 		if len(trimmed) > 0 && (trimmed[0] != '{' || !json.Valid(trimmed)) {
-			writeRESTError(w, http.StatusBadRequest, 3, "INVALID_ARGUMENT", apierr.ReasonMalformedBody, "the request body is not a JSON object")
+			writeRESTError(w, http.StatusBadRequest, connect.CodeInvalidArgument, apierr.ReasonMalformedBody, "the request body is not a JSON object")
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -350,11 +350,11 @@ func restBodies(next http.Handler) http.Handler {
 
 // writeRESTError answers like the transcoder does: a google.rpc.Status with
 // an ErrorInfo.
-func writeRESTError(w http.ResponseWriter, status, code int, _ string, reason, message string) {
+func writeRESTError(w http.ResponseWriter, status int, code connect.Code, reason, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"code":    code,
+		"code":    int(code), // a number, as google.rpc.Status has it (connect.Code marshals to its name)
 		"message": message,
 		"details": []any{map[string]any{
 			"@type":  "type.googleapis.com/google.rpc.ErrorInfo",
