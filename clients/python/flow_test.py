@@ -108,15 +108,7 @@ class FlowTest(unittest.TestCase):
         cls.data = data_pb2_grpc.DataServiceStub(cls.channel)
 
         cls.run_id = uuid.uuid4().hex[:10]
-        cls.org = cls.environments.CreateOrganization(
-            environment_pb2.CreateOrganizationRequest(
-                slug="py-" + cls.run_id,
-                display_name="Python flow",
-                request_id="py-org-" + cls.run_id,
-            ),
-            metadata=metadata(),
-            timeout=TIMEOUT,
-        ).organization
+        cls.org = cls.create_organization()
         cls.dev = cls.create_environment("dev")
         cls.staging = cls.create_environment("staging")
 
@@ -145,6 +137,20 @@ class FlowTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
+
+    @classmethod
+    def create_organization(cls):
+        """create_organization creates this run's organization; the same
+        request id each time, so a second call returns the first's."""
+        return cls.environments.CreateOrganization(
+            environment_pb2.CreateOrganizationRequest(
+                slug="py-" + cls.run_id,
+                display_name="Python flow",
+                request_id="py-org-" + cls.run_id,
+            ),
+            metadata=metadata(),
+            timeout=TIMEOUT,
+        ).organization
 
     @classmethod
     def create_environment(cls, slug):
@@ -194,15 +200,7 @@ class FlowTest(unittest.TestCase):
         return info
 
     def test_request_id_makes_creates_idempotent(self):
-        again = self.environments.CreateOrganization(
-            environment_pb2.CreateOrganizationRequest(
-                slug="py-" + self.run_id,
-                display_name="Python flow",
-                request_id="py-org-" + self.run_id,
-            ),
-            metadata=metadata(),
-            timeout=TIMEOUT,
-        ).organization
+        again = self.create_organization()
         self.assertEqual(again.id, self.org.id)
         with self.assertRaises(grpc.RpcError) as ctx:
             self.environments.CreateOrganization(
