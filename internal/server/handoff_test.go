@@ -62,7 +62,7 @@ func TestRESTHandsMessagesOver(t *testing.T) {
 		},
 	}}
 	opts := []connect.HandlerOption{connect.WithInterceptors(refuse)}
-	rest, err := restHandler(services, opts, mailbox)
+	rest, err := restHandler(services, opts, nil, mailbox)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,13 +59,13 @@ func (i recoverInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 		defer func() {
 			if r := recover(); r != nil {
 				reqlog.Logger(ctx, i.log).Error("handler panicked",
-					"procedure", req.Spec().Procedure, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+					"procedure", procedure(ctx, req), "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 				resp, err = nil, apierr.Internal()
 			}
 		}()
 		resp, err = next(ctx, req)
 		if err != nil {
-			err = i.forClient(ctx, req.Spec().Procedure, err)
+			err = i.forClient(ctx, procedure(ctx, req), err)
 		}
 		return resp, err
 	}
@@ -115,7 +115,8 @@ func (i logInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		} else if ce := new(connect.Error); errors.As(err, &ce) {
 			ce.Meta().Set(HeaderRequestID, id)
 		}
-		i.record(ctx, req.Spec().Procedure, req.Peer().Protocol, start, err)
+		procedure, protocol := procedureOf(ctx, req)
+		i.record(ctx, procedure, protocol, start, err)
 		return resp, err
 	}
 }

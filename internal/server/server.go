@@ -23,6 +23,7 @@ import (
 	"github.com/klauspost/compress/gzhttp"
 	"github.com/klauspost/compress/gzip"
 	"github.com/rs/cors"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
@@ -37,6 +38,20 @@ import (
 type Service struct {
 	Name  string // fully-qualified, e.g. envplane.environment.v1.EnvironmentService
 	Mount func(opts ...connect.HandlerOption) (string, http.Handler)
+	// Interceptors are the service's own, run inside the server's on every
+	// call however it arrives (Mount gets them with the shared options).
+	Interceptors []connect.Interceptor
+	// Direct are the methods whose REST bindings are served without the
+	// transcoder (see direct.go): the ones called all day.
+	Direct []Method
+}
+
+// mount is s.Mount with the shared options and the service's interceptors.
+func (s Service) mount(opts []connect.HandlerOption) (string, http.Handler) {
+	if len(s.Interceptors) > 0 {
+		opts = append(opts[:len(opts):len(opts)], connect.WithInterceptors(s.Interceptors...))
+	}
+	return s.Mount(opts...)
 }
 
 // Server is the one listening socket of the process.
@@ -75,12 +90,12 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 	mux := http.NewServeMux()
 	names := make([]string, 0, len(services))
 	for _, s := range services {
-		path, h := s.Mount(opts...)
+		path, h := s.mount(opts)
 		mux.Handle(path, h)
 		names = append(names, s.Name)
 	}
 	if len(services) > 0 {
-		rest, err := restHandler(services, opts, handoff.New())
+		rest, err := restHandler(services, opts, interceptors, handoff.New())
 		if err != nil {
 			return nil, err
 		}
@@ -134,15 +149,16 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 const compressMinBytes = 1024
 
 // restHandler is the REST surface: the vanguard transcoder over every
-// service. Vanguard calls each service through a handler of its own, which
+// service, and beside it the direct routes of the services' Direct methods
+// (interceptors are the server's, to run around them). Vanguard calls each service through a handler of its own, which
 // takes messages through mailbox by reference rather than in protobuf that
 // vanguard would marshal and the handler parse, and the other way for the
 // answer (a third of the server's CPU for a page of records). Those handlers
 // are on no mux: only vanguard reaches them, as handoff requires.
-func restHandler(services []Service, opts []connect.HandlerOption, mailbox *handoff.Mailbox) (http.Handler, error) {
+func restHandler(services []Service, opts []connect.HandlerOption, interceptors []connect.Interceptor, mailbox *handoff.Mailbox) (http.Handler, error) {
 	vservices := make([]*vanguard.Service, 0, len(services))
 	for _, s := range services {
-		path, inner := s.Mount(append(opts, connect.WithCodec(mailbox.Connect()))...)
+		path, inner := s.mount(append(opts[:len(opts):len(opts)], connect.WithCodec(mailbox.Connect())))
 		// No compression either: the answer crosses no network on its way
 		// to vanguard, which compresses for the client (below).
 		vservices = append(vservices, vanguard.NewService(path, uncompressedAnswers(inner), vanguard.WithTargetCodecs(handoff.Name)))
@@ -159,7 +175,21 @@ func restHandler(services []Service, opts []connect.HandlerOption, mailbox *hand
 	if err != nil {
 		return nil, fmt.Errorf("rest compression: %w", err)
 	}
-	return restBodies(compress(clarifyErrors(transcoder))), nil
+	// The transcoder's codec, over the types it resolves by default.
+	codec := jsoncodec.VanguardCodec(protoregistry.GlobalTypes)
+	fallback := clarifyErrors(transcoder)
+	mux := http.NewServeMux()
+	mux.Handle("/", fallback)
+	for _, s := range services {
+		routes, err := directRoutes(s.Direct, append(interceptors[:len(interceptors):len(interceptors)], s.Interceptors...), codec, fallback)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			mux.Handle(r.pattern, r)
+		}
+	}
+	return restBodies(compress(mux)), nil
 }
 
 // clarifyErrors gives vanguard's own refusals what every envplane error

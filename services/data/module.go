@@ -26,8 +26,16 @@ var Module = fx.Module("data",
 			return server.Service{
 				Name: datav1connect.DataServiceName,
 				Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
-					opts = append(opts, connect.WithInterceptors(r.Interceptor()))
 					return datav1connect.NewDataServiceHandler(s, opts...)
+				},
+				Interceptors: []connect.Interceptor{r.Interceptor()},
+				Direct: []server.Method{
+					server.Unary(datav1connect.DataServiceCreateRecordProcedure, s.CreateRecord),
+					server.Unary(datav1connect.DataServiceGetRecordProcedure, s.GetRecord),
+					server.Unary(datav1connect.DataServiceListRecordsProcedure, s.ListRecords),
+					server.Unary(datav1connect.DataServiceUpdateRecordProcedure, s.UpdateRecord),
+					server.Unary(datav1connect.DataServiceDeleteRecordProcedure, s.DeleteRecord),
+					server.Unary(datav1connect.DataServiceBatchWriteRecordsProcedure, s.BatchWriteRecords),
 				},
 			}
 		}),

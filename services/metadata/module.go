@@ -19,10 +19,10 @@ var Module = fx.Module("metadata",
 			return server.Service{
 				Name: metadatav1connect.MetadataServiceName,
 				Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
-					// The resolver runs innermost, after authentication and validation.
-					opts = append(opts, connect.WithInterceptors(r.Interceptor()))
 					return metadatav1connect.NewMetadataServiceHandler(s, opts...)
 				},
+				// The resolver runs innermost, after authentication and validation.
+				Interceptors: []connect.Interceptor{r.Interceptor()},
 			}
 		}),
 	),
