@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/envplane/envplane/internal/apierr"
 )
@@ -87,6 +88,14 @@ func (c vanguardCodec) MarshalAppend(b []byte, msg proto.Message) ([]byte, error
 // the caller's mistake: INVALID_ARGUMENT with a reason (vanguard would
 // answer 500 UNKNOWN).
 func (c vanguardCodec) Unmarshal(b []byte, msg proto.Message) error {
+	// A record (the body of a create or an update) takes the fast path
+	// when it can; protojson reads the rest, and says what is wrong.
+	if s, ok := msg.(*structpb.Struct); ok && len(s.GetFields()) == 0 {
+		if UnmarshalStruct(b, s) {
+			return nil
+		}
+		proto.Reset(s)
+	}
 	if err := c.JSONCodec.Unmarshal(b, msg); err != nil {
 		return apierr.InvalidArgument(apierr.ReasonMalformedBody, "the request body does not fit the method: "+err.Error())
 	}
