@@ -18,7 +18,16 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 		return err
 	}
 	_, err := d.writes.do(ctx, func(ctx context.Context, q querier) (driver.Record, error) {
-		return insert(ctx, q, obj, rec)
+		// Not insert: Insert answers no record, and reading back the one
+		// written (RETURNING) was a tenth of a create's CPU.
+		stmt, args, err := insertStatement(obj, rec, "")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := q.ExecContext(ctx, stmt, args...); err != nil {
+			return nil, mapError(obj, err)
+		}
+		return nil, nil
 	})
 	if err != nil {
 		return fmt.Errorf("driversqlite: insert into %s: %w", obj.Name, err)
@@ -26,21 +35,28 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	return nil
 }
 
+// insert writes rec and reads it back as stored.
 func insert(ctx context.Context, q querier, obj *schema.Object, rec driver.Record) (driver.Record, error) {
-	args := driversql.NewArgs(sq)
-	vals, err := driversql.InsertValues(sq, obj, rec, args)
+	stmt, args, err := insertStatement(obj, rec, ` RETURNING `+driversql.Columns(sq, obj))
 	if err != nil {
 		return nil, err
 	}
-	row := q.QueryRowContext(ctx,
-		`INSERT INTO `+quote(obj.Name)+` (`+driversql.ColumnList(vals)+`) VALUES (`+driversql.ValueList(vals)+`)`+
-			` RETURNING `+driversql.Columns(sq, obj),
-		args.Values()...)
-	out, err := recordFrom(obj, row)
+	out, err := recordFrom(obj, q.QueryRowContext(ctx, stmt, args...))
 	if err != nil {
 		return nil, mapError(obj, err)
 	}
 	return out, nil
+}
+
+// insertStatement is the INSERT of rec into obj's table, ending with tail.
+func insertStatement(obj *schema.Object, rec driver.Record, tail string) (string, []any, error) {
+	args := driversql.NewArgs(sq)
+	vals, err := driversql.InsertValues(sq, obj, rec, args)
+	if err != nil {
+		return "", nil, err
+	}
+	return `INSERT INTO ` + quote(obj.Name) + ` (` + driversql.ColumnList(vals) + `) VALUES (` + driversql.ValueList(vals) + `)` + tail,
+		args.Values(), nil
 }
 
 // Get reads one record through a reader connection.
