@@ -67,11 +67,11 @@ build: ## Build bin/envplane
 	$(GO) build -o bin/envplane ./cmd/envplane
 
 .PHONY: bench
-bench: ## Go benchmarks; the bare net/http baseline; the load tool against envplane serve as its own process (data plane over REST, Connect JSON, Connect, gRPC with 1 and 1,000 sqlite environments; control plane); a short in-process turso round; PocketBase beside envplane (bench-pocketbase)
+bench: ## Go benchmarks; the bare net/http baseline; the load tool against envplane serve as its own process (data plane over REST, Connect JSON, Connect, gRPC with 1 and 1,000 sqlite environments, the latter each scenario beside its run on one; control plane); a short in-process turso round; PocketBase beside envplane (bench-pocketbase)
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=2s ./...
 	./scripts/bench_baseline.sh -duration $${BENCH_DURATION:-5s} -concurrency 16 -max-ops 2000000
 	./scripts/bench_process.sh -duration $${BENCH_DURATION:-5s} -concurrency 16 -environments 1
-	./scripts/bench_process.sh -duration $${BENCH_DURATION:-5s} -concurrency 16 -environments 1000 -control=false
+	./scripts/bench_process.sh -duration $${BENCH_DURATION:-5s} -concurrency 16 -environments 1000 -compare-one -control=false
 	$(GO) run ./cmd/envplane-load -driver turso -duration $${BENCH_TURSO_DURATION:-3s} -concurrency 16 -environments 1 -control=false
 	./scripts/bench_pocketbase.sh
 

@@ -87,3 +87,27 @@ func TestBaseline(t *testing.T) {
 		t.Errorf("serveBaseline: %v", err)
 	}
 }
+
+// The spread's cost compares throughputs, not call counts: a run over many
+// environments that ran longer is not cheaper for it.
+func TestCost(t *testing.T) {
+	t.Parallel()
+	one := result{ops: 1000, elapsed: time.Second}
+	for _, c := range []struct {
+		many result
+		want string
+	}{
+		{result{ops: 800, elapsed: time.Second}, "20%"},
+		{result{ops: 1600, elapsed: 2 * time.Second}, "20%"},
+		{result{ops: 1100, elapsed: time.Second}, "-10%"},
+		{result{ops: 0, elapsed: time.Second}, "-"},
+	} {
+		if got := cost(one, c.many); got != c.want {
+			t.Errorf("cost(%+v, %+v) = %s, want %s", one, c.many, got, c.want)
+		}
+	}
+	dp := &dataPlane{org: "o", envs: []string{"a", "b"}, ids: [][]string{{"1"}, {"2"}}}
+	if first := dp.first(); len(first.envs) != 1 || first.envs[0] != "a" || first.ids[0][0] != "1" {
+		t.Errorf("first() = %+v", first)
+	}
+}

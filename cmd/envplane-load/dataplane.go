@@ -172,6 +172,11 @@ func (dp *dataPlane) run(ctx context.Context, c dataClient, scenario string, o o
 	return measure(ctx, scenario, o.duration, o.concurrency, o.maxOps, call)
 }
 
+// first is the data plane of the first environment alone (--compare-one).
+func (dp *dataPlane) first() *dataPlane {
+	return &dataPlane{org: dp.org, envs: dp.envs[:1], ids: dp.ids[:1]}
+}
+
 // cleanup deletes the environments the setup created (on --url; an
 // in-process server's directory goes away whole).
 func (dp *dataPlane) cleanup(cl *clients, concurrency int) {

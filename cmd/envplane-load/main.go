@@ -68,6 +68,7 @@ type options struct {
 	maxOps           int
 	maxCreates       int
 	environments     int
+	compareOne       bool // each scenario on the first environment alone, right before the run over all
 	setupConcurrency int
 	seed             int
 	pageSize         int
@@ -104,6 +105,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.maxOps, "max-ops", 200000, "upper bound on the calls of each scenario (CreateEnvironment: --max-creates)")
 	fs.IntVar(&o.maxCreates, "max-creates", 2000, "upper bound on environments created by the control-plane CreateEnvironment scenario")
 	fs.IntVar(&o.environments, "environments", 1, "environments the data-plane scenarios spread over, round-robin (at most 50 with --driver turso)")
+	fs.BoolVar(&o.compareOne, "compare-one", false, "run each data-plane scenario on the first environment alone right before the run over all --environments, "+
+		"and print the throughput the spread costs: one server and one machine state for both figures, as machines of this kind drift by tens of percent within minutes")
 	fs.StringVar(&o.driver, "driver", "sqlite", "driver of the data-plane environments: "+strings.Join(knownDrivers, ", ")+
 		"; turso starts one local tursodb per environment and brings it as the environment's database (the control plane's CreateEnvironment stays sqlite)")
 	fs.StringVar(&o.tursodb, "tursodb", "", "path of tursodb for --driver turso (default: node_modules/"+tursodbPackage+"/tursodb under the module root)")
@@ -327,7 +330,18 @@ func run() error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				printRow(p, s, fmt.Sprint(len(dp.envs)), dp.run(ctx, cl.data[p], s, o))
+				if !o.compareOne || len(dp.envs) < 2 {
+					printRow(p, s, fmt.Sprint(len(dp.envs)), dp.run(ctx, cl.data[p], s, o))
+					continue
+				}
+				one := dp.first().run(ctx, cl.data[p], s, o)
+				printRow(p, s, "1", one)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				all := dp.run(ctx, cl.data[p], s, o)
+				printRow(p, s, fmt.Sprint(len(dp.envs)), all)
+				fmt.Printf("%12s %d environments cost %s of one's throughput\n", "", len(dp.envs), cost(one, all))
 			}
 		}
 	}

@@ -103,6 +103,17 @@ func (r result) quantile(q float64) time.Duration {
 	return r.latencies[int(q*float64(len(r.latencies)-1)+0.5)]
 }
 
+// cost is how much less throughput many had than one, in percent ("-"
+// when either has none).
+func cost(one, many result) string {
+	if one.ops == 0 || many.ops == 0 || one.elapsed <= 0 || many.elapsed <= 0 {
+		return "-"
+	}
+	a := float64(one.ops) / one.elapsed.Seconds()
+	b := float64(many.ops) / many.elapsed.Seconds()
+	return fmt.Sprintf("%.0f%%", 100*(a-b)/a)
+}
+
 const rowFormat = "%-12s %-18s %5s %9s %8s %6s %9s %9s %9s\n"
 
 func printHeader() {
