@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,19 @@ func TestCost(t *testing.T) {
 	dp := &dataPlane{org: "o", envs: []string{"a", "b"}, ids: [][]string{{"1"}, {"2"}}}
 	if first := dp.first(); len(first.envs) != 1 || first.envs[0] != "a" || first.ids[0][0] != "1" {
 		t.Errorf("first() = %+v", first)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	t.Parallel()
+	first := errors.New("first")
+	a := result{ops: 2, errs: 1, firstErr: first, elapsed: time.Second, latencies: []time.Duration{1, 5}}
+	b := result{ops: 1, errs: 2, firstErr: errors.New("second"), elapsed: 2 * time.Second, latencies: []time.Duration{3}}
+	m := merge(merge(result{}, a), b)
+	if m.ops != 3 || m.errs != 3 || m.firstErr != first || m.elapsed != 3*time.Second || !slices.Equal(m.latencies, []time.Duration{1, 3, 5}) {
+		t.Errorf("merge = %+v", m)
+	}
+	if m.quantile(0.5) != 3 {
+		t.Errorf("median %v, want 3", m.quantile(0.5))
 	}
 }

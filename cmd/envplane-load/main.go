@@ -105,8 +105,9 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.maxOps, "max-ops", 200000, "upper bound on the calls of each scenario (CreateEnvironment: --max-creates)")
 	fs.IntVar(&o.maxCreates, "max-creates", 2000, "upper bound on environments created by the control-plane CreateEnvironment scenario")
 	fs.IntVar(&o.environments, "environments", 1, "environments the data-plane scenarios spread over, round-robin (at most 50 with --driver turso)")
-	fs.BoolVar(&o.compareOne, "compare-one", false, "run each data-plane scenario on the first environment alone right before the run over all --environments, "+
-		"and print the throughput the spread costs: one server and one machine state for both figures, as machines of this kind drift by tens of percent within minutes")
+	fs.BoolVar(&o.compareOne, "compare-one", false, fmt.Sprintf("run each data-plane scenario on the first environment alone and over all --environments, "+
+		"alternating in %d slices of --duration each, and print the throughput the spread costs: one server and one machine state for both figures, "+
+		"as machines of this kind drift by tens of percent within minutes", compareSlices))
 	fs.StringVar(&o.driver, "driver", "sqlite", "driver of the data-plane environments: "+strings.Join(knownDrivers, ", ")+
 		"; turso starts one local tursodb per environment and brings it as the environment's database (the control plane's CreateEnvironment stays sqlite)")
 	fs.StringVar(&o.tursodb, "tursodb", "", "path of tursodb for --driver turso (default: node_modules/"+tursodbPackage+"/tursodb under the module root)")
@@ -229,6 +230,10 @@ func splitKnown(name, list string, known []string) ([]string, error) {
 	return out, nil
 }
 
+// compareSlices is how many alternating slices --compare-one cuts each of
+// its two runs into.
+const compareSlices = 5
+
 func run() error {
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -334,12 +339,16 @@ func run() error {
 					printRow(p, s, fmt.Sprint(len(dp.envs)), dp.run(ctx, cl.data[p], s, o))
 					continue
 				}
-				one := dp.first().run(ctx, cl.data[p], s, o)
-				printRow(p, s, "1", one)
-				if ctx.Err() != nil {
-					return ctx.Err()
+				// In alternating slices of --duration, so that both runs see
+				// the machine alike.
+				slice := o
+				slice.duration = o.duration / compareSlices
+				var one, all result
+				for range compareSlices {
+					one = merge(one, dp.first().run(ctx, cl.data[p], s, slice))
+					all = merge(all, dp.run(ctx, cl.data[p], s, slice))
 				}
-				all := dp.run(ctx, cl.data[p], s, o)
+				printRow(p, s, "1", one)
 				printRow(p, s, fmt.Sprint(len(dp.envs)), all)
 				fmt.Printf("%12s %d environments cost %s of one's throughput\n", "", len(dp.envs), cost(one, all))
 			}

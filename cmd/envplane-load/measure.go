@@ -95,6 +95,17 @@ func measure(ctx context.Context, label string, duration time.Duration, concurre
 	return res
 }
 
+// merge is the result of a and b run one after the other.
+func merge(a, b result) result {
+	out := result{ops: a.ops + b.ops, errs: a.errs + b.errs, firstErr: a.firstErr, elapsed: a.elapsed + b.elapsed}
+	if out.firstErr == nil {
+		out.firstErr = b.firstErr
+	}
+	out.latencies = append(append(make([]time.Duration, 0, len(a.latencies)+len(b.latencies)), a.latencies...), b.latencies...)
+	slices.Sort(out.latencies)
+	return out
+}
+
 // quantile is the nearest-rank q-quantile of the sorted latencies.
 func (r result) quantile(q float64) time.Duration {
 	if len(r.latencies) == 0 {
