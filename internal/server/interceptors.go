@@ -140,7 +140,19 @@ func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) 
 func (i logInterceptor) record(ctx context.Context, procedure, protocol string, start time.Time, err error) {
 	code := "ok"
 	level := slog.LevelInfo
-	attrs := []any{"procedure", procedure, "protocol", protocol, "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+	// Written to the handler directly: a logger would look up its caller
+	// (which no handler here prints), and a logger With the request id
+	// would be built for the one line (together a third of this line's cost,
+	// on every call).
+	h := i.log.Handler()
+	if err == nil && !h.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]any, 0, 16)
+	if id := reqlog.ID(ctx); id != "" {
+		attrs = append(attrs, "request_id", id)
+	}
+	attrs = append(attrs, "procedure", procedure, "protocol", protocol, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 	if err != nil {
 		c := connect.CodeOf(err)
 		code = c.String()
@@ -153,9 +165,14 @@ func (i logInterceptor) record(ctx context.Context, procedure, protocol string, 
 			level = slog.LevelWarn
 		}
 	}
+	if !h.Enabled(ctx, level) {
+		return
+	}
 	attrs = append(attrs, reqlog.Annotations(ctx)...)
 	attrs = append(attrs, "code", code)
-	reqlog.Logger(ctx, i.log).Log(ctx, level, "rpc", attrs...)
+	r := slog.NewRecord(time.Now(), level, "rpc", 0)
+	r.Add(attrs...)
+	_ = h.Handle(ctx, r)
 }
 
 func requestID(supplied string) string {
