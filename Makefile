@@ -76,7 +76,7 @@ bench: ## Go benchmarks; the bare net/http baseline; the load tool against envpl
 	./scripts/bench_pocketbase.sh
 
 .PHONY: bench-pocketbase
-bench-pocketbase: ## The targets' yardstick: PocketBase v0.36 (built from the Go module proxy into bin/) and envplane serve, each driven by hey over REST (get, list of 20, create)
+bench-pocketbase: ## The targets' yardstick: PocketBase v0.36 (built from the Go module proxy into bin/) and envplane serve side by side, driven by hey over REST in alternating slices (get, list of 20 with and without gzip, create)
 	./scripts/bench_pocketbase.sh
 
 .PHONY: fuzz

@@ -8,7 +8,10 @@
 # record, list a page of 20, create records. PocketBase runs as a superuser,
 # envplane with its admin token, both at their default log levels (each logs
 # every request). hey asks for gzip: envplane compresses answers over 1 KiB
-# (a page of 20), PocketBase never compresses.
+# (a page of 20), PocketBase never compresses, so a page costs envplane a
+# compression and hey (on the same two cores) a decompression that
+# PocketBase's pages do not; "list-plain" is the same list with hey asking
+# for no compression, the two servers' work alone.
 #
 # Both servers run side by side (the idle one costs nothing) and each
 # scenario alternates between them in BENCH_ROUNDS slices of BENCH_SLICE:
@@ -148,7 +151,8 @@ curl -fsS -o /dev/null -X PUT "$ep/api/v1/environments/$env/meta/objects/items" 
 epid=$(seed "$ep/api/v1/environments/$env/data/items" "$eptoken")
 
 # scenario NAME: alternates PocketBase and envplane slices of scenario NAME
-# and sets pb_NAME and ep_NAME to their requests/s over all the slices.
+# and sets pb_NAME and ep_NAME (a "-" in NAME becomes "_") to their
+# requests/s over all the slices.
 scenario() {
   local pb_args ep_args
   case $1 in
@@ -158,6 +162,9 @@ scenario() {
   list)
     pb_args=("$pb/api/collections/items/records?perPage=20")
     ep_args=("$ep/api/v1/environments/$env/data/items?pageSize=20") ;;
+  list-plain)
+    pb_args=(-disable-compression "$pb/api/collections/items/records?perPage=20")
+    ep_args=(-disable-compression "$ep/api/v1/environments/$env/data/items?pageSize=20") ;;
   create)
     pb_args=("$pb/api/collections/items/records" -m POST -d "$record")
     ep_args=("$ep/api/v1/environments/$env/data/items" -m POST -d "$record") ;;
@@ -167,16 +174,16 @@ scenario() {
     pb_slices+="$(hey_slice "PocketBase $1" "$pbtoken" "${pb_args[@]}")"$'\n'
     ep_slices+="$(hey_slice "envplane $1" "$eptoken" "${ep_args[@]}")"$'\n'
   done
-  printf -v "pb_$1" '%s' "$(echo -n "$pb_slices" | awk '{n += $1; t += $2} END {printf "%.0f", n / t}')"
-  printf -v "ep_$1" '%s' "$(echo -n "$ep_slices" | awk '{n += $1; t += $2} END {printf "%.0f", n / t}')"
+  printf -v "pb_${1//-/_}" '%s' "$(echo -n "$pb_slices" | awk '{n += $1; t += $2} END {printf "%.0f", n / t}')"
+  printf -v "ep_${1//-/_}" '%s' "$(echo -n "$ep_slices" | awk '{n += $1; t += $2} END {printf "%.0f", n / t}')"
 }
-for s in get list create; do
+for s in get list list-plain create; do
   scenario "$s"
 done
 
 echo "hey -c $concurrency, requests/s over $rounds alternating slices of $slice each; PocketBase $pocketbase_version and envplane side by side on this machine"
-printf '%-8s %12s %10s %8s\n' scenario pocketbase envplane ratio
-for s in get list create; do
-  p="pb_$s" e="ep_$s"
-  printf '%-8s %12s %10s %7sx\n' "$s" "${!p}" "${!e}" "$(awk -v e="${!e}" -v p="${!p}" 'BEGIN {printf "%.2f", e / p}')"
+printf '%-10s %12s %10s %8s\n' scenario pocketbase envplane ratio
+for s in get list list-plain create; do
+  p="pb_${s//-/_}" e="ep_${s//-/_}"
+  printf '%-10s %12s %10s %7sx\n' "$s" "${!p}" "${!e}" "$(awk -v e="${!e}" -v p="${!p}" 'BEGIN {printf "%.2f", e / p}')"
 done
