@@ -285,10 +285,13 @@ func (d *directRoute) request(r *http.Request) (connect.AnyRequest, bool) {
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		var err error
 		data, err = io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(data))
 		if err != nil {
+			// The transcoder reads what was read, then the same error (a
+			// body over the size limit, say).
+			r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(data), failingReader{err}))
 			return nil, false
 		}
+		r.Body = io.NopCloser(bytes.NewReader(data))
 	}
 	if !d.body(m, data) {
 		return nil, false
@@ -301,6 +304,11 @@ func (d *directRoute) request(r *http.Request) (connect.AnyRequest, bool) {
 	}
 	return req, true
 }
+
+// failingReader fails every read with err.
+type failingReader struct{ err error }
+
+func (f failingReader) Read([]byte) (int, error) { return 0, f.err }
 
 // body sets data, the request body, on m where the binding puts it, or
 // reports a body the binding does not take.

@@ -164,7 +164,7 @@ func TestDirectRoutesAnswerAsTheTranscoder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := httptest.NewServer(rest)
+		srv := httptest.NewServer(http.MaxBytesHandler(rest, maxBody))
 		t.Cleanup(srv.Close)
 		return srv
 	}
@@ -189,6 +189,10 @@ func TestDirectRoutesAnswerAsTheTranscoder(t *testing.T) {
 		req.Header.Set("X-Environment-Id", "e-header")
 		req.Header.Set("X-Request-Id", "req-1")
 		for i := 0; i+1 < len(header); i += 2 {
+			if header[i+1] == "" {
+				req.Header.Del(header[i])
+				continue
+			}
 			req.Header.Set(header[i], header[i+1])
 		}
 		if header := req.Header.Get("Content-Encoding"); header == "gzip" {
@@ -259,6 +263,7 @@ func TestDirectRoutesAnswerAsTheTranscoder(t *testing.T) {
 		{"create, refused with a body", "POST", "/api/v1/data/contact", strings.Replace(record, "%s", "", 1), []string{"X-Refuse", "1"}, true},
 		{"create with a query", "POST", "/api/v1/data/contact?readMask=x", "{}", nil, false},
 		{"create with a body that is not a record", "POST", "/api/v1/data/contact", `{"name":1e999}`, nil, false},
+		{"create without credentials, over the size limit", "POST", "/api/v1/data/contact", `{"name":"` + strings.Repeat("x", maxBody) + `"}`, []string{"Authorization", ""}, false},
 		{"create with a gzipped body", "POST", "/api/v1/data/contact", `{"name":"Zip"}`, []string{"Content-Encoding", "gzip"}, false},
 		{"update", "PATCH", "/api/v1/environments/e1/data/contact/r1?updateMask=name,nested.x&etag=abc", strings.Replace(record, "%s", "", 1), nil, true},
 		{"update, stale", "PATCH", "/api/v1/data/contact/r1?etag=stale", `{"name":"Bob"}`, nil, true},
@@ -292,6 +297,9 @@ func TestDirectRoutesAnswerAsTheTranscoder(t *testing.T) {
 		}
 	}
 }
+
+// maxBody is the request size limit of the servers compared.
+const maxBody = 4096
 
 func mergeKeys(a, b http.Header) map[string]bool {
 	keys := map[string]bool{}
