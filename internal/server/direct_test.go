@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -310,4 +311,60 @@ func mergeKeys(a, b http.Header) map[string]bool {
 		keys[k] = true
 	}
 	return keys
+}
+
+// A direct call's log line names its procedure and protocol rest, with the
+// request id it answers with.
+func TestDirectCallsAreLogged(t *testing.T) {
+	t.Parallel()
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	interceptors := []connect.Interceptor{logInterceptor{log: log}, recoverInterceptor{log: log}}
+	var l ledger
+	s := Service{
+		Name: datav1connect.DataServiceName,
+		Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
+			return datav1connect.NewDataServiceHandler(l, opts...)
+		},
+		Direct: []Method{Unary(datav1connect.DataServiceGetRecordProcedure, l.GetRecord)},
+	}
+	rest, err := restHandler([]Service{s}, []connect.HandlerOption{connect.WithInterceptors(interceptors...)}, interceptors, handoff.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"r1", "stale"} {
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/api/v1/data/contact/"+id, nil)
+		req.Header.Set("X-Request-Id", "req-"+id)
+		rec := httptest.NewRecorder()
+		rest.ServeHTTP(rec, req)
+		if got := rec.Header().Get("X-Request-Id"); got != "req-"+id {
+			t.Errorf("%s: answered with request id %q", id, got)
+		}
+	}
+	var lines []map[string]any
+	dec := json.NewDecoder(&logs)
+	for dec.More() {
+		var line map[string]any
+		if err := dec.Decode(&line); err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, line)
+	}
+	want := []map[string]any{
+		{"request_id": "req-r1", "code": "ok"},
+		{"request_id": "req-stale", "code": "aborted", "reason": "ETAG_MISMATCH"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("log lines %v, want %d", lines, len(want))
+	}
+	for i, line := range lines {
+		if line["msg"] != "rpc" || line["procedure"] != datav1connect.DataServiceGetRecordProcedure || line["protocol"] != protocolREST {
+			t.Errorf("line %v: want an rpc line of GetRecord over rest", line)
+		}
+		for k, v := range want[i] {
+			if line[k] != v {
+				t.Errorf("line %v: %s = %v, want %v", line, k, line[k], v)
+			}
+		}
+	}
 }
