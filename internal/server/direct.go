@@ -45,6 +45,9 @@ type Method struct {
 // Unary is fn, the implementation of the unary method procedure (as in the
 // generated …Procedure constants), as a Method.
 func Unary[Req, Res any](procedure string, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error)) Method {
+	if _, ok := any(new(Req)).(proto.Message); !ok {
+		panic(fmt.Sprintf("server.Unary(%s): %T is not a protobuf message", procedure, new(Req)))
+	}
 	return Method{
 		procedure: procedure,
 		newRequest: func() (proto.Message, connect.AnyRequest) {
