@@ -18,23 +18,35 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	if err := d.check(); err != nil {
 		return err
 	}
-	if _, err := insert(ctx, d.pool, obj, rec); err != nil {
+	// Not insert: Insert answers no record, so none is read back.
+	stmt, args, err := insertStatement(obj, rec, "")
+	if err == nil {
+		_, err = d.pool.Exec(ctx, stmt, args...)
+	}
+	if err != nil {
 		return fmt.Errorf("driverpg: insert into %s: %w", obj.Name, mapError(obj, err))
 	}
 	return nil
 }
 
+// insert writes rec and reads it back as stored.
 func insert(ctx context.Context, q querier, obj *schema.Object, rec driver.Record) (driver.Record, error) {
-	args := driversql.NewArgs(pg)
-	vals, err := driversql.InsertValues(pg, obj, rec, args)
+	stmt, args, err := insertStatement(obj, rec, ` RETURNING `+driversql.Columns(pg, obj))
 	if err != nil {
 		return nil, err
 	}
-	row := q.QueryRow(ctx,
-		signature(obj)+`INSERT INTO `+quote(obj.Name)+` (`+driversql.ColumnList(vals)+`) VALUES (`+driversql.ValueList(vals)+`)`+
-			` RETURNING `+driversql.Columns(pg, obj),
-		args.Values()...)
-	return recordFrom(obj, row)
+	return recordFrom(obj, q.QueryRow(ctx, stmt, args...))
+}
+
+// insertStatement is the INSERT of rec into obj's table, ending with tail.
+func insertStatement(obj *schema.Object, rec driver.Record, tail string) (string, []any, error) {
+	args := driversql.NewArgs(pg)
+	vals, err := driversql.InsertValues(pg, obj, rec, args)
+	if err != nil {
+		return "", nil, err
+	}
+	return signature(obj) + `INSERT INTO ` + quote(obj.Name) + ` (` + driversql.ColumnList(vals) + `) VALUES (` + driversql.ValueList(vals) + `)` + tail,
+		args.Values(), nil
 }
 
 // Get reads one record.
