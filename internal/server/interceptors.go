@@ -140,12 +140,22 @@ func (i logInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) 
 func (i logInterceptor) record(ctx context.Context, procedure, protocol string, start time.Time, err error) {
 	code := "ok"
 	level := slog.LevelInfo
+	reason := ""
+	if err != nil {
+		c := connect.CodeOf(err)
+		code, reason = c.String(), apierr.Reason(err)
+		if c == connect.CodeInternal || c == connect.CodeUnknown || c == connect.CodeDataLoss {
+			level = slog.LevelError
+		} else if c == connect.CodeUnavailable || c == connect.CodeDeadlineExceeded {
+			level = slog.LevelWarn
+		}
+	}
 	// Written to the handler directly: a logger would look up its caller
 	// (which no handler here prints), and a logger With the request id
 	// would be built for the one line (together a third of this line's cost,
 	// on every call).
 	h := i.log.Handler()
-	if err == nil && !h.Enabled(ctx, level) {
+	if !h.Enabled(ctx, level) {
 		return
 	}
 	attrs := make([]any, 0, 16)
@@ -153,20 +163,8 @@ func (i logInterceptor) record(ctx context.Context, procedure, protocol string, 
 		attrs = append(attrs, "request_id", id)
 	}
 	attrs = append(attrs, "procedure", procedure, "protocol", protocol, "duration_ms", float64(time.Since(start).Microseconds())/1000)
-	if err != nil {
-		c := connect.CodeOf(err)
-		code = c.String()
-		if reason := apierr.Reason(err); reason != "" {
-			attrs = append(attrs, "reason", reason)
-		}
-		if c == connect.CodeInternal || c == connect.CodeUnknown || c == connect.CodeDataLoss {
-			level = slog.LevelError
-		} else if c == connect.CodeUnavailable || c == connect.CodeDeadlineExceeded {
-			level = slog.LevelWarn
-		}
-	}
-	if !h.Enabled(ctx, level) {
-		return
+	if reason != "" {
+		attrs = append(attrs, "reason", reason)
 	}
 	attrs = append(attrs, reqlog.Annotations(ctx)...)
 	attrs = append(attrs, "code", code)
