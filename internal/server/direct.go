@@ -356,20 +356,20 @@ func (d *directRoute) query(m protoreflect.Message, raw string) bool {
 			m.Set(fd, protoreflect.ValueOfString(v))
 		// Scalars are read as JSON, as the transcoder reads them.
 		case protoreflect.BoolKind:
-			var b bool
-			if json.Unmarshal([]byte(v), &b) != nil {
+			b, ok := jsonScalar[bool](v)
+			if !ok {
 				return false
 			}
 			m.Set(fd, protoreflect.ValueOfBool(b))
 		case protoreflect.Int32Kind:
-			var n int32
-			if json.Unmarshal([]byte(v), &n) != nil {
+			n, ok := jsonScalar[int32](v)
+			if !ok {
 				return false
 			}
 			m.Set(fd, protoreflect.ValueOfInt32(n))
 		case protoreflect.Int64Kind:
-			var n int64
-			if json.Unmarshal([]byte(v), &n) != nil {
+			n, ok := jsonScalar[int64](v)
+			if !ok {
 				return false
 			}
 			m.Set(fd, protoreflect.ValueOfInt64(n))
@@ -385,6 +385,12 @@ func (d *directRoute) query(m protoreflect.Message, raw string) bool {
 		}
 	}
 	return true
+}
+
+// jsonScalar reads s as a JSON value of type T.
+func jsonScalar[T bool | int32 | int64](s string) (T, bool) {
+	var v T
+	return v, json.Unmarshal([]byte(s), &v) == nil
 }
 
 // writeError answers err as the transcoder does: the HTTP status of its
