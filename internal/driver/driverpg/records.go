@@ -19,9 +19,9 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 		return err
 	}
 	// Not insert: Insert answers no record, so none is read back.
-	stmt, args, err := insertStatement(obj, rec, "")
+	stmt, args, err := driversql.Insert(pg, obj, rec, false)
 	if err == nil {
-		_, err = d.pool.Exec(ctx, stmt, args...)
+		_, err = d.pool.Exec(ctx, signature(obj)+stmt, args...)
 	}
 	if err != nil {
 		return fmt.Errorf("driverpg: insert into %s: %w", obj.Name, mapError(obj, err))
@@ -31,22 +31,11 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 
 // insert writes rec and reads it back as stored.
 func insert(ctx context.Context, q querier, obj *schema.Object, rec driver.Record) (driver.Record, error) {
-	stmt, args, err := insertStatement(obj, rec, ` RETURNING `+driversql.Columns(pg, obj))
+	stmt, args, err := driversql.Insert(pg, obj, rec, true)
 	if err != nil {
 		return nil, err
 	}
-	return recordFrom(obj, q.QueryRow(ctx, stmt, args...))
-}
-
-// insertStatement is the INSERT of rec into obj's table, ending with tail.
-func insertStatement(obj *schema.Object, rec driver.Record, tail string) (string, []any, error) {
-	args := driversql.NewArgs(pg)
-	vals, err := driversql.InsertValues(pg, obj, rec, args)
-	if err != nil {
-		return "", nil, err
-	}
-	return signature(obj) + `INSERT INTO ` + quote(obj.Name) + ` (` + driversql.ColumnList(vals) + `) VALUES (` + driversql.ValueList(vals) + `)` + tail,
-		args.Values(), nil
+	return recordFrom(obj, q.QueryRow(ctx, signature(obj)+stmt, args...))
 }
 
 // Get reads one record.

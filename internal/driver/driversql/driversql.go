@@ -204,6 +204,22 @@ func checkKeys(obj *schema.Object, rec driver.Record) error {
 	return nil
 }
 
+// Insert renders the INSERT of rec into obj's table and its parameters;
+// with returning, it reads the stored record back (RETURNING every column,
+// as ScanRecord expects them).
+func Insert(d Dialect, obj *schema.Object, rec driver.Record, returning bool) (string, []any, error) {
+	args := NewArgs(d)
+	vals, err := InsertValues(d, obj, rec, args)
+	if err != nil {
+		return "", nil, err
+	}
+	stmt := `INSERT INTO ` + d.Quote(obj.Name) + ` (` + ColumnList(vals) + `) VALUES (` + ValueList(vals) + `)`
+	if returning {
+		stmt += ` RETURNING ` + Columns(d, obj)
+	}
+	return stmt, args.Values(), nil
+}
+
 // ColumnList renders the columns of as for an INSERT: "a", "b".
 func ColumnList(as []Assignment) string {
 	return joinAssignments(as, func(a Assignment) string { return a.Column })

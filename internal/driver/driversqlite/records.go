@@ -20,7 +20,7 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	_, err := d.writes.do(ctx, func(ctx context.Context, q querier) (driver.Record, error) {
 		// Not insert: Insert answers no record, and reading back the one
 		// written (RETURNING) was a tenth of a create's CPU.
-		stmt, args, err := insertStatement(obj, rec, "")
+		stmt, args, err := driversql.Insert(sq, obj, rec, false)
 		if err != nil {
 			return nil, err
 		}
@@ -37,7 +37,7 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 
 // insert writes rec and reads it back as stored.
 func insert(ctx context.Context, q querier, obj *schema.Object, rec driver.Record) (driver.Record, error) {
-	stmt, args, err := insertStatement(obj, rec, ` RETURNING `+driversql.Columns(sq, obj))
+	stmt, args, err := driversql.Insert(sq, obj, rec, true)
 	if err != nil {
 		return nil, err
 	}
@@ -46,17 +46,6 @@ func insert(ctx context.Context, q querier, obj *schema.Object, rec driver.Recor
 		return nil, mapError(obj, err)
 	}
 	return out, nil
-}
-
-// insertStatement is the INSERT of rec into obj's table, ending with tail.
-func insertStatement(obj *schema.Object, rec driver.Record, tail string) (string, []any, error) {
-	args := driversql.NewArgs(sq)
-	vals, err := driversql.InsertValues(sq, obj, rec, args)
-	if err != nil {
-		return "", nil, err
-	}
-	return `INSERT INTO ` + quote(obj.Name) + ` (` + driversql.ColumnList(vals) + `) VALUES (` + driversql.ValueList(vals) + `)` + tail,
-		args.Values(), nil
 }
 
 // Get reads one record through a reader connection.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/driversql"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -118,7 +119,7 @@ func (b *batch) add(i int, op driver.Op) error {
 	obj := op.Object
 	switch op.Kind {
 	case driver.OpInsert:
-		stmt, args, err := insertStmt(obj, op.Record, true)
+		stmt, args, err := driversql.Insert(sq, obj, op.Record, true)
 		if err != nil {
 			return err
 		}

@@ -19,7 +19,7 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	}
 	ctx, cancel := d.call(ctx)
 	defer cancel()
-	stmt, args, err := insertStmt(obj, rec, false)
+	stmt, args, err := driversql.Insert(sq, obj, rec, false)
 	if err != nil {
 		return fmt.Errorf("driverturso: insert into %s: %w", obj.Name, err)
 	}
@@ -27,21 +27,6 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 		return fmt.Errorf("driverturso: insert into %s: %w", obj.Name, mapError(ctx, obj, err))
 	}
 	return nil
-}
-
-// insertStmt renders the INSERT of rec, returning the record as stored
-// when returning is set.
-func insertStmt(obj *schema.Object, rec driver.Record, returning bool) (string, []any, error) {
-	args := driversql.NewArgs(sq)
-	vals, err := driversql.InsertValues(sq, obj, rec, args)
-	if err != nil {
-		return "", nil, err
-	}
-	stmt := `INSERT INTO ` + quote(obj.Name) + ` (` + driversql.ColumnList(vals) + `) VALUES (` + driversql.ValueList(vals) + `)`
-	if returning {
-		stmt += ` RETURNING ` + driversql.Columns(sq, obj)
-	}
-	return stmt, args.Values(), nil
 }
 
 // Get reads one record.
