@@ -150,8 +150,9 @@ const compressMinBytes = 1024
 
 // restHandler is the REST surface: the vanguard transcoder over every
 // service, and beside it the direct routes of the services' Direct methods
-// (interceptors are the server's, to run around them). Vanguard calls each service through a handler of its own, which
-// takes messages through mailbox by reference rather than in protobuf that
+// (see direct.go), which run inside interceptors, the server's own.
+// Vanguard calls each service through a handler of its own, which takes
+// messages through mailbox by reference rather than in protobuf that
 // vanguard would marshal and the handler parse, and the other way for the
 // answer (a third of the server's CPU for a page of records). Those handlers
 // are on no mux: only vanguard reaches them, as handoff requires.
