@@ -45,6 +45,27 @@ func AppendMessageEmitUnpopulated(b []byte, m protoreflect.Message) ([]byte, boo
 	return encoder{emitUnpopulated: true}.appendMessage(b, m)
 }
 
+// AppendValue appends v's protojson form to b; false as for AppendMessage
+// (a Value with no kind, a number that is not finite, invalid UTF-8).
+func AppendValue(b []byte, v *structpb.Value) ([]byte, bool) {
+	return appendValue(b, v)
+}
+
+// AppendString appends s as protojson writes a string; false when s is not
+// valid UTF-8, which protojson refuses.
+func AppendString(b []byte, s string) ([]byte, bool) {
+	return appendValidString(b, s)
+}
+
+// AppendNumber appends n as protojson writes a Value's number; false when n
+// is not finite, which protojson refuses in a Value.
+func AppendNumber(b []byte, n float64) ([]byte, bool) {
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return b, false
+	}
+	return appendFloat(b, n, 64), true
+}
+
 type encoder struct{ emitUnpopulated bool }
 
 func (e encoder) appendMessage(b []byte, m protoreflect.Message) ([]byte, bool) {
@@ -209,10 +230,7 @@ func appendValue(b []byte, v *structpb.Value) ([]byte, bool) {
 	case *structpb.Value_BoolValue:
 		return strconv.AppendBool(b, k.BoolValue), true
 	case *structpb.Value_NumberValue:
-		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
-			return b, false
-		}
-		return appendFloat(b, k.NumberValue, 64), true
+		return AppendNumber(b, k.NumberValue)
 	case *structpb.Value_StringValue:
 		return appendValidString(b, k.StringValue)
 	case *structpb.Value_StructValue:

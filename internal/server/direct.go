@@ -42,11 +42,26 @@ type Method struct {
 	call       connect.UnaryFunc
 }
 
+// A Body is an answer that writes its own REST body: the JSON the
+// transcoder writes for the method's answer (for its response_body field,
+// when the binding names one). A direct method may answer a Body instead of
+// its protobuf message when it can write that JSON without building the
+// message first; holding the two alike is the method's tests' job.
+type Body interface {
+	AppendJSON(b []byte) ([]byte, error)
+}
+
 // Unary is fn, the implementation of the unary method procedure (as in the
-// generated …Procedure constants), as a Method.
+// generated …Procedure constants), as a Method. Res is the method's answer
+// message or a Body.
 func Unary[Req, Res any](procedure string, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error)) Method {
 	if _, ok := any(new(Req)).(proto.Message); !ok {
 		panic(fmt.Sprintf("server.Unary(%s): %T is not a protobuf message", procedure, new(Req)))
+	}
+	_, message := any(new(Res)).(proto.Message)
+	_, body := any(new(Res)).(Body)
+	if !message && !body {
+		panic(fmt.Sprintf("server.Unary(%s): %T is neither a protobuf message nor a Body", procedure, new(Res)))
 	}
 	return Method{
 		procedure: procedure,
@@ -241,13 +256,18 @@ func (d *directRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d.writeError(w, err)
 		return
 	}
-	answer := resp.Any().(proto.Message)
-	if d.responseBody != nil {
-		answer = answer.ProtoReflect().Get(d.responseBody).Message().Interface()
-	}
 	buf := answers.Get().(*[]byte)
 	defer answers.Put(buf)
-	body, err := d.codec.MarshalAppend((*buf)[:0], answer)
+	var body []byte
+	switch answer := resp.Any().(type) {
+	case Body:
+		body, err = answer.AppendJSON((*buf)[:0])
+	case proto.Message:
+		if d.responseBody != nil {
+			answer = answer.ProtoReflect().Get(d.responseBody).Message().Interface()
+		}
+		body, err = d.codec.MarshalAppend((*buf)[:0], answer)
+	}
 	if cap(body) <= maxPooledAnswer {
 		*buf = body
 	}

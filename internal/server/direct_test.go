@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -367,4 +368,67 @@ func TestDirectCallsAreLogged(t *testing.T) {
 			}
 		}
 	}
+}
+
+// body is an answer that writes its own REST body: its text, or fails.
+type body struct{ text string }
+
+func (b *body) AppendJSON(out []byte) ([]byte, error) {
+	if b.text == "" {
+		return append(out, "half"...), errors.New("cannot write it")
+	}
+	return append(out, b.text...), nil
+}
+
+// A method answering a Body has its JSON written as it is, with the
+// answer's headers; a Body that fails is INTERNAL, as a message the codec
+// cannot write.
+func TestDirectBodyAnswers(t *testing.T) {
+	t.Parallel()
+	get := func(_ context.Context, req *connect.Request[datav1.GetRecordRequest]) (*connect.Response[body], error) {
+		resp := connect.NewResponse(&body{text: `{"got":"` + req.Msg.GetId() + `"}`})
+		resp.Header().Set("X-Environment-Id", "e-answered")
+		return resp, nil
+	}
+	s := Service{
+		Name: datav1connect.DataServiceName,
+		Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
+			return datav1connect.NewDataServiceHandler(ledger{}, opts...)
+		},
+		Direct: []Method{Unary(datav1connect.DataServiceGetRecordProcedure, get)},
+	}
+	rest, err := restHandler([]Service{s}, nil, nil, handoff.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(path string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		rest.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, path, nil))
+		return rec
+	}
+	rec := serve("/api/v1/data/contact/r1")
+	if rec.Code != http.StatusOK || rec.Body.String() != `{"got":"r1"}` || rec.Header().Get("Content-Type") != "application/json" ||
+		rec.Header().Get("Content-Length") != "12" || rec.Header().Get("X-Environment-Id") != "e-answered" {
+		t.Errorf("answer %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	failing := func(_ context.Context, _ *connect.Request[datav1.GetRecordRequest]) (*connect.Response[body], error) {
+		return connect.NewResponse(&body{}), nil
+	}
+	s.Direct = []Method{Unary(datav1connect.DataServiceGetRecordProcedure, failing)}
+	if rest, err = restHandler([]Service{s}, nil, nil, handoff.New()); err != nil {
+		t.Fatal(err)
+	}
+	rec = serve("/api/v1/data/contact/r1")
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "half") ||
+		!strings.Contains(rec.Body.String(), `"code":13,`) {
+		t.Errorf("failing body answered %d %s", rec.Code, rec.Body)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Unary took an answer that is neither a message nor a Body")
+		}
+	}()
+	Unary(datav1connect.DataServiceGetRecordProcedure, func(context.Context, *connect.Request[datav1.GetRecordRequest]) (*connect.Response[string], error) {
+		return nil, nil
+	})
 }
