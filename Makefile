@@ -88,3 +88,4 @@ fuzz: ## Run each fuzz target for a short while
 	$(GO) test -run='^$$' -fuzz=FuzzWhere -fuzztime=20s ./internal/driver/driversql/
 	$(GO) test -run='^$$' -fuzz=FuzzAppendMessage -fuzztime=20s ./internal/jsoncodec/
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshalStruct -fuzztime=20s ./internal/jsoncodec/
+	$(GO) test -run='^$$' -fuzz=FuzzShown -fuzztime=20s ./services/data/

@@ -31,12 +31,19 @@ func newLister(key []byte) (*lister, error) {
 
 // ListRecords implements DataService.ListRecords.
 func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.ListRecordsRequest]) (*connect.Response[datav1.ListRecordsResponse], error) {
-	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleViewer)
+	p, err := s.listRecords(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(p.proto()), nil
+}
+
+func (s *Service) listRecords(ctx context.Context, m *datav1.ListRecordsRequest) (*page, error) {
+	c, err := s.begin(ctx, m.GetObject(), auth.RoleViewer)
 	if err != nil {
 		return nil, err
 	}
 	defer c.lease.Release()
-	m := req.Msg
 	mask, err := readMask(c.obj, m.GetReadMask())
 	if err != nil {
 		return nil, err
@@ -59,9 +66,9 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 	if err != nil {
 		return nil, s.writeError(ctx, c.obj, err)
 	}
-	resp := &datav1.ListRecordsResponse{}
+	p := &page{obj: c.obj, mask: mask}
 	if len(recs) > size {
-		recs, resp.NextPageToken, err = s.lists.nextPage(fp, recs[:size], order)
+		recs, p.next, err = s.lists.nextPage(fp, recs[:size], order)
 		if errors.Is(err, query.ErrCursorTooLong) {
 			// Every record of the page holds order_by values longer than a
 			// page token carries (long text): the next page cannot be
@@ -74,17 +81,13 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 			return nil, s.internal(ctx, err)
 		}
 	}
-	for _, r := range recs {
-		resp.Records = append(resp.Records, recordToStruct(c.obj, r, mask))
-	}
+	p.recs = recs
 	if m.GetShowTotalSize() {
-		n, err := c.lease.Driver.Count(ctx, c.obj, where)
-		if err != nil {
+		if p.total, err = c.lease.Driver.Count(ctx, c.obj, where); err != nil {
 			return nil, s.writeError(ctx, c.obj, err)
 		}
-		resp.TotalSize = n
 	}
-	return connect.NewResponse(resp), nil
+	return p, nil
 }
 
 // nextPage returns the page to answer of the full page recs, and the token

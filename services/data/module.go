@@ -29,11 +29,13 @@ var Module = fx.Module("data",
 					return datav1connect.NewDataServiceHandler(s, opts...)
 				},
 				Interceptors: []connect.Interceptor{r.Interceptor()},
+				// REST answers records as JSON written from the stored
+				// values (rest, answer.go); the other protocols as Structs.
 				Direct: []server.Method{
-					server.Unary(datav1connect.DataServiceCreateRecordProcedure, s.CreateRecord),
-					server.Unary(datav1connect.DataServiceGetRecordProcedure, s.GetRecord),
-					server.Unary(datav1connect.DataServiceListRecordsProcedure, s.ListRecords),
-					server.Unary(datav1connect.DataServiceUpdateRecordProcedure, s.UpdateRecord),
+					server.Unary(datav1connect.DataServiceCreateRecordProcedure, rest(s.createRecord)),
+					server.Unary(datav1connect.DataServiceGetRecordProcedure, rest(s.getRecord)),
+					server.Unary(datav1connect.DataServiceListRecordsProcedure, rest(s.listRecords)),
+					server.Unary(datav1connect.DataServiceUpdateRecordProcedure, rest(s.updateRecord)),
 					server.Unary(datav1connect.DataServiceDeleteRecordProcedure, s.DeleteRecord),
 					server.Unary(datav1connect.DataServiceBatchWriteRecordsProcedure, s.BatchWriteRecords),
 				},

@@ -106,19 +106,27 @@ func (s *Service) begin(ctx context.Context, object, role string) (*call, error)
 
 // CreateRecord implements DataService.CreateRecord.
 func (s *Service) CreateRecord(ctx context.Context, req *connect.Request[datav1.CreateRecordRequest]) (*connect.Response[datav1.CreateRecordResponse], error) {
-	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleEditor)
+	r, err := s.createRecord(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&datav1.CreateRecordResponse{Record: r.proto()}), nil
+}
+
+func (s *Service) createRecord(ctx context.Context, m *datav1.CreateRecordRequest) (*shown, error) {
+	c, err := s.begin(ctx, m.GetObject(), auth.RoleEditor)
 	if err != nil {
 		return nil, err
 	}
 	defer c.lease.Release()
-	rec, err := s.newRecord(c.obj, req.Msg.GetRecord(), "record.")
+	rec, err := s.newRecord(c.obj, m.GetRecord(), "record.")
 	if err != nil {
 		return nil, err
 	}
 	if err := c.lease.Driver.Insert(ctx, c.obj, rec); err != nil {
 		return nil, s.writeError(ctx, c.obj, err)
 	}
-	return connect.NewResponse(&datav1.CreateRecordResponse{Record: recordToStruct(c.obj, rec, nil)}), nil
+	return &shown{obj: c.obj, rec: rec}, nil
 }
 
 // newRecord validates a create and fills the system fields.
@@ -140,39 +148,55 @@ func (s *Service) newRecord(obj *schema.Object, in *structpb.Struct, prefix stri
 
 // GetRecord implements DataService.GetRecord.
 func (s *Service) GetRecord(ctx context.Context, req *connect.Request[datav1.GetRecordRequest]) (*connect.Response[datav1.GetRecordResponse], error) {
-	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleViewer)
+	r, err := s.getRecord(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&datav1.GetRecordResponse{Record: r.proto()}), nil
+}
+
+func (s *Service) getRecord(ctx context.Context, m *datav1.GetRecordRequest) (*shown, error) {
+	c, err := s.begin(ctx, m.GetObject(), auth.RoleViewer)
 	if err != nil {
 		return nil, err
 	}
 	defer c.lease.Release()
-	mask, err := readMask(c.obj, req.Msg.GetReadMask())
+	mask, err := readMask(c.obj, m.GetReadMask())
 	if err != nil {
 		return nil, err
 	}
-	rec, err := c.lease.Driver.Get(ctx, c.obj, req.Msg.GetId())
+	rec, err := c.lease.Driver.Get(ctx, c.obj, m.GetId())
 	if err != nil {
 		return nil, s.writeError(ctx, c.obj, err)
 	}
-	return connect.NewResponse(&datav1.GetRecordResponse{Record: recordToStruct(c.obj, rec, mask)}), nil
+	return &shown{obj: c.obj, rec: rec, mask: mask}, nil
 }
 
 // UpdateRecord implements DataService.UpdateRecord: the fields sent (or
 // those named by update_mask) change; a stale etag is ABORTED.
 func (s *Service) UpdateRecord(ctx context.Context, req *connect.Request[datav1.UpdateRecordRequest]) (*connect.Response[datav1.UpdateRecordResponse], error) {
-	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleEditor)
+	r, err := s.updateRecord(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&datav1.UpdateRecordResponse{Record: r.proto()}), nil
+}
+
+func (s *Service) updateRecord(ctx context.Context, m *datav1.UpdateRecordRequest) (*shown, error) {
+	c, err := s.begin(ctx, m.GetObject(), auth.RoleEditor)
 	if err != nil {
 		return nil, err
 	}
 	defer c.lease.Release()
-	set, err := s.changes(c.obj, req.Msg, "record.")
+	set, err := s.changes(c.obj, m, "record.")
 	if err != nil {
 		return nil, err
 	}
-	rec, err := c.lease.Driver.Update(ctx, c.obj, req.Msg.GetId(), set, req.Msg.GetEtag())
+	rec, err := c.lease.Driver.Update(ctx, c.obj, m.GetId(), set, m.GetEtag())
 	if err != nil {
 		return nil, s.writeError(ctx, c.obj, err)
 	}
-	return connect.NewResponse(&datav1.UpdateRecordResponse{Record: recordToStruct(c.obj, rec, nil)}), nil
+	return &shown{obj: c.obj, rec: rec}, nil
 }
 
 // changes validates an update and stamps it.

@@ -60,3 +60,30 @@ func BenchmarkInsert(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "inserts/s")
 }
+
+// BenchmarkQuery reads the first page (21 rows: a page of 20 and the one
+// that says more follow) of 100 records in id order, as ListRecords does.
+func BenchmarkQuery(b *testing.B) {
+	d, _ := openTest(b)
+	ctx := b.Context()
+	obj := &schema.Object{Name: "items", Fields: []schema.Field{
+		{Name: "name", Type: schema.TypeText}, {Name: "n", Type: schema.TypeInteger}, {Name: "tag", Type: schema.TypeText},
+	}}
+	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
+		b.Fatal(err)
+	}
+	for i := range 100 {
+		s := strconv.Itoa(i)
+		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	order := []driver.OrderBy{{Field: schema.FieldID}}
+	b.ReportAllocs()
+	for b.Loop() {
+		recs, err := d.Query(ctx, obj, driver.Query{Order: order, Limit: 21})
+		if err != nil || len(recs) != 21 {
+			b.Fatal(len(recs), err)
+		}
+	}
+}
