@@ -103,8 +103,7 @@ func rest[Req, A any](core func(context.Context, *Req) (*A, error)) func(context
 }
 
 // jsonKeys are the keys of a record shown through mask, in the order
-// protojson writes a Struct's (by bytes), each written as it opens its
-// member: `{"created_at":`, then `,"etag":` and so on.
+// protojson writes a Struct's: by bytes.
 func jsonKeys(obj *schema.Object, mask map[string]bool) []string {
 	keys := make([]string, 0, 4+len(obj.Fields))
 	keys = append(keys, schema.FieldID, schema.FieldCreatedAt, schema.FieldUpdatedAt, schema.FieldETag)
@@ -116,29 +115,25 @@ func jsonKeys(obj *schema.Object, mask map[string]bool) []string {
 		}
 	}
 	slices.Sort(keys)
-	for i, k := range keys {
-		sep := byte(',')
-		if i == 0 {
-			sep = '{'
-		}
-		// Keys are field names: ASCII identifiers, quoted as they are.
-		keys[i] = string(sep) + `"` + k + `":`
-	}
 	return keys
 }
 
-// appendRecord writes rec's values of keys (as jsonKeys has them) as
-// protojson writes the Struct recordToStruct builds of it.
+// appendRecord writes rec's values of keys (jsonKeys') as protojson writes
+// the Struct recordToStruct builds of it.
 func appendRecord(b []byte, keys []string, rec driver.Record) ([]byte, error) {
-	for _, k := range keys {
-		b = append(b, k...)
-		var err error
-		if b, err = appendStored(b, rec[k[2:len(k)-2]]); err != nil {
-			return b, fmt.Errorf("data: field %s: %w", k[2:len(k)-2], err)
+	b = append(b, '{')
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
 		}
-	}
-	if len(keys) == 0 {
-		b = append(b, '{')
+		// Keys are field names: ASCII identifiers, quoted as they are.
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, '"', ':')
+		var err error
+		if b, err = appendStored(b, rec[k]); err != nil {
+			return b, fmt.Errorf("data: field %s: %w", k, err)
+		}
 	}
 	return append(b, '}'), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 
@@ -24,9 +25,10 @@ const maxGroup = 64
 // not yet durable, nor an error for one that will be.
 //
 // Writes run in arrival order, one transaction at a time: a write that
-// finds the writer idle runs on its caller's goroutine, alone in its own
-// implicit transaction as before grouping; writes that arrive meanwhile are
-// run by a goroutine that exists while writes are waiting.
+// finds the writer idle yields once (so that writes already on their way
+// join it), then runs on its caller's goroutine with what waits (alone, in
+// its own implicit transaction, when nothing does); writes that arrive
+// meanwhile are run by a goroutine that exists while writes are waiting.
 type group struct {
 	writer *pool
 
@@ -65,6 +67,11 @@ func (g *group) do(ctx context.Context, fn func(ctx context.Context, q querier) 
 	// before answering its own.
 	g.running = true
 	g.mu.Unlock()
+	// Writes come in bursts (sixteen clients creating records): yielding
+	// once lets the callers already running enqueue theirs, to be committed
+	// with this one rather than each alone after it (A/B, 16 clients: +19%
+	// creates/s). With nothing else to run, Gosched returns at once.
+	runtime.Gosched()
 	if g.next() {
 		go g.drain()
 	}
