@@ -92,30 +92,33 @@ func (dialect) Encode(fieldType string, v any) (any, error) {
 	}
 }
 
+// Decode answers v itself where it already is the field's Go value:
+// returning the unboxed value would box it anew, an allocation per column
+// of every row read.
 func (dialect) Decode(fieldType string, v any) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
 	switch fieldType {
 	case schema.TypeText, schema.TypeSelect:
-		if s, ok := v.(string); ok {
-			return s, nil
+		if _, ok := v.(string); ok {
+			return v, nil
 		}
 	case schema.TypeDate:
 		if t, ok := v.(time.Time); ok {
 			return t.Format(schema.DateLayout), nil
 		}
 	case schema.TypeInteger:
-		if n, ok := v.(int64); ok {
-			return n, nil
+		if _, ok := v.(int64); ok {
+			return v, nil
 		}
 	case schema.TypeNumber:
-		if n, ok := v.(float64); ok {
-			return n, nil
+		if _, ok := v.(float64); ok {
+			return v, nil
 		}
 	case schema.TypeBoolean:
-		if b, ok := v.(bool); ok {
-			return b, nil
+		if _, ok := v.(bool); ok {
+			return v, nil
 		}
 	case schema.TypeTimestamp:
 		if t, ok := v.(time.Time); ok {

@@ -84,6 +84,9 @@ func (Dialect) Encode(fieldType string, v any) (any, error) {
 	}
 }
 
+// Decode answers v itself where it already is the field's Go value:
+// returning the unboxed value would box it anew, an allocation per column
+// of every row read.
 func (Dialect) Decode(fieldType string, v any) (any, error) {
 	if v == nil {
 		return nil, nil
@@ -92,18 +95,18 @@ func (Dialect) Decode(fieldType string, v any) (any, error) {
 	case schema.TypeText, schema.TypeSelect, schema.TypeDate:
 		switch s := v.(type) {
 		case string:
-			return s, nil
+			return v, nil
 		case []byte:
 			return string(s), nil
 		}
 	case schema.TypeInteger:
-		if n, ok := v.(int64); ok {
-			return n, nil
+		if _, ok := v.(int64); ok {
+			return v, nil
 		}
 	case schema.TypeNumber:
 		switch n := v.(type) {
 		case float64:
-			return n, nil
+			return v, nil
 		case int64:
 			return float64(n), nil
 		}
