@@ -43,14 +43,8 @@ func BenchmarkBareInsert(b *testing.B) {
 // BenchmarkInsert is the driver's insert of the same rows (the record's
 // system fields, a BEGIN IMMEDIATE transaction, the statement cache).
 func BenchmarkInsert(b *testing.B) {
-	d, _ := openTest(b)
+	d, obj := benchItems(b)
 	ctx := b.Context()
-	obj := &schema.Object{Name: "items", Fields: []schema.Field{
-		{Name: "name", Type: schema.TypeText}, {Name: "n", Type: schema.TypeInteger}, {Name: "tag", Type: schema.TypeText},
-	}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
-		b.Fatal(err)
-	}
 	b.ResetTimer()
 	for i := range b.N {
 		s := strconv.Itoa(i)
@@ -64,14 +58,8 @@ func BenchmarkInsert(b *testing.B) {
 // BenchmarkQuery reads the first page (21 rows: a page of 20 and the one
 // that says more follow) of 100 records in id order, as ListRecords does.
 func BenchmarkQuery(b *testing.B) {
-	d, _ := openTest(b)
+	d, obj := benchItems(b)
 	ctx := b.Context()
-	obj := &schema.Object{Name: "items", Fields: []schema.Field{
-		{Name: "name", Type: schema.TypeText}, {Name: "n", Type: schema.TypeInteger}, {Name: "tag", Type: schema.TypeText},
-	}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
-		b.Fatal(err)
-	}
 	for i := range 100 {
 		s := strconv.Itoa(i)
 		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
@@ -86,4 +74,17 @@ func BenchmarkQuery(b *testing.B) {
 			b.Fatal(len(recs), err)
 		}
 	}
+}
+
+// benchItems is a driver on a new file with the benchmarks' object, items:
+// the three fields of the PocketBase comparison (text, integer, text).
+func benchItems(b *testing.B) (*Driver, *schema.Object) {
+	d, _ := openTest(b)
+	obj := &schema.Object{Name: "items", Fields: []schema.Field{
+		{Name: "name", Type: schema.TypeText}, {Name: "n", Type: schema.TypeInteger}, {Name: "tag", Type: schema.TypeText},
+	}}
+	if err := d.Migrate(b.Context(), obj, schema.Plan(nil, obj)); err != nil {
+		b.Fatal(err)
+	}
+	return d, obj
 }
