@@ -88,3 +88,21 @@ func benchItems(b *testing.B) (*Driver, *schema.Object) {
 	}
 	return d, obj
 }
+
+// BenchmarkGet reads one record by id of 100, as GetRecord does.
+func BenchmarkGet(b *testing.B) {
+	d, obj := benchItems(b)
+	ctx := b.Context()
+	for i := range 100 {
+		s := strconv.Itoa(i)
+		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := d.Get(ctx, obj, "id-42"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
