@@ -90,12 +90,18 @@ func FieldType(obj *schema.Object, name string) (string, bool) {
 // Columns renders the quoted column list of obj's table in Fields order, the
 // list ScanRecord expects.
 func Columns(d Dialect, obj *schema.Object) string {
-	var b []byte
-	for i, f := range Fields(obj) {
+	// Not Fields(obj): every read renders this, and copying the fields
+	// cost more than the rest of it.
+	b := make([]byte, 0, 16*(len(systemFields)+len(obj.Fields)))
+	for i := range systemFields {
 		if i > 0 {
 			b = append(b, ", "...)
 		}
-		b = append(b, d.Quote(f.Name)...)
+		b = append(b, d.Quote(systemFields[i].Name)...)
+	}
+	for i := range obj.Fields {
+		b = append(b, ", "...)
+		b = append(b, d.Quote(obj.Fields[i].Name)...)
 	}
 	return string(b)
 }
