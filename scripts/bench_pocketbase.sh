@@ -17,13 +17,14 @@
 # scenario alternates between them in BENCH_ROUNDS slices of BENCH_SLICE:
 # these machines drift by tens of percent within a minute, and run one after
 # the other the two servers met different machines (the same script read
-# get at 3.23x, then 2.50x with PocketBase alone 45% faster).
-# Usage: scripts/bench_pocketbase.sh   (BENCH_SLICE=1s, BENCH_ROUNDS=4, BENCH_CONCURRENCY=16)
+# get at 3.23x, then 2.50x with PocketBase alone 45% faster). With four
+# slices the same code read 2.88x to 3.31x on one afternoon; ten narrow it.
+# Usage: scripts/bench_pocketbase.sh   (BENCH_SLICE=1s, BENCH_ROUNDS=10, BENCH_CONCURRENCY=16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 slice=${BENCH_SLICE:-1s}
-rounds=${BENCH_ROUNDS:-4}
+rounds=${BENCH_ROUNDS:-10}
 concurrency=${BENCH_CONCURRENCY:-16}
 pocketbase_version=v0.36.8
 hey_version=v0.1.5
