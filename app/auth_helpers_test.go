@@ -201,8 +201,8 @@ type rawResponse struct {
 }
 
 // raw sends one plain HTTP request over HTTP/1.1 with authorization as its
-// Authorization header (none when empty).
-func raw(t *testing.T, env *apptest.Env, method, path, contentType, body, authorization string) rawResponse {
+// Authorization header (none when empty) and header's name, value pairs.
+func raw(t *testing.T, env *apptest.Env, method, path, contentType, body, authorization string, header ...string) rawResponse {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -217,6 +217,9 @@ func raw(t *testing.T, env *apptest.Env, method, path, contentType, body, author
 	}
 	if authorization != "" {
 		req.Header.Set("Authorization", authorization)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := env.HTTP1.Do(req)
 	if err != nil {

@@ -1,12 +1,9 @@
 package app_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"testing"
 
 	"github.com/envplane/envplane/app/apptest"
@@ -33,36 +30,22 @@ func TestDataRESTAnswersAsTheTranscoder(t *testing.T) {
 				"rank": 9007199254740991, "score": 1e-7, "meta": map[string]any{"z": []any{1e21, "x", nil, false}, "a": map[string]any{}}})
 
 			base := "/api/v1/environments/" + dev.GetId() + "/data/tasks"
-			call := func(method, path, body string, transcoded bool) (int, string, []byte) {
+			call := func(method, path, body string, transcoded bool) rawResponse {
 				t.Helper()
-				req, err := http.NewRequestWithContext(t.Context(), method, env.URL+path, strings.NewReader(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				req.Header.Set("Authorization", "Bearer "+env.AdminToken())
-				req.Header.Set("Content-Type", "application/json")
+				var header []string
 				if transcoded {
-					req.Header.Set("X-Server-Timeout", "30")
+					header = []string{"X-Server-Timeout", "30"}
 				}
-				resp, err := env.HTTP1.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer resp.Body.Close()
-				b, err := io.ReadAll(resp.Body)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return resp.StatusCode, resp.Header.Get("Content-Type"), b
+				return raw(t, env, method, path, "application/json", body, "Bearer "+env.AdminToken(), header...)
 			}
-			same := func(path string) []byte {
+			same := func(path string) string {
 				t.Helper()
-				ds, dct, direct := call("GET", path, "", false)
-				ts, tct, transcoded := call("GET", path, "", true)
-				if ds != ts || dct != tct || !bytes.Equal(direct, transcoded) {
-					t.Fatalf("GET %s:\ndirect     %d %s %s\ntranscoded %d %s %s", path, ds, dct, direct, ts, tct, transcoded)
+				d, tr := call("GET", path, "", false), call("GET", path, "", true)
+				dct, tct := d.header.Get("Content-Type"), tr.header.Get("Content-Type")
+				if d.status != tr.status || dct != tct || d.body != tr.body {
+					t.Fatalf("GET %s:\ndirect     %d %s %s\ntranscoded %d %s %s", path, d.status, dct, d.body, tr.status, tct, tr.body)
 				}
-				return direct
+				return d.body
 			}
 
 			for _, id := range append(dataTaskOrder, "odd", "missing") {
@@ -76,7 +59,7 @@ func TestDataRESTAnswersAsTheTranscoder(t *testing.T) {
 				"filter=" + url.QueryEscape("rank >")} {
 				body := same(base + "?" + q)
 				var p struct{ NextPageToken string }
-				if err := json.Unmarshal(body, &p); err != nil {
+				if err := json.Unmarshal([]byte(body), &p); err != nil {
 					t.Fatalf("%s: %v", body, err)
 				}
 				if p.NextPageToken != "" {
@@ -85,19 +68,19 @@ func TestDataRESTAnswersAsTheTranscoder(t *testing.T) {
 			}
 
 			// A write's answer is the record as a read shows it.
-			status, _, created := call("POST", base, `{"id":"new","name":"fresh \u00e9","rank":-3,"meta":{"k":[1.5]}}`, false)
-			if status != http.StatusOK {
-				t.Fatalf("create: %d %s", status, created)
+			created := call("POST", base, `{"id":"new","name":"fresh \u00e9","rank":-3,"meta":{"k":[1.5]}}`, false)
+			if created.status != http.StatusOK {
+				t.Fatalf("create: %d %s", created.status, created.body)
 			}
-			if read := same(base + "/new"); !bytes.Equal(created, read) {
-				t.Fatalf("create answered %s, a read %s", created, read)
+			if read := same(base + "/new"); created.body != read {
+				t.Fatalf("create answered %s, a read %s", created.body, read)
 			}
-			status, _, updated := call("PATCH", base+"/new", `{"score":2.25,"name":null}`, false)
-			if status != http.StatusOK {
-				t.Fatalf("update: %d %s", status, updated)
+			updated := call("PATCH", base+"/new", `{"score":2.25,"name":null}`, false)
+			if updated.status != http.StatusOK {
+				t.Fatalf("update: %d %s", updated.status, updated.body)
 			}
-			if read := same(base + "/new"); !bytes.Equal(updated, read) {
-				t.Fatalf("update answered %s, a read %s", updated, read)
+			if read := same(base + "/new"); updated.body != read {
+				t.Fatalf("update answered %s, a read %s", updated.body, read)
 			}
 		})
 	}
