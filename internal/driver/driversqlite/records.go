@@ -55,7 +55,14 @@ func (d *Driver) Get(ctx context.Context, obj *schema.Object, id string) (driver
 	if err := d.check(); err != nil {
 		return nil, err
 	}
-	row := d.reader.QueryRowContext(ctx,
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("driversqlite: get %s: %w", obj.Name, err)
+	}
+	// A read by primary key is over in microseconds: there is nothing to
+	// interrupt. Given a context that can end, database/sql and the SQLite
+	// driver would each start a goroutine per query to watch it, which cost
+	// more than the read (BenchmarkGet: 26 -> 19 us).
+	row := d.reader.QueryRowContext(context.WithoutCancel(ctx),
 		`SELECT `+driversql.Columns(sq, obj)+` FROM `+quote(obj.Name)+` WHERE "id" = ?`, id)
 	rec, err := recordFrom(obj, row)
 	if errors.Is(err, sql.ErrNoRows) {
