@@ -66,10 +66,9 @@ func BenchmarkQuery(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	order := []driver.OrderBy{{Field: schema.FieldID}}
 	b.ReportAllocs()
 	for b.Loop() {
-		recs, err := d.Query(ctx, obj, driver.Query{Order: order, Limit: 21})
+		recs, err := d.Query(ctx, obj, driver.Query{Limit: 21}) // no order_by: by id
 		if err != nil || len(recs) != 21 {
 			b.Fatal(len(recs), err)
 		}

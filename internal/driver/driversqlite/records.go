@@ -102,7 +102,18 @@ func (d *Driver) Query(ctx context.Context, obj *schema.Object, q driver.Query) 
 	if q.Limit > 0 {
 		stmt += ` LIMIT ` + args.Add(int64(q.Limit))
 	}
-	rows, err := d.reader.QueryContext(ctx, stmt, args.Values()...)
+	qctx := ctx
+	if q.Filter == nil && len(q.Order) == 0 && q.Limit > 0 {
+		// A page in id order without a filter walks the primary key for
+		// Limit rows at most: bounded like a read by id (see Get), it runs
+		// without the goroutines that would watch ctx. Any other query may
+		// scan or sort the table, and stays interruptible.
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("driversqlite: query %s: %w", obj.Name, err)
+		}
+		qctx = context.WithoutCancel(ctx)
+	}
+	rows, err := d.reader.QueryContext(qctx, stmt, args.Values()...)
 	if err != nil {
 		return nil, fmt.Errorf("driversqlite: query %s: %w", obj.Name, mapError(obj, err))
 	}
