@@ -47,8 +47,7 @@ func BenchmarkInsert(b *testing.B) {
 	ctx := b.Context()
 	b.ResetTimer()
 	for i := range b.N {
-		s := strconv.Itoa(i)
-		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
+		if err := d.Insert(ctx, obj, benchItem(i)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -61,8 +60,7 @@ func BenchmarkQuery(b *testing.B) {
 	d, obj := benchItems(b)
 	ctx := b.Context()
 	for i := range 100 {
-		s := strconv.Itoa(i)
-		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
+		if err := d.Insert(ctx, obj, benchItem(i)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -88,13 +86,18 @@ func benchItems(b *testing.B) (*Driver, *schema.Object) {
 	return d, obj
 }
 
+// benchItem is the i-th record of items, with the id "id-<i>".
+func benchItem(i int) driver.Record {
+	s := strconv.Itoa(i)
+	return driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}
+}
+
 // BenchmarkGet reads one record by id of 100, as GetRecord does.
 func BenchmarkGet(b *testing.B) {
 	d, obj := benchItems(b)
 	ctx := b.Context()
 	for i := range 100 {
-		s := strconv.Itoa(i)
-		if err := d.Insert(ctx, obj, driver.Record{"id": "id-" + s, "name": "item-" + s, "n": int64(i), "tag": "green"}); err != nil {
+		if err := d.Insert(ctx, obj, benchItem(i)); err != nil {
 			b.Fatal(err)
 		}
 	}
