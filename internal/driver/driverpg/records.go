@@ -86,9 +86,8 @@ func (d *Driver) Query(ctx context.Context, obj *schema.Object, q driver.Query) 
 	if err != nil {
 		return nil, fmt.Errorf("driverpg: query %s: %w", obj.Name, mapError(obj, err))
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (driver.Record, error) {
-		return recordFrom(obj, row)
-	})
+	defer rows.Close()
+	out, err := driversql.ScanRecords(pg, obj, rows, q.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("driverpg: query %s: %w", obj.Name, mapError(obj, err))
 	}

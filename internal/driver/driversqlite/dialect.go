@@ -26,6 +26,11 @@ func recordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error
 	return sqlitedialect.RecordFrom(obj, row)
 }
 
+// recordsFrom is driversql.ScanRecords with the SQLite dialect.
+func recordsFrom(obj *schema.Object, rows driversql.Rows, limit int) ([]driver.Record, error) {
+	return sqlitedialect.RecordsFrom(obj, rows, limit)
+}
+
 func uniqueViolation(obj *schema.Object, fields []string) error {
 	return driversql.UniqueViolation(obj, fields)
 }

@@ -118,15 +118,8 @@ func (d *Driver) Query(ctx context.Context, obj *schema.Object, q driver.Query) 
 		return nil, fmt.Errorf("driversqlite: query %s: %w", obj.Name, mapError(obj, err))
 	}
 	defer rows.Close()
-	var out []driver.Record
-	for rows.Next() {
-		rec, err := recordFrom(obj, rows)
-		if err != nil {
-			return nil, fmt.Errorf("driversqlite: query %s: %w", obj.Name, mapError(obj, err))
-		}
-		out = append(out, rec)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := recordsFrom(obj, rows, q.Limit)
+	if err != nil {
 		return nil, fmt.Errorf("driversqlite: query %s: %w", obj.Name, mapError(obj, err))
 	}
 	return out, nil

@@ -25,3 +25,8 @@ func quote(ident string) string { return sqlitedialect.Quote(ident) }
 func recordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error) {
 	return sqlitedialect.RecordFrom(obj, row)
 }
+
+// recordsFrom is driversql.ScanRecords with the SQLite dialect.
+func recordsFrom(obj *schema.Object, rows driversql.Rows, limit int) ([]driver.Record, error) {
+	return sqlitedialect.RecordsFrom(obj, rows, limit)
+}

@@ -162,3 +162,8 @@ func globEscape(s string) string {
 func RecordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error) {
 	return driversql.ScanRecord(Dialect{}, obj, row)
 }
+
+// RecordsFrom is driversql.ScanRecords with this dialect.
+func RecordsFrom(obj *schema.Object, rows driversql.Rows, limit int) ([]driver.Record, error) {
+	return driversql.ScanRecords(Dialect{}, obj, rows, limit)
+}
