@@ -89,3 +89,4 @@ fuzz: ## Run each fuzz target for a short while
 	$(GO) test -run='^$$' -fuzz=FuzzAppendMessage -fuzztime=20s ./internal/jsoncodec/
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshalStruct -fuzztime=20s ./internal/jsoncodec/
 	$(GO) test -run='^$$' -fuzz=FuzzShown -fuzztime=20s ./services/data/
+	$(GO) test -run='^$$' -fuzz=FuzzLine -fuzztime=20s ./internal/logfmt/

@@ -28,6 +28,7 @@ import (
 	"github.com/envplane/envplane/gen/envplane/environment/v1/environmentv1connect"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/config"
+	"github.com/envplane/envplane/internal/logfmt"
 	"github.com/envplane/envplane/internal/server"
 )
 
@@ -90,7 +91,9 @@ func StartDir(tb testing.TB, dataDir string, extra ...string) *Env {
 	tb.Helper()
 	cfg := Config(tb, dataDir, extra...)
 	logs := new(Logs)
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// The handler the binary logs with (logfmt), so every test that reads
+	// the log reads its lines.
+	log := slog.New(logfmt.New(logs, true, slog.LevelDebug))
 
 	var srv *server.Server
 	fxApp := fx.New(app.Options(cfg, log), fx.Populate(&srv))

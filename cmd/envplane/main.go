@@ -19,6 +19,7 @@ import (
 
 	"github.com/envplane/envplane/app"
 	"github.com/envplane/envplane/internal/config"
+	"github.com/envplane/envplane/internal/logfmt"
 )
 
 const usage = `envplane gives every environment of an organization its own database.
@@ -130,11 +131,7 @@ func serveProfiler(addr string, log *slog.Logger) (bound string, stop func(), er
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logfmt.New(w, cfg.LogFormat == "json", cfg.LogLevel))
 }
 
 // healthcheck asks a server's /healthz, for images without curl.

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/envplane/envplane/internal/config"
 )
 
 func TestServeProfiler(t *testing.T) {
@@ -24,5 +28,24 @@ func TestServeProfiler(t *testing.T) {
 	stop()
 	if _, err := http.Get("http://" + addr + "/debug/pprof/cmdline"); err == nil {
 		t.Error("the profiler still answers after stop")
+	}
+}
+
+// TestNewLogger: --log-format picks text or JSON lines, --log-level drops
+// what is below it.
+func TestNewLogger(t *testing.T) {
+	for _, tc := range []struct {
+		format, want string
+	}{
+		{"text", `level=WARN msg=careful n=1` + "\n"},
+		{"json", `"level":"WARN","msg":"careful","n":1}` + "\n"},
+	} {
+		var buf bytes.Buffer
+		log := newLogger(config.Config{LogFormat: tc.format, LogLevel: slog.LevelWarn}, &buf)
+		log.Info("dropped", "n", 0)
+		log.Warn("careful", "n", 1)
+		if got := buf.String(); !strings.HasSuffix(got, tc.want) || strings.Count(got, "\n") != 1 {
+			t.Errorf("%s: logged %q, want one line ending %q", tc.format, got, tc.want)
+		}
 	}
 }
