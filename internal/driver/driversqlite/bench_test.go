@@ -108,3 +108,46 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSpread reads and writes round-robin over 1 to 1,000 databases,
+// one call at a time: what spreading the same work over many environments
+// costs the engine alone (each database's connections, page caches and
+// statements go cold between two visits), without HTTP, the registry or
+// group commit. Compare each size's ns/op with the one database's.
+func BenchmarkSpread(b *testing.B) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		dbs := make([]*Driver, n)
+		var obj *schema.Object
+		for k := range dbs {
+			dbs[k], obj = benchItems(b)
+			for i := range 20 {
+				if err := dbs[k].Insert(b.Context(), obj, benchItem(i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.Run("get/"+strconv.Itoa(n), func(b *testing.B) {
+			ctx := b.Context()
+			i := 0
+			for b.Loop() {
+				if _, err := dbs[i%n].Get(ctx, obj, "id-"+strconv.Itoa(i%20)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		b.Run("insert/"+strconv.Itoa(n), func(b *testing.B) {
+			ctx := b.Context()
+			i := 20
+			for b.Loop() {
+				if err := dbs[i%n].Insert(ctx, obj, benchItem(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+		for _, d := range dbs {
+			_ = d.Close()
+		}
+	}
+}
