@@ -68,9 +68,16 @@ func (connectCodec) Unmarshal(data []byte, msg any) error {
 
 // VanguardCodec is the JSON codec of the REST transcoder, to be passed with
 // vanguard.WithCodec: vanguard's own (which emits unpopulated fields), whose
-// answers take AppendMessageEmitUnpopulated's fast path.
+// answers take AppendMessageEmitUnpopulated's fast path. Unlike vanguard's,
+// it refuses a body naming a field the method does not have, as the
+// transcoder refuses such a query parameter: over REST a misspelt field
+// ("drvier") would otherwise be dropped without a word, and the call would
+// do something else than asked. (Connect's JSON keeps dropping them, the
+// protobuf convention between versions of a generated client.)
 func VanguardCodec(res vanguard.TypeResolver) vanguard.Codec {
-	return vanguardCodec{vanguard.NewJSONCodec(res)}
+	c := vanguard.NewJSONCodec(res)
+	c.UnmarshalOptions.DiscardUnknown = false
+	return vanguardCodec{c}
 }
 
 type vanguardCodec struct{ *vanguard.JSONCodec }
