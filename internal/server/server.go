@@ -222,6 +222,9 @@ func (w *clarifyingWriter) WriteHeader(status int) {
 		return
 	}
 	w.headerDone = true
+	// The handler's own, which vanguard copies into the answer, where it
+	// means nothing (a REST answer's compression is gzhttp's).
+	w.Header().Del("Accept-Encoding")
 	// Not by content type: vanguard labels its refusals with the handler's
 	// (application/proto), though their bodies are JSON.
 	if status >= http.StatusBadRequest {
@@ -232,10 +235,12 @@ func (w *clarifyingWriter) WriteHeader(status int) {
 }
 
 func (w *clarifyingWriter) Write(b []byte) (int, error) {
+	if !w.headerDone {
+		w.WriteHeader(http.StatusOK)
+	}
 	if w.held != nil {
 		return w.held.Write(b)
 	}
-	w.headerDone = true
 	return w.ResponseWriter.Write(b)
 }
 
@@ -259,7 +264,6 @@ func (w *clarifyingWriter) finish() {
 	if json.Unmarshal(w.held.Bytes(), &status) == nil && len(status.Details) == 0 &&
 		(status.Code == int(connect.CodeUnknown) || status.Code == int(connect.CodeInvalidArgument)) {
 		w.Header().Del("Content-Length")
-		w.Header().Del("Accept-Encoding") // the handler's, copied by vanguard
 		writeRESTError(w.ResponseWriter, http.StatusBadRequest, connect.CodeInvalidArgument, apierr.ReasonMalformedRequest,
 			"the request does not fit the method: "+status.Message)
 		return
