@@ -120,16 +120,22 @@ type EnvironmentPatch struct {
 	// with the write, and otherwise fails with ErrStatusMismatch. It is how
 	// concurrent callers, on any replica, agree on which one of them moves an
 	// environment from one status to the next.
-	IfStatus       []string
-	Hostname       *string
-	DisplayName    *string
-	IsDefault      *bool
-	Status         *string
-	StatusMessage  *string
-	Region         *string
-	StorageLimitMB *int64
-	DatabaseURL    *string
-	ProvisionTime  *time.Time
+	IfStatus []string
+	// IfUpdatedBefore, when set, narrows the compare-and-set further: the
+	// patch applies only while the environment was last updated before
+	// this time, and otherwise fails with ErrStatusMismatch. A patch sets
+	// UpdateTime, so of concurrent patches with the same condition exactly
+	// one applies.
+	IfUpdatedBefore *time.Time
+	Hostname        *string
+	DisplayName     *string
+	IsDefault       *bool
+	Status          *string
+	StatusMessage   *string
+	Region          *string
+	StorageLimitMB  *int64
+	DatabaseURL     *string
+	ProvisionTime   *time.Time
 	// Credential replaces the sealed secret (the old one is gone with it).
 	Credential *Credential
 	// ResourcesMayExist sets Environment.ResourcesMayExist.

@@ -482,7 +482,8 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 			// The row lock makes the check and the write one step: a
 			// concurrent conditional patch waits here, then reads the
 			// status this one wrote.
-			if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) {
+			if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) ||
+				patch.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*patch.IfUpdatedBefore) {
 				stored = cur
 				return ErrStatusMismatch
 			}

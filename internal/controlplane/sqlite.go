@@ -418,7 +418,8 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		if err != nil {
 			return err
 		}
-		if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) {
+		if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) ||
+			patch.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*patch.IfUpdatedBefore) {
 			stored = cur
 			return ErrStatusMismatch
 		}

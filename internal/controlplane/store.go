@@ -40,7 +40,8 @@ type Store interface {
 	// whole credential; a pointer to the zero Credential removes it. A patch
 	// with IfStatus applies only while the status is one of those; otherwise
 	// it changes nothing and returns ErrStatusMismatch together with the
-	// environment as it is, so the caller can say which status it found.
+	// environment as it is, so the caller can say which status it found;
+	// likewise with IfUpdatedBefore, for the time of the last update.
 	// Concurrent patches with the same IfStatus moving the status out of it:
 	// exactly one succeeds.
 	UpdateEnvironment(ctx context.Context, id string, patch EnvironmentPatch) (Environment, error)

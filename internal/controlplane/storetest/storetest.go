@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"UpdateHostnameTaken", testUpdateHostnameTaken},
 		{"UpdateDefault", testUpdateDefault},
 		{"UpdateIfStatus", testUpdateIfStatus},
+		{"UpdateIfUpdatedBefore", testUpdateIfUpdatedBefore},
 		{"ResourcesMayExist", testResourcesMayExist},
 		{"Delete", testDelete},
 		{"RaceOrganizationSlug", testRaceOrganizationSlug},
@@ -1085,6 +1086,59 @@ func testUpdateIfStatus(t *testing.T, s controlplane.Store) {
 		Status:   ptr(controlplane.StatusProvisioning),
 	})
 	wantErr(t, "UpdateEnvironment(IfStatus, unknown)", err, controlplane.ErrNotFound)
+}
+
+// testUpdateIfUpdatedBefore checks the compare-and-set on the time of the
+// last update: a patch with IfUpdatedBefore applies only while the
+// environment was last updated before it (and its status matches IfStatus);
+// otherwise nothing changes. The patch that applies sets UpdateTime, so the
+// same condition, tried again, no longer holds: of concurrent patches,
+// exactly one applies.
+func testUpdateIfUpdatedBefore(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	org := mustCreateOrg(t, s, "acme")
+	created := newEnv(org.ID, "dev")
+	created.Status = controlplane.StatusProvisioning
+	env := mustCreateEnv(t, s, created, controlplane.DefaultNo)
+	patch := func(before time.Time, status string) controlplane.EnvironmentPatch {
+		return controlplane.EnvironmentPatch{
+			IfStatus:        []string{status},
+			IfUpdatedBefore: &before,
+			Status:          ptr(controlplane.StatusProvisioning),
+			StatusMessage:   ptr("retried"),
+		}
+	}
+
+	// Updated at or after the time: nothing changes.
+	for _, before := range []time.Time{env.UpdateTime, env.UpdateTime.Add(-time.Second)} {
+		got, err := s.UpdateEnvironment(ctx, env.ID, patch(before, controlplane.StatusProvisioning))
+		wantErr(t, fmt.Sprintf("UpdateEnvironment(IfUpdatedBefore %v, updated at %v)", before, env.UpdateTime), err, controlplane.ErrStatusMismatch)
+		diff(t, "environment returned with the mismatch of IfUpdatedBefore", env, got)
+		diff(t, "environment after the mismatch of IfUpdatedBefore", env, mustGetEnv(t, s, env.ID))
+	}
+	// Updated before it, but in another status: nothing changes either.
+	later := env.UpdateTime.Add(time.Second)
+	_, err := s.UpdateEnvironment(ctx, env.ID, patch(later, controlplane.StatusFailed))
+	wantErr(t, "UpdateEnvironment(IfUpdatedBefore holding, IfStatus not)", err, controlplane.ErrStatusMismatch)
+	diff(t, "environment after the mismatch of IfStatus with IfUpdatedBefore", env, mustGetEnv(t, s, env.ID))
+
+	// Both hold: the patch applies, and the time it sets ends the condition.
+	before := time.Now()
+	got, err := s.UpdateEnvironment(ctx, env.ID, patch(later, controlplane.StatusProvisioning))
+	if err != nil {
+		t.Fatalf("UpdateEnvironment(IfUpdatedBefore holding): %v", err)
+	}
+	wantUpdatedNow(t, got, before)
+	want := env
+	want.StatusMessage = "retried"
+	want.UpdateTime = got.UpdateTime
+	diff(t, "environment after a matching IfUpdatedBefore", want, got)
+	if got.UpdateTime.Before(later) {
+		t.Fatalf("the patch set UpdateTime %v, before the condition's %v: the test cannot show the second patch fail", got.UpdateTime, later)
+	}
+	_, err = s.UpdateEnvironment(ctx, env.ID, patch(later, controlplane.StatusProvisioning))
+	wantErr(t, "UpdateEnvironment(IfUpdatedBefore, repeated)", err, controlplane.ErrStatusMismatch)
+	diff(t, "environment after the repeated IfUpdatedBefore", want, mustGetEnv(t, s, env.ID))
 }
 
 // testResourcesMayExist checks the flag is stored as inserted, kept by
