@@ -3,6 +3,7 @@ package environment
 import (
 	"context"
 	"errors"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -84,7 +85,17 @@ func environmentNotFound() error {
 // notFailed refuses to retry an environment found in status.
 func notFailed(status string) error {
 	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
-		"only a failed environment can be retried; this one is "+status, "status", status)
+		"only a failed environment (or one whose provisioning stopped with its server) can be retried; this one is "+status,
+		"status", status)
+}
+
+// stillProvisioning refuses to retry an environment whose provisioning may
+// still be running, until from.
+func stillProvisioning(from time.Time) error {
+	at := from.UTC().Truncate(time.Second).Format(time.RFC3339)
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentNotFailed,
+		"the environment is being provisioned; if its server stopped during the run, it can be retried from "+at,
+		"status", controlplane.StatusProvisioning, "retry_from", at)
 }
 
 // notReady refuses to change the status of an environment found in status.

@@ -39,6 +39,13 @@ const provisionTimeout = 2 * time.Minute
 // environment provisioning with no run to finish it.
 const recordTimeout = 30 * time.Second
 
+// abandonedAfter is how long after its last update an environment still
+// provisioning was left by a run that can no longer finish it (its server
+// stopped mid-run): a run records its outcome within provisionTimeout and
+// recordTimeout, and a minute more covers replicas whose clocks disagree.
+// RetryProvisioning accepts such an environment as it accepts a failed one.
+const abandonedAfter = provisionTimeout + recordTimeout + time.Minute
+
 // Service implements environmentv1connect.EnvironmentServiceHandler.
 type Service struct {
 	store       controlplane.Store
@@ -591,24 +598,37 @@ func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[en
 	if err != nil {
 		return nil, err
 	}
-	if env.Status != controlplane.StatusFailed {
+	status := controlplane.StatusProvisioning
+	retry := controlplane.EnvironmentPatch{IfStatus: []string{controlplane.StatusFailed}, Status: &status}
+	if env.Status == controlplane.StatusProvisioning {
+		// Left provisioning by a run that stopped with its server: retried
+		// once no run can still be going (and only then).
+		cutoff := s.now().Add(-abandonedAfter)
+		if !env.UpdateTime.Before(cutoff) {
+			return nil, stillProvisioning(env.UpdateTime.Add(abandonedAfter))
+		}
+		// What the abandoned run made is the environment's to remove, whatever
+		// this one makes.
+		mayExist := true
+		retry.IfStatus, retry.IfUpdatedBefore, retry.ResourcesMayExist = []string{controlplane.StatusProvisioning}, &cutoff, &mayExist
+	} else if env.Status != controlplane.StatusFailed {
 		return nil, notFailed(env.Status)
 	}
 	provisioner, err := s.provisioner.For(env.Driver)
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
-	// Concurrent retries, on this replica or another, all read failed above;
-	// the compare-and-set lets exactly one of them provision. The others
-	// find the status it set, as a retry arriving a moment later would.
+	// Concurrent retries, on this replica or another, all read the same
+	// environment above; the compare-and-set (of the status, and of the time
+	// of the last update for an abandoned run, which the patch moves) lets
+	// exactly one of them provision. The others find what it set, as a
+	// retry arriving a moment later would.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	status := controlplane.StatusProvisioning
-	env, err = s.store.UpdateEnvironment(wctx, env.ID, controlplane.EnvironmentPatch{
-		IfStatus: []string{controlplane.StatusFailed},
-		Status:   &status,
-	})
+	env, err = s.store.UpdateEnvironment(wctx, env.ID, retry)
 	switch {
+	case errors.Is(err, controlplane.ErrStatusMismatch) && env.Status == controlplane.StatusProvisioning:
+		return nil, stillProvisioning(env.UpdateTime.Add(abandonedAfter))
 	case errors.Is(err, controlplane.ErrStatusMismatch):
 		return nil, notFailed(env.Status)
 	case err != nil:

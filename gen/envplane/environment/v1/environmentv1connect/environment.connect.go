@@ -100,7 +100,10 @@ type EnvironmentServiceClient interface {
 	// RotateCredential replaces the environment's database credential; the old
 	// one is revoked and every routing cache invalidated.
 	RotateCredential(context.Context, *connect.Request[v1.RotateCredentialRequest]) (*connect.Response[v1.RotateCredentialResponse], error)
-	// RetryProvisioning runs the provisioning of a failed environment again.
+	// RetryProvisioning runs the provisioning of a failed environment again,
+	// or of one left provisioning by a server that stopped during the run,
+	// once no run can still be going (3.5 minutes after it began; before,
+	// FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
 	RetryProvisioning(context.Context, *connect.Request[v1.RetryProvisioningRequest]) (*connect.Response[v1.RetryProvisioningResponse], error)
 	// ResolveHostname tells which environment a hostname routes to.
 	ResolveHostname(context.Context, *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error)
@@ -298,7 +301,10 @@ type EnvironmentServiceHandler interface {
 	// RotateCredential replaces the environment's database credential; the old
 	// one is revoked and every routing cache invalidated.
 	RotateCredential(context.Context, *connect.Request[v1.RotateCredentialRequest]) (*connect.Response[v1.RotateCredentialResponse], error)
-	// RetryProvisioning runs the provisioning of a failed environment again.
+	// RetryProvisioning runs the provisioning of a failed environment again,
+	// or of one left provisioning by a server that stopped during the run,
+	// once no run can still be going (3.5 minutes after it began; before,
+	// FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
 	RetryProvisioning(context.Context, *connect.Request[v1.RetryProvisioningRequest]) (*connect.Response[v1.RetryProvisioningResponse], error)
 	// ResolveHostname tells which environment a hostname routes to.
 	ResolveHostname(context.Context, *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error)

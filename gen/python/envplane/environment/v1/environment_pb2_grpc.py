@@ -163,7 +163,10 @@ class EnvironmentServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def RetryProvisioning(self, request, context):
-        """RetryProvisioning runs the provisioning of a failed environment again.
+        """RetryProvisioning runs the provisioning of a failed environment again,
+        or of one left provisioning by a server that stopped during the run,
+        once no run can still be going (3.5 minutes after it began; before,
+        FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

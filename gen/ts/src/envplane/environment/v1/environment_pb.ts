@@ -865,7 +865,10 @@ export const EnvironmentService: GenService<{
     output: typeof RotateCredentialResponseSchema;
   },
   /**
-   * RetryProvisioning runs the provisioning of a failed environment again.
+   * RetryProvisioning runs the provisioning of a failed environment again,
+   * or of one left provisioning by a server that stopped during the run,
+   * once no run can still be going (3.5 minutes after it began; before,
+   * FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
    *
    * @generated from rpc envplane.environment.v1.EnvironmentService.RetryProvisioning
    */
