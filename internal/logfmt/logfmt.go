@@ -25,8 +25,19 @@ type Handler struct {
 	std   slog.Handler
 	json  bool
 	level slog.Leveler
-	mu    *sync.Mutex
-	w     io.Writer
+	w     lockedWriter // shared with std: lines of both never interleave
+}
+
+// lockedWriter writes one line at a time to w, whichever handler writes it.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 var _ slog.Handler = (*Handler)(nil)
@@ -37,12 +48,13 @@ func New(w io.Writer, json bool, level slog.Leveler) *Handler {
 	if level == nil {
 		level = slog.LevelInfo
 	}
+	lw := lockedWriter{mu: new(sync.Mutex), w: w}
 	opts := &slog.HandlerOptions{Level: level}
-	var std slog.Handler = slog.NewTextHandler(w, opts)
+	var std slog.Handler = slog.NewTextHandler(lw, opts)
 	if json {
-		std = slog.NewJSONHandler(w, opts)
+		std = slog.NewJSONHandler(lw, opts)
 	}
-	return &Handler{std: std, json: json, level: level, mu: new(sync.Mutex), w: w}
+	return &Handler{std: std, json: json, level: level, w: lw}
 }
 
 // Enabled reports whether records at level are written.
@@ -70,8 +82,6 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if !ok {
 		return h.std.Handle(ctx, r)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	_, err := h.w.Write(line)
 	return err
 }

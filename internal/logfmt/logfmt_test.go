@@ -217,3 +217,33 @@ func BenchmarkLine(b *testing.B) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestConcurrentLines: lines written at once through the handler and the
+// handlers it derives reach a writer that is not safe for concurrent use
+// one whole line at a time (the race detector watches the writer).
+func TestConcurrentLines(t *testing.T) {
+	var buf bytes.Buffer
+	h := logfmt.New(&buf, true, nil)
+	loggers := []*slog.Logger{slog.New(h), slog.New(h).With("request_id", "r1"), slog.New(h).WithGroup("g")}
+	done := make(chan struct{})
+	for _, log := range loggers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 200 {
+				log.Info("line", "i", i)
+			}
+		}()
+	}
+	for range loggers {
+		<-done
+	}
+	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+	if len(lines) != 600 {
+		t.Fatalf("%d lines, want 600", len(lines))
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, `{"time":`) || !strings.HasSuffix(l, "}") {
+			t.Fatalf("a line was cut or mixed: %q", l)
+		}
+	}
+}
