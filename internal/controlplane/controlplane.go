@@ -6,6 +6,7 @@ package controlplane
 
 import (
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -140,6 +141,14 @@ type EnvironmentPatch struct {
 	Credential *Credential
 	// ResourcesMayExist sets Environment.ResourcesMayExist.
 	ResourcesMayExist *bool
+}
+
+// mismatches reports that cur fails the patch's conditions (IfStatus,
+// IfUpdatedBefore): both stores check them in the transaction that reads and
+// writes the row.
+func (p EnvironmentPatch) mismatches(cur Environment) bool {
+	return len(p.IfStatus) > 0 && !slices.Contains(p.IfStatus, cur.Status) ||
+		p.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*p.IfUpdatedBefore)
 }
 
 // Page asks for at most Limit items whose id sorts after After ("" = start).

@@ -5,7 +5,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -482,8 +481,7 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 			// The row lock makes the check and the write one step: a
 			// concurrent conditional patch waits here, then reads the
 			// status this one wrote.
-			if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) ||
-				patch.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*patch.IfUpdatedBefore) {
+			if patch.mismatches(cur) {
 				stored = cur
 				return ErrStatusMismatch
 			}

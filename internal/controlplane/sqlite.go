@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -418,8 +417,7 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 		if err != nil {
 			return err
 		}
-		if len(patch.IfStatus) > 0 && !slices.Contains(patch.IfStatus, cur.Status) ||
-			patch.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*patch.IfUpdatedBefore) {
+		if patch.mismatches(cur) {
 			stored = cur
 			return ErrStatusMismatch
 		}
