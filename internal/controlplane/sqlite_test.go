@@ -316,6 +316,13 @@ func TestMigrateConcurrently(t *testing.T) {
 		"m/1_a.sql": {Data: []byte(`CREATE TABLE a (x INTEGER);`)},
 		"m/2_b.sql": {Data: []byte(`INSERT INTO a (x) VALUES (1);`)},
 	}
+	// The file exists, in WAL mode, before the migrations race, as the
+	// store's writer makes it before it migrates: four connections racing
+	// to create a file and switch its journal mode can be refused
+	// SQLITE_BUSY without waiting, which is SQLite's, not the migrations'.
+	if _, err := openRawAt(t, path).ExecContext(t.Context(), `PRAGMA journal_mode = WAL`); err != nil {
+		t.Fatal(err)
+	}
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
