@@ -32,7 +32,61 @@ var (
 	// found the environment in another status, typically because a concurrent
 	// caller moved it first, and changed nothing.
 	ErrStatusMismatch = errors.New("controlplane: environment status is not the one expected")
+	// ErrHostnameMoved means a conditional patch (EnvironmentPatch.IfHostname)
+	// found the environment with another hostname or challenge, typically
+	// because it was changed while a check ran, and changed nothing.
+	ErrHostnameMoved = errors.New("controlplane: environment hostname is not the one expected")
 )
+
+// Hostname states. Only a verified hostname routes; at most one environment
+// holds a hostname verified, while any number may claim it pending.
+const (
+	HostnameVerified = "verified"
+	HostnamePending  = "pending"
+	// HostnameLapsed is a hostname that was verified and stopped proving
+	// ownership for longer than the grace period.
+	HostnameLapsed = "lapsed"
+)
+
+// How a hostname was verified (HostnameProof.Method).
+const (
+	// VerifiedGenerated: the platform's own name, under the root domain.
+	VerifiedGenerated = "generated"
+	// VerifiedOperator: set or marked verified by a platform-admin token.
+	VerifiedOperator = "operator"
+	VerifiedDNS      = "dns"
+	VerifiedHTTP     = "http"
+	// VerifiedMigrated: a hostname bound before ownership was checked,
+	// kept routing by the migration that introduced the checks.
+	VerifiedMigrated = "migrated"
+)
+
+// HostnameProof is what the control plane knows of an environment's claim
+// to its hostname: whether it routes, how it was proven, and the checks.
+type HostnameProof struct {
+	State string
+	// Method says how the hostname was last verified ("" while never).
+	Method string
+	// Token is the challenge the owner publishes ("" for generated names).
+	Token string
+	// VerifyTime is the last successful proof.
+	VerifyTime time.Time
+	// CheckTime is the last check, whatever its outcome.
+	CheckTime time.Time
+	// NextCheckTime is when the background loop checks next (zero: never,
+	// as for generated and operator-verified names).
+	NextCheckTime time.Time
+	// Failures counts checks failed in a row, for backoff.
+	Failures int
+	// Message is the outcome of the last check, for the owner to read.
+	Message string
+	// FailingSince is when a verified hostname first failed a re-check; it
+	// keeps routing until FailingSince plus the grace period.
+	FailingSince time.Time
+}
+
+// Routes reports whether the hostname routes to its environment.
+func (p HostnameProof) Routes() bool { return p.State == HostnameVerified }
 
 // Organization owns environments.
 type Organization struct {
@@ -60,9 +114,11 @@ type Environment struct {
 	Driver         string
 	Status         string
 	// StatusMessage explains a failed status; sanitized, never secrets or paths.
-	StatusMessage  string
-	IsDefault      bool
-	Hostname       string
+	StatusMessage string
+	IsDefault     bool
+	Hostname      string
+	// Proof is the environment's claim to Hostname.
+	Proof          HostnameProof
 	Region         string
 	StorageLimitMB int64
 	// DatabaseURL locates the environment's database, without any secret.
@@ -128,19 +184,38 @@ type EnvironmentPatch struct {
 	// UpdateTime, so of concurrent patches with the same condition exactly
 	// one applies.
 	IfUpdatedBefore *time.Time
-	Hostname        *string
-	DisplayName     *string
-	IsDefault       *bool
-	Status          *string
-	StatusMessage   *string
-	Region          *string
-	StorageLimitMB  *int64
-	DatabaseURL     *string
-	ProvisionTime   *time.Time
+	// IfHostname, when set, makes the patch apply only while the
+	// environment's hostname and challenge token are these, and otherwise
+	// fail with ErrHostnameMoved: a check's outcome is recorded only for the
+	// claim it checked.
+	IfHostname *HostnameClaim
+	Hostname   *string
+	// Proof replaces the hostname's proof. A verified proof of a hostname
+	// another environment holds verified is ErrHostnameTaken, unless
+	// TakeHostname is set.
+	Proof *HostnameProof
+	// TakeHostname makes a verified Proof take the hostname from the
+	// environment that holds it, whose claim falls back to pending in the
+	// same transaction: whoever proves ownership last holds the name.
+	TakeHostname   bool
+	DisplayName    *string
+	IsDefault      *bool
+	Status         *string
+	StatusMessage  *string
+	Region         *string
+	StorageLimitMB *int64
+	DatabaseURL    *string
+	ProvisionTime  *time.Time
 	// Credential replaces the sealed secret (the old one is gone with it).
 	Credential *Credential
 	// ResourcesMayExist sets Environment.ResourcesMayExist.
 	ResourcesMayExist *bool
+}
+
+// HostnameClaim names a claim to a hostname: the name and its challenge.
+type HostnameClaim struct {
+	Hostname string
+	Token    string
 }
 
 // mismatches reports that cur fails the patch's conditions (IfStatus,
@@ -149,6 +224,11 @@ type EnvironmentPatch struct {
 func (p EnvironmentPatch) mismatches(cur Environment) bool {
 	return len(p.IfStatus) > 0 && !slices.Contains(p.IfStatus, cur.Status) ||
 		p.IfUpdatedBefore != nil && !cur.UpdateTime.Before(*p.IfUpdatedBefore)
+}
+
+// hostnameMoved reports that cur fails the patch's IfHostname condition.
+func (p EnvironmentPatch) hostnameMoved(cur Environment) bool {
+	return p.IfHostname != nil && (cur.Hostname != p.IfHostname.Hostname || cur.Proof.Token != p.IfHostname.Token)
 }
 
 // Page asks for at most Limit items whose id sorts after After ("" = start).

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -18,7 +19,17 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+	// foreignKeysOff runs the migration with SQLite's foreign key
+	// enforcement off, as rebuilding a table that others reference needs
+	// (dropping it would otherwise cascade); the references are checked
+	// before the commit instead. A migration asks for it with the first line
+	// "-- envplane: foreign_keys off".
+	foreignKeysOff bool
 }
+
+// foreignKeysOffLine is the first line of a migration that runs with
+// foreign keys off.
+const foreignKeysOffLine = "-- envplane: foreign_keys off"
 
 // migrationName is the file name every migration must have: a positive
 // version, an underscore and a lowercase description, e.g. 0001_init.sql.
@@ -79,7 +90,20 @@ func migrate(ctx context.Context, db *sql.DB, files fs.FS, dir string, ph placeh
 // applyMigration runs one migration and records it in one transaction; it
 // reports false when the version was already recorded.
 func applyMigration(ctx context.Context, db *sql.DB, m migration, ph placeholder) (bool, error) {
-	tx, err := db.BeginTx(ctx, nil)
+	// One connection for the pragmas and the transaction: SQLite ignores
+	// PRAGMA foreign_keys inside a transaction, and it is per connection.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return false, fmt.Errorf("controlplane: migrate %s: %w", m.name, err)
+	}
+	defer conn.Close()
+	if m.foreignKeysOff {
+		if _, err := conn.ExecContext(ctx, `PRAGMA foreign_keys = OFF`); err != nil {
+			return false, fmt.Errorf("controlplane: migrate %s: %w", m.name, err)
+		}
+		defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA foreign_keys = ON`) }()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return false, fmt.Errorf("controlplane: migrate %s: begin: %w", m.name, err)
 	}
@@ -95,6 +119,11 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, ph placeholder
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return false, fmt.Errorf("controlplane: migrate %s: %w", m.name, err)
 	}
+	if m.foreignKeysOff {
+		if err := checkForeignKeys(ctx, tx); err != nil {
+			return false, fmt.Errorf("controlplane: migrate %s: %w", m.name, err)
+		}
+	}
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO schema_migrations (version, applied_at) VALUES (`+ph(1)+`, `+ph(2)+`)`,
 		m.version, formatTime(time.Now())); err != nil {
@@ -104,6 +133,28 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, ph placeholder
 		return false, fmt.Errorf("controlplane: migrate %s: commit: %w", m.name, err)
 	}
 	return true, nil
+}
+
+// checkForeignKeys fails when a row of the SQLite database in tx references
+// one that does not exist, as a migration run with foreign keys off could
+// leave behind.
+func checkForeignKeys(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `PRAGMA foreign_key_check`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var table string
+		var rowid sql.NullInt64
+		var parent string
+		var fkid int
+		if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+			return err
+		}
+		return fmt.Errorf("a row of %s references a missing row of %s", table, parent)
+	}
+	return rows.Err()
 }
 
 // readMigrations lists the .sql files directly in dir, sorted by version.
@@ -136,7 +187,8 @@ func readMigrations(files fs.FS, dir string) ([]migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("controlplane: migrate: %w", err)
 		}
-		out = append(out, migration{version: version, name: e.Name(), sql: string(body)})
+		out = append(out, migration{version: version, name: e.Name(), sql: string(body),
+			foreignKeysOff: strings.HasPrefix(string(body), foreignKeysOffLine+"\n")})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("controlplane: migrate: no migrations in " + dir)

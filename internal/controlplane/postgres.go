@@ -29,6 +29,10 @@ const postgresMigrationsDir = "migrations/postgres"
 // "envplane" in ASCII.
 const postgresMigrationLock int64 = 0x656e76706c616e65
 
+// postgresHostnameCheckLock is the advisory lock key of LockHostnameChecks:
+// "envplhck" in ASCII.
+const postgresHostnameCheckLock int64 = 0x656e76706c68636b
+
 // postgresMaxAttempts bounds how often a write that lost a race to a
 // concurrent writer (a default flag taken meanwhile, a serialization failure
 // or deadlock, a request id whose row vanished before it could be read back)
@@ -50,7 +54,7 @@ const (
 const (
 	pgOrganizationsSlugKey         = "organizations_slug_key"
 	pgOrganizationsRequestIDKey    = "organizations_request_id_key"
-	pgEnvironmentsHostnameKey      = "environments_hostname_key"
+	pgEnvironmentsHostnameKey      = "environments_verified_hostname"
 	pgEnvironmentsSlugKey          = "environments_organization_id_slug_key"
 	pgEnvironmentsRequestIDIndex   = "environments_organization_request_id"
 	pgEnvironmentsDefaultIndex     = "environments_organization_default"
@@ -321,11 +325,11 @@ const insertEnvironmentSQL = `INSERT INTO environments
 	 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 	 create_time, update_time, provision_time, external_database,
 	 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
-	 resources_may_exist)
+	 resources_may_exist, hostname_state, hostname_next_check, hostname_proof)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
 	 coalesce($9::boolean, NOT EXISTS (SELECT 1 FROM environments
 		WHERE organization_id = $2 AND is_default)),
-	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)
+	 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)
 	RETURNING ` + environmentColumns
 
 // insertEnvironment runs one attempt of CreateEnvironment's insert for mode.
@@ -338,7 +342,8 @@ func (s *Postgres) insertEnvironment(ctx context.Context, env Environment, mode 
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			env.CreateTime, env.UpdateTime, pgNullTime(env.ProvisionTime),
 			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest),
-			env.ResourcesMayExist))
+			env.ResourcesMayExist, proofState(env.Proof), pgNullTime(pgTime(env.Proof.NextCheckTime)),
+			encodeProof(env.Proof)))
 	}
 	switch mode {
 	case DefaultNo:
@@ -429,11 +434,63 @@ func (s *Postgres) GetEnvironment(ctx context.Context, id string) (Environment, 
 // GetEnvironmentByHostname implements Store.
 func (s *Postgres) GetEnvironmentByHostname(ctx context.Context, hostname string) (Environment, error) {
 	env, err := scanPgEnvironment(s.pool.QueryRow(ctx,
-		`SELECT `+environmentColumns+` FROM environments WHERE hostname = $1`, hostname))
+		`SELECT `+environmentColumns+` FROM environments WHERE hostname = $1 AND hostname_state = 'verified'`, hostname))
 	if err != nil {
 		return Environment{}, wrapErr("get environment by hostname "+strconv.Quote(hostname), err)
 	}
 	return env, nil
+}
+
+// ListHostnameClaims implements Store.
+func (s *Postgres) ListHostnameClaims(ctx context.Context, hostname string) ([]Environment, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+environmentColumns+` FROM environments
+		WHERE hostname = $1 ORDER BY id LIMIT $2`, hostname, maxPageLimit)
+	out, err := collectPg(rows, err, scanPgEnvironment)
+	if err != nil {
+		return nil, wrapErr("list the claims of hostname "+strconv.Quote(hostname), err)
+	}
+	return out, nil
+}
+
+// ListHostnameChecks implements Store.
+func (s *Postgres) ListHostnameChecks(ctx context.Context, due time.Time, limit int) ([]Environment, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+environmentColumns+` FROM environments
+		WHERE hostname_next_check IS NOT NULL AND hostname_next_check <= $1
+		ORDER BY hostname_next_check, id LIMIT $2`, pgTime(due), pageLimit(Page{Limit: limit}))
+	out, err := collectPg(rows, err, scanPgEnvironment)
+	if err != nil {
+		return nil, wrapErr("list due hostname checks", err)
+	}
+	return out, nil
+}
+
+// LockHostnameChecks implements Store with a session-level advisory lock on
+// a connection of its own, held until release: one replica at a time runs
+// the checks, and a replica that dies releases the lock with its session.
+func (s *Postgres) LockHostnameChecks(ctx context.Context) (func(), bool, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, false, wrapErr("lock hostname checks", err)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, postgresHostnameCheckLock).Scan(&ok); err != nil {
+		conn.Release()
+		return nil, false, wrapErr("lock hostname checks", err)
+	}
+	if !ok {
+		conn.Release()
+		return nil, false, nil
+	}
+	release := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, postgresHostnameCheckLock); err != nil {
+			// The session may still hold the lock: end it, which releases it.
+			_ = conn.Conn().Close(ctx)
+		}
+		conn.Release()
+	}
+	return release, true, nil
 }
 
 // ListEnvironments implements Store. An organization that does not exist has
@@ -485,8 +542,13 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 				stored = cur
 				return ErrStatusMismatch
 			}
+			if patch.hostnameMoved(cur) {
+				stored = cur
+				return ErrHostnameMoved
+			}
 			next := cur
 			setIf(&next.Hostname, patch.Hostname)
+			setIf(&next.Proof, patch.Proof)
 			setIf(&next.DisplayName, patch.DisplayName)
 			setIf(&next.IsDefault, patch.IsDefault)
 			setIf(&next.Status, patch.Status)
@@ -502,27 +564,39 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 					return err
 				}
 			}
+			now := pgTime(s.now())
+			if patch.TakeHostname && next.Proof.Routes() {
+				if err := takePgHostname(ctx, tx, next.Hostname, id, now); err != nil {
+					return err
+				}
+			}
 			keyID, ciphertext, rotateTime := pgCredential(next.Credential)
 			stored, err = scanPgEnvironment(tx.QueryRow(ctx, `UPDATE environments SET
 				hostname = $1, display_name = $2, is_default = $3, status = $4, status_message = $5,
 				region = $6, storage_limit_mb = $7, database_url = $8, provision_time = $9,
 				update_time = $10, credential_key_id = $11, credential_ciphertext = $12,
-				credential_rotate_time = $13, resources_may_exist = $14
-				WHERE id = $15
+				credential_rotate_time = $13, resources_may_exist = $14, hostname_state = $15,
+				hostname_next_check = $16, hostname_proof = $17
+				WHERE id = $18
 				RETURNING `+environmentColumns,
 				next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 				next.Region, next.StorageLimitMB, next.DatabaseURL, pgNullTime(pgTime(next.ProvisionTime)),
-				pgTime(s.now()), keyID, ciphertext, rotateTime, next.ResourcesMayExist, id))
+				now, keyID, ciphertext, rotateTime, next.ResourcesMayExist, proofState(next.Proof),
+				pgNullTime(pgTime(next.Proof.NextCheckTime)), encodeProof(next.Proof), id))
 			return err
 		})
 		if err == nil {
 			return stored, nil
 		}
-		if errors.Is(err, ErrStatusMismatch) {
+		if errors.Is(err, ErrStatusMismatch) || errors.Is(err, ErrHostnameMoved) {
 			return stored, wrapErr(op, err)
 		}
+		// A take that raced another take finds the winner holding the
+		// hostname verified: taking it from the winner is what a second try
+		// does.
 		if attempt < postgresMaxAttempts &&
-			(pgViolates(err, pgUniqueViolation, pgEnvironmentsDefaultIndex) || pgRetryable(err)) {
+			(pgViolates(err, pgUniqueViolation, pgEnvironmentsDefaultIndex) || pgRetryable(err) ||
+				patch.TakeHostname && pgViolates(err, pgUniqueViolation, pgEnvironmentsHostnameKey)) {
 			continue
 		}
 		if pgViolates(err, pgUniqueViolation, pgEnvironmentsHostnameKey) {
@@ -530,6 +604,25 @@ func (s *Postgres) UpdateEnvironment(ctx context.Context, id string, patch Envir
 		}
 		return Environment{}, wrapErr(op, err)
 	}
+}
+
+// takePgHostname moves the claim of the environment other than id that
+// holds hostname verified, if any, back to pending inside tx, so that id can
+// hold it verified. The row lock orders it with a concurrent take.
+func takePgHostname(ctx context.Context, tx pgx.Tx, hostname, id string, now time.Time) error {
+	holder, err := scanPgEnvironment(tx.QueryRow(ctx, `SELECT `+environmentColumns+` FROM environments
+		WHERE hostname = $1 AND hostname_state = 'verified' AND id <> $2 FOR UPDATE`, hostname, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p := demoted(holder.Proof, now)
+	_, err = tx.Exec(ctx, `UPDATE environments SET hostname_state = $1, hostname_next_check = $2,
+		hostname_proof = $3, update_time = $4 WHERE id = $5`,
+		p.State, pgNullTime(pgTime(p.NextCheckTime)), encodeProof(p), now, holder.ID)
+	return err
 }
 
 // DeleteEnvironment implements Store. Tokens whose session had it active
@@ -562,15 +655,19 @@ func scanPgOrganization(row pgx.Row) (Organization, error) {
 func scanPgEnvironment(row pgx.Row) (Environment, error) {
 	var env Environment
 	var requestID, keyID, requestDigest *string
-	var provisionTime, rotateTime *time.Time
-	var ciphertext []byte
+	var provisionTime, rotateTime, nextCheck *time.Time
+	var ciphertext, proof []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &env.CreateTime, &env.UpdateTime,
 		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest,
-		&env.ResourcesMayExist); err != nil {
+		&env.ResourcesMayExist, &env.Proof.State, &nextCheck, &proof); err != nil {
 		return Environment{}, err
 	}
+	if err := decodeProof(proof, &env.Proof); err != nil {
+		return Environment{}, err
+	}
+	env.Proof.NextCheckTime = derefTime(nextCheck)
 	env.RequestID, env.RequestDigest = derefString(requestID), derefString(requestDigest)
 	env.CreateTime, env.UpdateTime = env.CreateTime.UTC(), env.UpdateTime.UTC()
 	env.ProvisionTime = derefTime(provisionTime)

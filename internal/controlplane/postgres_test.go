@@ -253,7 +253,7 @@ func TestPostgresReopenAppliesNothing(t *testing.T) {
 	}
 	conn := connectPostgres(t, dbURL)
 	before := pgSchemaMigrations(t, conn)
-	diff(t, "versions after the first open", []int{1, 2, 3, 4, 5, 6}, pgVersions(t, conn))
+	diff(t, "versions after the first open", []int{1, 2, 3, 4, 5, 6, 7}, pgVersions(t, conn))
 
 	s = openPostgres(t, dbURL)
 	diff(t, "schema_migrations after reopening", before, pgSchemaMigrations(t, conn))
@@ -303,7 +303,7 @@ func TestPostgresReplicasMigrateTogether(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	diff(t, "versions", []int{1, 2, 3, 4, 5, 6}, pgVersions(t, connectPostgres(t, dbURL)))
+	diff(t, "versions", []int{1, 2, 3, 4, 5, 6, 7}, pgVersions(t, connectPostgres(t, dbURL)))
 	for i, s := range stores {
 		if _, _, err := s.CreateOrganization(t.Context(), newOrg(fmt.Sprintf("org-%d", i))); err != nil {
 			t.Errorf("replica %d: CreateOrganization: %v", i, err)

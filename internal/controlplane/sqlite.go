@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -52,6 +53,8 @@ type SQLite struct {
 	r *sql.DB
 	// now is the clock of the times the store sets itself (UpdateTime).
 	now func() time.Time
+	// checks is the hostname-check lock (LockHostnameChecks).
+	checks sync.Mutex
 }
 
 var _ Store = (*SQLite)(nil)
@@ -293,14 +296,14 @@ func (s *SQLite) CreateEnvironment(ctx context.Context, env Environment, mode De
 			 is_default, hostname, region, storage_limit_mb, database_url, request_id,
 			 create_time, update_time, provision_time, external_database,
 			 credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
-			 resources_may_exist)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			 resources_may_exist, hostname_state, hostname_next_check, hostname_proof)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			env.ID, env.OrganizationID, env.Slug, env.DisplayName, env.Type, env.Driver,
 			env.Status, env.StatusMessage, isDefault, env.Hostname, env.Region,
 			env.StorageLimitMB, env.DatabaseURL, nullString(env.RequestID),
 			formatTime(env.CreateTime), formatTime(env.UpdateTime), nullTime(env.ProvisionTime),
 			env.ExternalDatabase, keyID, ciphertext, rotateTime, nullString(env.RequestDigest),
-			env.ResourcesMayExist)
+			env.ResourcesMayExist, proofState(env.Proof), nullTime(env.Proof.NextCheckTime), string(encodeProof(env.Proof)))
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -376,20 +379,50 @@ func (s *SQLite) GetEnvironment(ctx context.Context, id string) (Environment, er
 // GetEnvironmentByHostname implements Store.
 func (s *SQLite) GetEnvironmentByHostname(ctx context.Context, hostname string) (Environment, error) {
 	env, err := scanEnvironment(s.r.QueryRowContext(ctx,
-		`SELECT `+environmentColumns+` FROM environments WHERE hostname = ?`, hostname))
+		`SELECT `+environmentColumns+` FROM environments WHERE hostname = ? AND hostname_state = 'verified'`, hostname))
 	if err != nil {
 		return Environment{}, wrapErr("get environment by hostname "+strconv.Quote(hostname), err)
 	}
 	return env, nil
 }
 
+// ListHostnameClaims implements Store.
+func (s *SQLite) ListHostnameClaims(ctx context.Context, hostname string) ([]Environment, error) {
+	return s.listEnvironments(ctx, "list the claims of hostname "+strconv.Quote(hostname),
+		`SELECT `+environmentColumns+` FROM environments WHERE hostname = ? ORDER BY id LIMIT ?`,
+		hostname, maxPageLimit)
+}
+
+// ListHostnameChecks implements Store.
+func (s *SQLite) ListHostnameChecks(ctx context.Context, due time.Time, limit int) ([]Environment, error) {
+	return s.listEnvironments(ctx, "list due hostname checks",
+		`SELECT `+environmentColumns+` FROM environments
+		WHERE hostname_next_check IS NOT NULL AND hostname_next_check <= ?
+		ORDER BY hostname_next_check, id LIMIT ?`,
+		formatTime(due), pageLimit(Page{Limit: limit}))
+}
+
+// LockHostnameChecks implements Store. An embedded control plane has one
+// process, so the lock is this store's own.
+func (s *SQLite) LockHostnameChecks(context.Context) (func(), bool, error) {
+	if !s.checks.TryLock() {
+		return nil, false, nil
+	}
+	return s.checks.Unlock, true, nil
+}
+
 // ListEnvironments implements Store. An organization that does not exist has
 // no environments, so it yields an empty page rather than an error.
 func (s *SQLite) ListEnvironments(ctx context.Context, organizationID string, page Page) ([]Environment, error) {
-	op := "list environments of " + strconv.Quote(organizationID)
-	rows, err := s.r.QueryContext(ctx, `SELECT `+environmentColumns+` FROM environments
+	return s.listEnvironments(ctx, "list environments of "+strconv.Quote(organizationID),
+		`SELECT `+environmentColumns+` FROM environments
 		WHERE organization_id = ? AND id > ? ORDER BY id LIMIT ?`,
 		organizationID, page.After, pageLimit(page))
+}
+
+// listEnvironments runs a query selecting environmentColumns and scans its rows.
+func (s *SQLite) listEnvironments(ctx context.Context, op, query string, args ...any) ([]Environment, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, wrapErr(op, err)
 	}
@@ -421,8 +454,13 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 			stored = cur
 			return ErrStatusMismatch
 		}
+		if patch.hostnameMoved(cur) {
+			stored = cur
+			return ErrHostnameMoved
+		}
 		next := cur
 		setIf(&next.Hostname, patch.Hostname)
+		setIf(&next.Proof, patch.Proof)
 		setIf(&next.DisplayName, patch.DisplayName)
 		setIf(&next.IsDefault, patch.IsDefault)
 		setIf(&next.Status, patch.Status)
@@ -438,16 +476,23 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 				return err
 			}
 		}
+		now := s.now()
+		if patch.TakeHostname && next.Proof.Routes() {
+			if err := s.takeHostname(ctx, tx, next.Hostname, id, now); err != nil {
+				return err
+			}
+		}
 		keyID, ciphertext, rotateTime := sqliteCredential(next.Credential)
 		_, err = tx.ExecContext(ctx, `UPDATE environments SET
 			hostname = ?, display_name = ?, is_default = ?, status = ?, status_message = ?,
 			region = ?, storage_limit_mb = ?, database_url = ?, provision_time = ?, update_time = ?,
 			credential_key_id = ?, credential_ciphertext = ?, credential_rotate_time = ?,
-			resources_may_exist = ?
+			resources_may_exist = ?, hostname_state = ?, hostname_next_check = ?, hostname_proof = ?
 			WHERE id = ?`,
 			next.Hostname, next.DisplayName, next.IsDefault, next.Status, next.StatusMessage,
 			next.Region, next.StorageLimitMB, next.DatabaseURL, nullTime(next.ProvisionTime),
-			formatTime(s.now()), keyID, ciphertext, rotateTime, next.ResourcesMayExist, id)
+			formatTime(now), keyID, ciphertext, rotateTime, next.ResourcesMayExist,
+			proofState(next.Proof), nullTime(next.Proof.NextCheckTime), string(encodeProof(next.Proof)), id)
 		switch {
 		case isUniqueViolation(err, "environments.hostname"):
 			return ErrHostnameTaken
@@ -458,13 +503,32 @@ func (s *SQLite) UpdateEnvironment(ctx context.Context, id string, patch Environ
 			`SELECT `+environmentColumns+` FROM environments WHERE id = ?`, id))
 		return err
 	})
-	if errors.Is(err, ErrStatusMismatch) {
+	if errors.Is(err, ErrStatusMismatch) || errors.Is(err, ErrHostnameMoved) {
 		return stored, wrapErr("update environment "+strconv.Quote(id), err)
 	}
 	if err != nil {
 		return Environment{}, wrapErr("update environment "+strconv.Quote(id), err)
 	}
 	return stored, nil
+}
+
+// takeHostname moves the claim of the environment other than id that holds
+// hostname verified, if any, back to pending inside tx, so that id can hold
+// it verified.
+func (s *SQLite) takeHostname(ctx context.Context, tx *sql.Tx, hostname, id string, now time.Time) error {
+	holder, err := scanEnvironment(tx.QueryRowContext(ctx, `SELECT `+environmentColumns+` FROM environments
+		WHERE hostname = ? AND hostname_state = 'verified' AND id <> ?`, hostname, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p := demoted(holder.Proof, now)
+	_, err = tx.ExecContext(ctx, `UPDATE environments SET hostname_state = ?, hostname_next_check = ?,
+		hostname_proof = ?, update_time = ? WHERE id = ?`,
+		p.State, nullTime(p.NextCheckTime), string(encodeProof(p)), formatTime(now), holder.ID)
+	return err
 }
 
 // setIf stores *v in dst when the patch carries v.
@@ -534,20 +598,29 @@ const environmentColumns = `id, organization_id, slug, display_name, type, drive
 	status_message, is_default, hostname, region, storage_limit_mb, database_url,
 	request_id, create_time, update_time, provision_time, external_database,
 	credential_key_id, credential_ciphertext, credential_rotate_time, request_digest,
-	resources_may_exist`
+	resources_may_exist, hostname_state, hostname_next_check, hostname_proof`
 
 // scanEnvironment reads one environments row selected with environmentColumns.
 func scanEnvironment(row interface{ Scan(...any) error }) (Environment, error) {
 	var env Environment
-	var requestID, provisionTime, keyID, rotateTime, requestDigest sql.NullString
-	var createTime, updateTime string
+	var requestID, provisionTime, keyID, rotateTime, requestDigest, nextCheck sql.NullString
+	var createTime, updateTime, proof string
 	var ciphertext []byte
 	if err := row.Scan(&env.ID, &env.OrganizationID, &env.Slug, &env.DisplayName, &env.Type,
 		&env.Driver, &env.Status, &env.StatusMessage, &env.IsDefault, &env.Hostname, &env.Region,
 		&env.StorageLimitMB, &env.DatabaseURL, &requestID, &createTime, &updateTime,
 		&provisionTime, &env.ExternalDatabase, &keyID, &ciphertext, &rotateTime, &requestDigest,
-		&env.ResourcesMayExist); err != nil {
+		&env.ResourcesMayExist, &env.Proof.State, &nextCheck, &proof); err != nil {
 		return Environment{}, err
+	}
+	if err := decodeProof([]byte(proof), &env.Proof); err != nil {
+		return Environment{}, err
+	}
+	if nextCheck.Valid {
+		var err error
+		if env.Proof.NextCheckTime, err = parseTime(nextCheck.String); err != nil {
+			return Environment{}, err
+		}
 	}
 	env.RequestID, env.RequestDigest = requestID.String, requestDigest.String
 	var err error

@@ -55,7 +55,7 @@ func TestSQLiteMigratesVersion2Forward(t *testing.T) {
 	}
 
 	s := openSQLiteAt(t, dbPath)
-	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5, 6}, versions(t, s.WriteDB()))
+	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5, 6, 7}, versions(t, s.WriteDB()))
 	env, err := s.GetEnvironment(ctx, "env")
 	if err != nil {
 		t.Fatalf("GetEnvironment after migrating: %v", err)

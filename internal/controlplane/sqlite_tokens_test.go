@@ -66,7 +66,7 @@ func TestSQLiteMigratesVersion1Forward(t *testing.T) {
 	}
 
 	s := openSQLiteAt(t, dbPath)
-	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5, 6}, versions(t, s.WriteDB()))
+	diff(t, "versions after the new binary opened", []int{1, 2, 3, 4, 5, 6, 7}, versions(t, s.WriteDB()))
 	org, err := s.GetOrganization(ctx, "org")
 	if err != nil || org.Slug != "acme" {
 		t.Fatalf("GetOrganization after migrating = %+v, %v", org, err)

@@ -28,15 +28,34 @@ type Store interface {
 	// organization) as CreateOrganization; for a row stored without a
 	// digest, the Credential is not part of what makes a retry the same
 	// request, ExternalDatabase is. Errors:
-	// ErrOrganizationMissing, ErrEnvironmentExists (slug), ErrHostnameTaken.
+	// ErrOrganizationMissing, ErrEnvironmentExists (slug), ErrHostnameTaken
+	// (env.Proof is verified and another environment holds the hostname
+	// verified; pending claims never collide).
 	CreateEnvironment(ctx context.Context, env Environment, mode DefaultMode) (stored Environment, created bool, err error)
 	GetEnvironment(ctx context.Context, id string) (Environment, error)
-	// GetEnvironmentByHostname looks up an already-normalized hostname.
+	// GetEnvironmentByHostname returns the environment that holds an
+	// already-normalized hostname verified (the one it routes to);
+	// ErrNotFound when none does, whatever claims are pending.
 	GetEnvironmentByHostname(ctx context.Context, hostname string) (Environment, error)
+	// ListHostnameClaims returns every environment whose hostname is the
+	// already-normalized hostname, in any state, in id order: at most one
+	// verified, any number pending or lapsed.
+	ListHostnameClaims(ctx context.Context, hostname string) ([]Environment, error)
+	// ListHostnameChecks returns up to limit environments whose hostname
+	// check is due (Proof.NextCheckTime set and not after due), the most
+	// overdue first.
+	ListHostnameChecks(ctx context.Context, due time.Time, limit int) ([]Environment, error)
+	// LockHostnameChecks takes the lock that lets one process at a time
+	// run the hostname checks of every environment, without waiting: ok is
+	// false when another process holds it. release gives it back.
+	LockHostnameChecks(ctx context.Context) (release func(), ok bool, err error)
 	ListEnvironments(ctx context.Context, organizationID string, page Page) ([]Environment, error)
 	// UpdateEnvironment applies patch in one transaction and sets UpdateTime.
-	// IsDefault=true moves the default atomically; a taken hostname is
-	// ErrHostnameTaken and changes nothing. A Credential patch replaces the
+	// IsDefault=true moves the default atomically; a hostname another
+	// environment holds verified, patched in with a verified Proof and no
+	// TakeHostname, is ErrHostnameTaken and changes nothing (see
+	// EnvironmentPatch.TakeHostname). A patch with IfHostname applies only
+	// to that claim, else ErrHostnameMoved with the environment as it is. A Credential patch replaces the
 	// whole credential; a pointer to the zero Credential removes it. A patch
 	// with IfStatus applies only while the status is one of those; otherwise
 	// it changes nothing and returns ErrStatusMismatch together with the

@@ -77,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T) controlplane.Store) {
 		{"RaceTokenRequestID", testRaceTokenRequestID},
 	}
 	tests = append(tests, objectTests...)
+	tests = append(tests, hostnameTests...)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -127,6 +128,7 @@ func newEnv(orgID, slug string) controlplane.Environment {
 		Driver:         "postgres",
 		Status:         controlplane.StatusProvisioning,
 		Hostname:       slug + "-" + id[len(id)-12:] + ".env.test",
+		Proof:          controlplane.HostnameProof{State: controlplane.HostnameVerified, Method: controlplane.VerifiedGenerated},
 		Region:         "eu-west-1",
 		StorageLimitMB: 1024,
 		DatabaseURL:    "postgres://db.internal:5432/" + slug,
@@ -465,6 +467,12 @@ func testEnvironmentRoundTrip(t *testing.T, s controlplane.Store) {
 	full.ExternalDatabase = true
 	full.ResourcesMayExist = true
 	full.Credential = newCredential("key-1")
+	full.Proof = controlplane.HostnameProof{
+		State: controlplane.HostnameVerified, Method: controlplane.VerifiedDNS, Token: "0123456789abcdef",
+		VerifyTime: fixtureTime().Add(2 * time.Minute), CheckTime: fixtureTime().Add(3 * time.Minute),
+		NextCheckTime: fixtureTime().Add(4 * time.Minute), Failures: 3, Message: "no TXT record",
+		FailingSince: fixtureTime().Add(5 * time.Minute),
+	}
 	got = mustCreateEnv(t, s, full, controlplane.DefaultNo)
 	diff(t, "created environment", full, got)
 
