@@ -204,8 +204,8 @@ func (r readiness) Ready(ctx context.Context) error {
 // metadata cache of the data plane.
 var RoutingModule = fx.Module("routing",
 	fx.Provide(
-		func(store controlplane.Store, events invalidate.Subscriber, log *slog.Logger) *resolve.Resolver {
-			return resolve.New(store, events, log)
+		func(cfg config.Config, store controlplane.Store, events invalidate.Subscriber, log *slog.Logger) *resolve.Resolver {
+			return resolve.New(store, events, resolve.Options{RootDomain: cfg.RootDomain, APIHostnames: cfg.APIHostnames}, log)
 		},
 		func(store controlplane.Store, kr *secrets.Keyring, lite *provision.SQLite, mem *engine.Memory) *engine.Opener {
 			return engine.New(store, kr, lite, mem)

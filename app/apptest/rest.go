@@ -128,6 +128,14 @@ func (c *RESTClient) RetryProvisioning(ctx context.Context, req *connect.Request
 	return respond(&environmentv1.RetryProvisioningResponse{Environment: out}, h, err)
 }
 
+// VerifyHostname implements EnvironmentServiceClient.
+func (c *RESTClient) VerifyHostname(ctx context.Context, req *connect.Request[environmentv1.VerifyHostnameRequest]) (*connect.Response[environmentv1.VerifyHostnameResponse], error) {
+	out := new(environmentv1.Environment)
+	h, err := c.do(ctx, req.Header(), http.MethodPost, "/api/v1/cloud/environments/"+seg(req.Msg.GetId())+"/verify-hostname", nil,
+		&environmentv1.VerifyHostnameRequest{SkipCheck: req.Msg.GetSkipCheck()}, out)
+	return respond(&environmentv1.VerifyHostnameResponse{Environment: out}, h, err)
+}
+
 // ResolveHostname implements EnvironmentServiceClient.
 func (c *RESTClient) ResolveHostname(ctx context.Context, req *connect.Request[environmentv1.ResolveHostnameRequest]) (*connect.Response[environmentv1.ResolveHostnameResponse], error) {
 	out := new(environmentv1.ResolveHostnameResponse)

@@ -52,8 +52,13 @@ type Config struct {
 	TursoAPIURL       string
 	// TursoScheme is the scheme of provisioned databases' URLs: libsql for
 	// Turso itself; http for a local libSQL server standing in for it.
-	TursoScheme     string
-	RootDomain      string
+	TursoScheme string
+	RootDomain  string
+	// APIHostnames are the API's own hostnames (normalized): never an
+	// environment's, and a Host naming one is no hint.
+	APIHostnames []string
+	// HostnameChecks configure the proofs of custom hostnames.
+	HostnameChecks  HostnameChecks
 	Services        []string
 	CORSOrigins     []string
 	MaxRequestBytes int64
@@ -70,6 +75,21 @@ type Config struct {
 	DebugListen string
 	LogLevel    slog.Level
 	LogFormat   string // json or text
+}
+
+// HostnameChecks configures how ownership of custom hostnames is proven and
+// re-proven.
+type HostnameChecks struct {
+	// DNSResolver is the host:port of the DNS server the checks ask ("" =
+	// the system's resolver).
+	DNSResolver string
+	// HTTPPort is the port the HTTP challenge is fetched from (80).
+	HTTPPort int
+	// Interval is how often a verified custom hostname is checked again.
+	Interval time.Duration
+	// Grace is how long a verified hostname that stopped proving ownership
+	// keeps routing.
+	Grace time.Duration
 }
 
 // ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
@@ -132,6 +152,15 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&c.TursoAPIURL, "turso-api-url", env("TURSO_API_URL", "https://api.turso.tech"), "Turso Platform API base URL (ENVPLANE_TURSO_API_URL)")
 	fs.StringVar(&c.TursoScheme, "turso-database-scheme", env("TURSO_DATABASE_SCHEME", "libsql"), "scheme of provisioned turso databases: libsql, https or http (ENVPLANE_TURSO_DATABASE_SCHEME)")
 	fs.StringVar(&c.RootDomain, "root-domain", env("ROOT_DOMAIN", "localhost"), "domain under which environment hostnames are generated (ENVPLANE_ROOT_DOMAIN)")
+	var apiHostnames string
+	fs.StringVar(&apiHostnames, "api-hostnames", env("API_HOSTNAMES", ""), "comma-separated hostnames of the API itself: never an environment's, and a call on them names no environment (ENVPLANE_API_HOSTNAMES)")
+	fs.StringVar(&c.HostnameChecks.DNSResolver, "dns-resolver", env("DNS_RESOLVER", ""), "host:port of the DNS server that custom hostnames' TXT challenges are looked up on (default: the system's resolver) (ENVPLANE_DNS_RESOLVER)")
+	checkPort := env("HOSTNAME_CHECK_HTTP_PORT", "80")
+	fs.StringVar(&checkPort, "hostname-check-http-port", checkPort, "port the HTTP challenge of a custom hostname is fetched from (ENVPLANE_HOSTNAME_CHECK_HTTP_PORT)")
+	checkInterval := env("HOSTNAME_CHECK_INTERVAL", "1h")
+	fs.StringVar(&checkInterval, "hostname-check-interval", checkInterval, "how often a verified custom hostname proves ownership again (ENVPLANE_HOSTNAME_CHECK_INTERVAL)")
+	grace := env("HOSTNAME_GRACE", "24h")
+	fs.StringVar(&grace, "hostname-grace", grace, "how long a verified custom hostname that stopped proving ownership keeps routing (ENVPLANE_HOSTNAME_GRACE)")
 	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")
 	fs.StringVar(&origins, "cors-origins", env("CORS_ORIGINS", ""), "comma-separated browser origins allowed to call the API, or * (ENVPLANE_CORS_ORIGINS)")
 	maxBytes := env("MAX_REQUEST_BYTES", "4194304")
@@ -186,6 +215,27 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	}
 	if c.RootDomain, err = hostname.Normalize(c.RootDomain); err != nil {
 		return Config{}, fmt.Errorf("--root-domain: %w", err)
+	}
+	for _, h := range splitList(apiHostnames) {
+		n, err := hostname.Normalize(h)
+		if err != nil {
+			return Config{}, fmt.Errorf("--api-hostnames: %w", err)
+		}
+		c.APIHostnames = append(c.APIHostnames, n)
+	}
+	if c.HostnameChecks.DNSResolver != "" {
+		if _, _, err := net.SplitHostPort(c.HostnameChecks.DNSResolver); err != nil {
+			return Config{}, fmt.Errorf("--dns-resolver: want host:port, got %q", c.HostnameChecks.DNSResolver)
+		}
+	}
+	if c.HostnameChecks.HTTPPort, err = strconv.Atoi(checkPort); err != nil || c.HostnameChecks.HTTPPort <= 0 || c.HostnameChecks.HTTPPort > 65535 {
+		return Config{}, fmt.Errorf("--hostname-check-http-port: want a port, got %q", checkPort)
+	}
+	if c.HostnameChecks.Interval, err = time.ParseDuration(checkInterval); err != nil || c.HostnameChecks.Interval <= 0 {
+		return Config{}, fmt.Errorf("--hostname-check-interval: want a positive duration such as 1h, got %q", checkInterval)
+	}
+	if c.HostnameChecks.Grace, err = time.ParseDuration(grace); err != nil || c.HostnameChecks.Grace < 0 {
+		return Config{}, fmt.Errorf("--hostname-grace: want a duration such as 24h, got %q", grace)
 	}
 	for _, s := range splitList(services) {
 		if !slices.Contains(Implemented, s) {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,12 +40,28 @@ const (
 	ReasonEnvironmentProvisioning = "ENVIRONMENT_PROVISIONING"
 	ReasonEnvironmentFailed       = "ENVIRONMENT_FAILED"
 	ReasonEnvironmentDeleting     = "ENVIRONMENT_DELETING"
+	// ReasonHostnameNotVerified: the Host is a custom hostname of the
+	// caller's organization that does not route (yet, or any more).
+	ReasonHostnameNotVerified = "HOSTNAME_NOT_VERIFIED"
+	// ReasonEnvironmentHintsConflict: two ways of naming the environment
+	// (the request's environment_id, the Host, X-Environment-Id) name
+	// different ones.
+	ReasonEnvironmentHintsConflict = "ENVIRONMENT_HINTS_CONFLICT"
 )
+
+// Options are the platform's hostnames, which decide what a Host means.
+type Options struct {
+	// RootDomain is the platform's namespace (normalized): a Host under it
+	// names an environment, or a missing one.
+	RootDomain string
+	// APIHostnames are the API's own names (normalized): never a hint.
+	APIHostnames []string
+}
 
 // Source is what resolution reads from the control plane.
 type Source interface {
 	GetEnvironment(ctx context.Context, id string) (controlplane.Environment, error)
-	GetEnvironmentByHostname(ctx context.Context, hostname string) (controlplane.Environment, error)
+	ListHostnameClaims(ctx context.Context, hostname string) ([]controlplane.Environment, error)
 	GetToken(ctx context.Context, id string) (controlplane.Token, error)
 	ListEnvironments(ctx context.Context, organizationID string, page controlplane.Page) ([]controlplane.Environment, error)
 }
@@ -75,12 +92,13 @@ type Hints struct {
 type Resolver struct {
 	src      Source
 	envs     *cache.Cache[string, controlplane.Environment]
-	hosts    *cache.Cache[string, string] // hostname → environment id ("" = none)
+	hosts    *cache.Cache[string, hostRoute]
 	sessions *cache.Cache[string, string] // token id → active environment id
 	orgs     *cache.Cache[string, orgRoute]
 	// hostnames memoizes hostname.FromHost (IDNA processing allocates):
 	// normalization is a pure function, so entries never go stale.
 	hostnames *lru.Cache[string, normalized]
+	opts      Options
 	log       *slog.Logger
 
 	// gen counts invalidations. A lookup caches what it read only if no
@@ -93,18 +111,30 @@ type Resolver struct {
 	gen atomic.Uint64
 }
 
-// normalized is the result of hostname.FromHost.
+// normalized is what a Host header means: the result of hostname.FromHost,
+// ok false also for names that are never a hint (reserved names outside the
+// platform's namespace, the API's own hostnames).
 type normalized struct {
-	name string
-	ok   bool
+	name     string
+	ok       bool
+	platform bool // under the root domain
+}
+
+// hostRoute is what the control plane says of a hostname: the environment
+// that holds it verified, and the organizations whose claims to it are
+// pending or lapsed.
+type hostRoute struct {
+	id      string // "" = none routes it
+	waiting []string
 }
 
 // New returns a Resolver reading src and dropping cached entries on events.
-func New(src Source, events invalidate.Subscriber, log *slog.Logger) *Resolver {
+func New(src Source, events invalidate.Subscriber, opts Options, log *slog.Logger) *Resolver {
 	r := &Resolver{
 		src:      src,
+		opts:     opts,
 		envs:     cache.New[string, controlplane.Environment](cacheSize, cacheTTL, maxStale),
-		hosts:    cache.New[string, string](cacheSize, cacheTTL, maxStale),
+		hosts:    cache.New[string, hostRoute](cacheSize, cacheTTL, maxStale),
 		sessions: cache.New[string, string](cacheSize, cacheTTL, maxStale),
 		orgs:     cache.New[string, orgRoute](cacheSize, cacheTTL, maxStale),
 		log:      log.With("component", "resolve"),
@@ -169,21 +199,39 @@ func (r *Resolver) resolve(ctx context.Context, h Hints, p *auth.Principal) (con
 	return env, source, nil
 }
 
-// find applies the precedence rules and returns the environment with the
-// name of the rule that found it.
+// find applies the resolution rules and returns the environment with the
+// name of the rule that found it. The explicit hints (the request's
+// environment_id, the Host, X-Environment-Id) must agree: two naming
+// different environments are an error, never a silent preference. Only when
+// none names one do the session, the default and the only environment count.
 func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, string, error) {
+	var found controlplane.Environment
+	var source string
+	agree := func(env controlplane.Environment, from string) error {
+		if source != "" && env.ID != found.ID {
+			return conflict(source, from)
+		}
+		if source == "" {
+			found, source = env, from
+		}
+		return nil
+	}
 	if h.EnvironmentID != "" {
 		env, err := r.environment(ctx, h.EnvironmentID)
-		return env, "request", err
-	}
-	if name, ok := r.normalize(h.Host); ok {
-		id, err := r.hostname(ctx, name)
 		if err != nil {
 			return controlplane.Environment{}, "", err
 		}
-		if id != "" {
-			env, err := r.environment(ctx, id)
-			return env, "host", err
+		found, source = env, "request"
+	}
+	if n, ok := r.normalize(h.Host); ok {
+		env, named, err := r.byHost(ctx, n, p)
+		if err != nil {
+			return controlplane.Environment{}, "", err
+		}
+		if named {
+			if err := agree(env, "host"); err != nil {
+				return controlplane.Environment{}, "", err
+			}
 		}
 	}
 	if h.Header != "" {
@@ -194,7 +242,15 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 			return controlplane.Environment{}, "header", errNotFound
 		}
 		env, err := r.environment(ctx, h.Header)
-		return env, "header", err
+		if err != nil {
+			return controlplane.Environment{}, "header", err
+		}
+		if err := agree(env, "header"); err != nil {
+			return controlplane.Environment{}, "", err
+		}
+	}
+	if source != "" {
+		return found, source, nil
 	}
 	if p == nil {
 		return controlplane.Environment{}, "", notResolved(false)
@@ -228,6 +284,77 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 		}
 	}
 	return controlplane.Environment{}, "", notResolved(p.OrganizationID != "")
+}
+
+// byHost is what the Host n means to caller p: the environment holding it
+// verified (named true), nothing (named false: a Host outside the platform's
+// namespace that routes nowhere, or routes to an environment p cannot see,
+// which must look the same), or an error: a name under the root domain that
+// routes to no environment p can see is ENVIRONMENT_NOT_FOUND, a custom
+// hostname of p's organization that is not verified HOSTNAME_NOT_VERIFIED.
+//
+// The environment's own row must agree that n is its verified hostname: a
+// cached hostname entry older than a fresher reading of the environment (the
+// hostname moved on, and the notification is still on its way) is read
+// again, never trusted, so two hostnames never route one environment.
+func (r *Resolver) byHost(ctx context.Context, n normalized, p *auth.Principal) (controlplane.Environment, bool, error) {
+	route, err := r.hostname(ctx, n.name, false)
+	if err != nil {
+		return controlplane.Environment{}, false, err
+	}
+	if route.id != "" {
+		env, err := r.environment(ctx, route.id)
+		if err == nil && (env.Hostname != n.name || !env.Proof.Routes()) {
+			// One of the two entries is stale: read both again.
+			r.forget(n.name, route.id)
+			if route, err = r.hostname(ctx, n.name, true); err != nil {
+				return controlplane.Environment{}, false, err
+			}
+			env, err = controlplane.Environment{}, errNotFound
+			if route.id != "" {
+				env, err = r.environment(ctx, route.id)
+			}
+			if err == nil && (env.Hostname != n.name || !env.Proof.Routes()) {
+				err = errNotFound // still moving: route nowhere rather than somewhere old
+			}
+		}
+		switch {
+		case err == nil && p.InOrganization(env.OrganizationID):
+			return env, true, nil
+		case err != nil && !errors.Is(err, errNotFound):
+			return controlplane.Environment{}, false, err
+		}
+	}
+	for _, org := range route.waiting {
+		if p.InOrganization(org) {
+			return controlplane.Environment{}, false, apierr.New(connect.CodeFailedPrecondition, ReasonHostnameNotVerified,
+				"the hostname "+n.name+" does not route: its ownership is not verified (see the environment's hostname_verification, and VerifyHostname)",
+				"hostname", n.name)
+		}
+	}
+	if n.platform {
+		return controlplane.Environment{}, false, errNotFound
+	}
+	return controlplane.Environment{}, false, nil
+}
+
+// conflict is the error of two hints naming different environments.
+func conflict(first, second string) *connect.Error {
+	return apierr.New(connect.CodeInvalidArgument, ReasonEnvironmentHintsConflict,
+		"the "+hintName(first)+" and the "+hintName(second)+" name different environments; name one, or make them agree",
+		"first", hintName(first), "second", hintName(second))
+}
+
+// hintName is how errors call the hint a rule reads.
+func hintName(source string) string {
+	switch source {
+	case "request":
+		return "environment_id"
+	case "host":
+		return "Host"
+	default:
+		return HeaderEnvironmentID
+	}
 }
 
 // uuidExample has the length of every environment id.
@@ -272,16 +399,36 @@ func ready(env controlplane.Environment) error {
 	}
 }
 
-func (r *Resolver) normalize(host string) (string, bool) {
+func (r *Resolver) normalize(host string) (normalized, bool) {
 	if host == "" {
-		return "", false
+		return normalized{}, false
 	}
 	if n, ok := r.hostnames.Get(host); ok {
-		return n.name, n.ok
+		return n, n.ok
 	}
-	name, ok := hostname.FromHost(host)
-	r.hostnames.Add(host, normalized{name, ok})
-	return name, ok
+	var n normalized
+	n.name, n.ok = hostname.FromHost(host)
+	if n.ok {
+		n.platform = hostname.Under(n.name, r.opts.RootDomain)
+		// A reserved name (localhost, a single label, the API's own) is
+		// never an environment's outside the platform's namespace, whatever
+		// a control plane from before the rule holds.
+		if !n.platform && hostname.Reserved(n.name, r.opts.APIHostnames) != nil {
+			n.ok = false
+		}
+	}
+	r.hostnames.Add(host, n)
+	return n, n.ok
+}
+
+// forget drops the cached entries of a hostname and an environment that
+// disagree with each other.
+func (r *Resolver) forget(name, id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen.Add(1)
+	r.hosts.Remove(name)
+	r.envs.Remove(id)
 }
 
 func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Environment, error) {
@@ -308,28 +455,38 @@ func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Env
 	return env, nil
 }
 
-func (r *Resolver) hostname(ctx context.Context, name string) (string, error) {
-	if id, ok := r.hosts.Get(name); ok {
-		return id, nil
+// hostname returns the route of a hostname, from the cache unless fresh.
+func (r *Resolver) hostname(ctx context.Context, name string, fresh bool) (hostRoute, error) {
+	if !fresh {
+		if route, ok := r.hosts.Get(name); ok {
+			return route, nil
+		}
 	}
 	gen := r.gen.Load()
-	env, err := r.src.GetEnvironmentByHostname(ctx, name)
-	switch {
-	case errors.Is(err, controlplane.ErrNotFound):
-		r.cache(gen, func() { r.hosts.Add(name, "") })
-		return "", nil
-	case err != nil:
-		if id, ok := r.hosts.Stale(name); ok {
+	claims, err := r.src.ListHostnameClaims(ctx, name)
+	if err != nil {
+		if route, ok := r.hosts.Stale(name); ok {
 			r.servedStale(ctx, err)
-			return id, nil
+			return route, nil
 		}
-		return "", r.unavailable(ctx, err)
+		return hostRoute{}, r.unavailable(ctx, err)
+	}
+	var route hostRoute
+	var holder controlplane.Environment
+	for _, c := range claims {
+		if c.Proof.Routes() {
+			route.id, holder = c.ID, c
+		} else if !slices.Contains(route.waiting, c.OrganizationID) {
+			route.waiting = append(route.waiting, c.OrganizationID)
+		}
 	}
 	r.cache(gen, func() {
-		r.hosts.Add(name, env.ID)
-		r.envs.Add(env.ID, env)
+		r.hosts.Add(name, route)
+		if route.id != "" {
+			r.envs.Add(holder.ID, holder)
+		}
 	})
-	return env.ID, nil
+	return route, nil
 }
 
 func (r *Resolver) session(ctx context.Context, tokenID string) (string, error) {

@@ -58,7 +58,7 @@ func setup(tb testing.TB) *fixture {
 	f.dev = mkEnv(f.org, "dev", controlplane.DefaultYes)
 	f.stg = mkEnv(f.org, "staging", controlplane.DefaultNo)
 	f.other = mkEnv(mkOrg("globex"), "dev", controlplane.DefaultYes)
-	f.r = resolve.New(store, f.bus, slog.New(slog.DiscardHandler))
+	f.r = resolve.New(store, f.bus, resolve.Options{RootDomain: "localhost"}, slog.New(slog.DiscardHandler))
 	return f
 }
 
@@ -75,9 +75,15 @@ func TestPrecedenceAndErrors(t *testing.T) {
 		reason string
 	}{
 		{name: "request id", hints: resolve.Hints{EnvironmentID: f.stg.ID}, p: member, want: f.stg.ID},
-		{name: "request id beats host and header", hints: resolve.Hints{EnvironmentID: f.stg.ID, Host: f.dev.Hostname, Header: f.dev.ID}, p: member, want: f.stg.ID},
+		{name: "request id, host and header agreeing", hints: resolve.Hints{EnvironmentID: f.stg.ID, Host: f.stg.Hostname, Header: f.stg.ID}, p: member, want: f.stg.ID},
+		{name: "request id and host disagreeing", hints: resolve.Hints{EnvironmentID: f.stg.ID, Host: f.dev.Hostname}, p: member, code: connect.CodeInvalidArgument, reason: resolve.ReasonEnvironmentHintsConflict},
+		{name: "request id and header disagreeing", hints: resolve.Hints{EnvironmentID: f.stg.ID, Header: f.dev.ID}, p: member, code: connect.CodeInvalidArgument, reason: resolve.ReasonEnvironmentHintsConflict},
 		{name: "host", hints: resolve.Hints{Host: "ACME-STAGING.localhost.:8080"}, p: member, want: f.stg.ID},
-		{name: "host beats header", hints: resolve.Hints{Host: f.stg.Hostname, Header: f.dev.ID}, p: member, want: f.stg.ID},
+		{name: "host and header disagreeing", hints: resolve.Hints{Host: f.stg.Hostname, Header: f.dev.ID}, p: member, code: connect.CodeInvalidArgument, reason: resolve.ReasonEnvironmentHintsConflict},
+		{name: "host and header agreeing", hints: resolve.Hints{Host: f.stg.Hostname, Header: f.stg.ID}, p: member, want: f.stg.ID},
+		{name: "unknown host under the root domain does not fall through", hints: resolve.Hints{Host: "acme-gone.localhost", Header: f.stg.ID}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "another organization's host under the root domain looks missing", hints: resolve.Hints{Host: f.other.Hostname, Header: f.stg.ID}, p: member, code: connect.CodeNotFound, reason: resolve.ReasonEnvironmentNotFound},
+		{name: "localhost is no hint", hints: resolve.Hints{Host: "LOCALHOST.", Header: f.stg.ID}, p: member, want: f.stg.ID},
 		{name: "unregistered host is no hint", hints: resolve.Hints{Host: "localhost:8080", Header: f.stg.ID}, p: member, want: f.stg.ID},
 		{name: "IPv6 host is no hint", hints: resolve.Hints{Host: "[::1]:8080"}, p: member, want: f.dev.ID},
 		{name: "header", hints: resolve.Hints{Header: f.stg.ID}, p: member, want: f.stg.ID},
@@ -212,5 +218,94 @@ func TestControlPlaneDown(t *testing.T) {
 	_, err := f.r.Resolve(t.Context(), resolve.Hints{Host: f.stg.Hostname}, member)
 	if connect.CodeOf(err) != connect.CodeUnavailable || apierr.Reason(err) != apierr.ReasonControlPlaneUnavailable {
 		t.Fatalf("uncached environment while the control plane is down: %v", err)
+	}
+}
+
+// TestCustomHostnames: a custom hostname routes only while verified, a
+// pending one answers HOSTNAME_NOT_VERIFIED to its own organization and is no
+// hint to any other, another organization's verified hostname is no hint, and
+// a reserved name bound before the rules existed never routes.
+func TestCustomHostnames(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := t.Context()
+	set := func(id, name string, state string) {
+		t.Helper()
+		proof := controlplane.HostnameProof{State: state, Token: "tok"}
+		if _, err := f.store.UpdateEnvironment(ctx, id, controlplane.EnvironmentPatch{Hostname: &name, Proof: &proof}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(f.stg.ID, "shop.acme.test", controlplane.HostnamePending)
+	set(f.other.ID, "www.globex.test", controlplane.HostnameVerified)
+	member := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	globex := &auth.Principal{TokenID: "g", OrganizationID: f.other.OrganizationID, Role: auth.RoleViewer}
+	admin := &auth.Principal{TokenID: "p", PlatformAdmin: true, Role: auth.RoleAdmin}
+	for _, c := range []struct {
+		name   string
+		hints  resolve.Hints
+		p      *auth.Principal
+		want   string
+		reason string
+	}{
+		{name: "pending, own organization", hints: resolve.Hints{Host: "Shop.Acme.Test:443"}, p: member, reason: resolve.ReasonHostnameNotVerified},
+		{name: "pending, own organization, with a header", hints: resolve.Hints{Host: "shop.acme.test", Header: f.dev.ID}, p: member, reason: resolve.ReasonHostnameNotVerified},
+		{name: "pending, platform admin", hints: resolve.Hints{Host: "shop.acme.test", Header: f.dev.ID}, p: admin, reason: resolve.ReasonHostnameNotVerified},
+		{name: "pending, another organization: no hint", hints: resolve.Hints{Host: "shop.acme.test"}, p: globex, want: f.other.ID},
+		{name: "verified", hints: resolve.Hints{Host: "www.globex.test"}, p: globex, want: f.other.ID},
+		{name: "verified, another organization: no hint", hints: resolve.Hints{Host: "www.globex.test", Header: f.dev.ID}, p: member, want: f.dev.ID},
+		{name: "verified, platform admin with a disagreeing header", hints: resolve.Hints{Host: "www.globex.test", Header: f.dev.ID}, p: admin, reason: resolve.ReasonEnvironmentHintsConflict},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env, err := f.r.Resolve(ctx, c.hints, c.p)
+			if c.reason != "" {
+				if apierr.Reason(err) != c.reason {
+					t.Fatalf("got %s, %v (%s); want %s", env.ID, err, apierr.Reason(err), c.reason)
+				}
+				return
+			}
+			if err != nil || env.ID != c.want {
+				t.Fatalf("got %s, %v; want %s", env.ID, err, c.want)
+			}
+		})
+	}
+
+	// A reserved name a control plane from before the rules holds verified.
+	set(f.dev.ID, "localhost", controlplane.HostnameVerified)
+	if env, err := f.r.Resolve(ctx, resolve.Hints{Host: "localhost:8080", Header: f.stg.ID}, member); err != nil || env.ID != f.stg.ID {
+		t.Fatalf("Host localhost bound to dev by an old control plane: %s, %v; want the header's %s", env.ID, err, f.stg.ID)
+	}
+}
+
+// TestHostCrossCheck: a replica whose hostname entry is older than its
+// reading of the environment (the environment moved to a new hostname, the
+// notification not yet heard) never routes the old hostname to it.
+func TestHostCrossCheck(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := t.Context()
+	member := &auth.Principal{TokenID: "t", OrganizationID: f.org.ID, Role: auth.RoleViewer}
+	old, moved := "a.acme.test", "b.acme.test"
+	proof := controlplane.HostnameProof{State: controlplane.HostnameVerified, Method: controlplane.VerifiedOperator}
+	if _, err := f.store.UpdateEnvironment(ctx, f.stg.ID, controlplane.EnvironmentPatch{Hostname: &old, Proof: &proof}); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := f.r.Resolve(ctx, resolve.Hints{Host: old}, member); err != nil || env.ID != f.stg.ID {
+		t.Fatalf("warm %s: %s, %v", old, env.ID, err)
+	}
+	// The move, with no notification: the resolver reads the new hostname
+	// (and the environment with it) from the store.
+	if _, err := f.store.UpdateEnvironment(ctx, f.stg.ID, controlplane.EnvironmentPatch{Hostname: &moved}); err != nil {
+		t.Fatal(err)
+	}
+	if env, err := f.r.Resolve(ctx, resolve.Hints{Host: moved}, member); err != nil || env.ID != f.stg.ID {
+		t.Fatalf("%s after the move: %s, %v", moved, env.ID, err)
+	}
+	env, err := f.r.Resolve(ctx, resolve.Hints{Host: old}, member)
+	if err == nil && env.ID == f.stg.ID {
+		t.Fatalf("the old hostname %s still routes to the moved environment", old)
+	}
+	if env.ID != f.dev.ID || err != nil {
+		t.Fatalf("the old hostname: %s, %v; want no hint, so the default %s", env.ID, err, f.dev.ID)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/ownership"
 )
 
 func organizationToProto(o controlplane.Organization) *environmentv1.Organization {
@@ -19,25 +20,47 @@ func organizationToProto(o controlplane.Organization) *environmentv1.Organizatio
 	}
 }
 
-func environmentToProto(e controlplane.Environment) *environmentv1.Environment {
+func (s *Service) environmentToProto(e controlplane.Environment) *environmentv1.Environment {
 	return &environmentv1.Environment{
-		Id:             e.ID,
-		OrganizationId: e.OrganizationID,
-		Slug:           e.Slug,
-		DisplayName:    e.DisplayName,
-		Type:           e.Type,
-		Driver:         e.Driver,
-		Status:         e.Status,
-		StatusMessage:  e.StatusMessage,
-		IsDefault:      e.IsDefault,
-		Hostname:       e.Hostname,
-		Region:         e.Region,
-		StorageLimitMb: e.StorageLimitMB,
-		DatabaseUrl:    e.DatabaseURL,
-		CreateTime:     timestamp(e.CreateTime),
-		UpdateTime:     timestamp(e.UpdateTime),
-		ProvisionTime:  timestamp(e.ProvisionTime),
+		Id:                   e.ID,
+		OrganizationId:       e.OrganizationID,
+		Slug:                 e.Slug,
+		DisplayName:          e.DisplayName,
+		Type:                 e.Type,
+		Driver:               e.Driver,
+		Status:               e.Status,
+		StatusMessage:        e.StatusMessage,
+		IsDefault:            e.IsDefault,
+		Hostname:             e.Hostname,
+		Region:               e.Region,
+		StorageLimitMb:       e.StorageLimitMB,
+		DatabaseUrl:          e.DatabaseURL,
+		CreateTime:           timestamp(e.CreateTime),
+		UpdateTime:           timestamp(e.UpdateTime),
+		ProvisionTime:        timestamp(e.ProvisionTime),
+		HostnameVerification: hostnameVerificationToProto(e, s.checks.Grace),
 	}
+}
+
+func hostnameVerificationToProto(e controlplane.Environment, grace time.Duration) *environmentv1.HostnameVerification {
+	p := e.Proof
+	v := &environmentv1.HostnameVerification{
+		State:         p.State,
+		Method:        p.Method,
+		Token:         p.Token,
+		VerifyTime:    timestamp(p.VerifyTime),
+		CheckTime:     timestamp(p.CheckTime),
+		NextCheckTime: timestamp(p.NextCheckTime),
+		Message:       p.Message,
+	}
+	if p.Token != "" {
+		v.DnsName = ownership.DNSName(e.Hostname)
+		v.HttpUrl = "http://" + e.Hostname + ownership.HTTPPath(p.Token)
+	}
+	if p.Routes() && !p.FailingSince.IsZero() {
+		v.GraceExpireTime = timestamp(p.FailingSince.Add(grace))
+	}
+	return v
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp {

@@ -1,6 +1,7 @@
 package environment
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/envplane/envplane/internal/config"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/ownership"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
@@ -20,7 +22,12 @@ import (
 var Module = fx.Module("environment",
 	fx.Provide(
 		func(cfg config.Config, store controlplane.Store, p *provision.Set, kr *secrets.Keyring, events invalidate.Publisher, log *slog.Logger) *Service {
-			return New(store, p, kr, events, cfg.RootDomain, log)
+			return New(store, p, kr, events, cfg.RootDomain, HostnameChecks{
+				Checker:      &ownership.Checker{DNSResolver: cfg.HostnameChecks.DNSResolver, HTTPPort: cfg.HostnameChecks.HTTPPort},
+				Interval:     cfg.HostnameChecks.Interval,
+				Grace:        cfg.HostnameChecks.Grace,
+				APIHostnames: cfg.APIHostnames,
+			}, log)
 		},
 		server.AsService(func(s *Service) server.Service {
 			return server.Service{
@@ -31,4 +38,22 @@ var Module = fx.Module("environment",
 			}
 		}),
 	),
+	fx.Invoke(func(lc fx.Lifecycle, s *Service) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		lc.Append(fx.Hook{
+			OnStart: func(context.Context) error {
+				go func() { defer close(done); s.RunHostnameChecks(ctx) }()
+				return nil
+			},
+			OnStop: func(stop context.Context) error {
+				cancel()
+				select {
+				case <-done:
+				case <-stop.Done():
+				}
+				return nil
+			},
+		})
+	}),
 )

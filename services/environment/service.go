@@ -22,6 +22,7 @@ import (
 	"github.com/envplane/envplane/internal/hostname"
 	"github.com/envplane/envplane/internal/idempotency"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/ownership"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/reqlog"
@@ -53,15 +54,24 @@ type Service struct {
 	keyring     *secrets.Keyring
 	events      invalidate.Publisher
 	rootDomain  string
+	checks      HostnameChecks
 	log         *slog.Logger
 	now         func() time.Time
 }
 
 var _ environmentv1connect.EnvironmentServiceHandler = (*Service)(nil)
 
-// New returns the service. rootDomain must be normalized.
-func New(store controlplane.Store, provisioner *provision.Set, keyring *secrets.Keyring, events invalidate.Publisher, rootDomain string, log *slog.Logger) *Service {
+// New returns the service. rootDomain and checks.APIHostnames must be
+// normalized.
+func New(store controlplane.Store, provisioner *provision.Set, keyring *secrets.Keyring, events invalidate.Publisher, rootDomain string, checks HostnameChecks, log *slog.Logger) *Service {
+	if checks.Checker == nil {
+		checks.Checker = &ownership.Checker{}
+	}
+	if checks.Interval <= 0 {
+		checks.Interval = time.Hour
+	}
 	return &Service{
+		checks:      checks,
 		store:       store,
 		provisioner: provisioner,
 		keyring:     keyring,
@@ -193,14 +203,11 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 	if env.Driver == "" {
 		env.Driver = provision.DriverSQLite
 	}
-	if m.Hostname != nil {
-		if env.Hostname, err = hostname.Normalize(m.GetHostname()); err != nil {
-			return nil, invalidHostname("hostname", err)
-		}
-	} else if env.Hostname, err = hostname.Normalize(hostname.Generate(org.Slug, env.Slug, s.rootDomain)); err != nil {
-		return nil, invalidHostname("hostname", errors.New("the generated hostname {organization}-{environment}."+s.rootDomain+
-			" is not a valid DNS name (a label over 63 characters?); set hostname explicitly"))
+	host, err := s.claimHostname(caller, org.Slug, env.Slug, m.Hostname)
+	if err != nil {
+		return nil, err
 	}
+	env.Hostname, env.Proof = host.name, host.proof
 	var provisioner provision.Provisioner
 	if m.GetDatabaseUrl() != "" || m.GetDatabaseSecret() != "" {
 		if err := s.bringYourOwn(ctx, &env, m.GetDatabaseUrl(), m.GetDatabaseSecret()); err != nil {
@@ -219,25 +226,30 @@ func (s *Service) CreateEnvironment(ctx context.Context, req *connect.Request[en
 	now := s.now()
 	env.CreateTime, env.UpdateTime = now, now
 	stored, created, err := s.store.CreateEnvironment(ctx, env, mode)
+	for attempt := 1; host.generated && errors.Is(err, controlplane.ErrHostnameTaken) && attempt < generatedAttempts; attempt++ {
+		// Another organization's slugs made the same name: derive another.
+		env.Hostname = s.alternative(host.name, env.ID, attempt)
+		stored, created, err = s.store.CreateEnvironment(ctx, env, mode)
+	}
 	if err != nil {
 		return nil, s.toConnect(ctx, err)
 	}
 	if !created {
 		// A retry of a create that already happened: return what it made.
-		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
+		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: s.environmentToProto(stored)}), nil
 	}
 	s.publish(ctx, routingEvents(stored, "")...)
 	reqlog.Logger(ctx, s.log).Info("environment registered", "environment_id", stored.ID,
 		"organization_id", stored.OrganizationID, "driver", stored.Driver, "hostname", stored.Hostname,
 		"default", stored.IsDefault, "external_database", stored.ExternalDatabase)
 	if stored.ExternalDatabase {
-		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(stored)}), nil
+		return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: s.environmentToProto(stored)}), nil
 	}
 	result, err := s.provision(ctx, provisioner, stored)
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", stored.ID)
 	}
-	return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: environmentToProto(result)}), nil
+	return connect.NewResponse(&environmentv1.CreateEnvironmentResponse{Environment: s.environmentToProto(result)}), nil
 }
 
 // provision runs the driver's provisioner on env (status provisioning) and
@@ -334,7 +346,7 @@ func (s *Service) GetEnvironment(ctx context.Context, req *connect.Request[envir
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&environmentv1.GetEnvironmentResponse{Environment: environmentToProto(env)}), nil
+	return connect.NewResponse(&environmentv1.GetEnvironmentResponse{Environment: s.environmentToProto(env)}), nil
 }
 
 // ListEnvironments implements EnvironmentService.ListEnvironments.
@@ -365,7 +377,7 @@ func (s *Service) ListEnvironments(ctx context.Context, req *connect.Request[env
 		// A token limited to environments lists only those (a page may then
 		// hold fewer than page_size; next_page_token still says if more follow).
 		if caller.AllowsEnvironment(e.ID) {
-			resp.Environments = append(resp.Environments, environmentToProto(e))
+			resp.Environments = append(resp.Environments, s.environmentToProto(e))
 		}
 	}
 	return connect.NewResponse(resp), nil
@@ -385,12 +397,16 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 		Region:         m.Region,
 		StorageLimitMB: m.StorageLimitMb,
 	}
-	if m.Hostname != nil {
-		h, err := hostname.Normalize(m.GetHostname())
+	var host claim
+	if m.Hostname != nil && !s.sameHostname(before, m.GetHostname()) {
+		org, err := s.store.GetOrganization(ctx, before.OrganizationID)
 		if err != nil {
-			return nil, invalidHostname("hostname", err)
+			return nil, s.notFound(ctx, err, environmentNotFound())
 		}
-		patch.Hostname = &h
+		if host, err = s.claimHostname(auth.From(ctx), org.Slug, before.Slug, m.Hostname); err != nil {
+			return nil, err
+		}
+		patch.Hostname, patch.Proof = &host.name, &host.proof
 	}
 	if m.Status != nil && m.GetStatus() != before.Status {
 		if before.Status != controlplane.StatusActive && before.Status != controlplane.StatusSuspended {
@@ -402,6 +418,11 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 		patch.IfStatus = []string{controlplane.StatusActive, controlplane.StatusSuspended}
 	}
 	after, err := s.store.UpdateEnvironment(ctx, before.ID, patch)
+	for attempt := 1; host.generated && errors.Is(err, controlplane.ErrHostnameTaken) && attempt < generatedAttempts; attempt++ {
+		alt := s.alternative(host.name, before.ID, attempt)
+		patch.Hostname = &alt
+		after, err = s.store.UpdateEnvironment(ctx, before.ID, patch)
+	}
 	if errors.Is(err, controlplane.ErrStatusMismatch) {
 		return nil, notReady(after.Status)
 	}
@@ -411,7 +432,18 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 	s.publish(ctx, routingEvents(after, before.Hostname)...)
 	reqlog.Logger(ctx, s.log).Info("environment updated", "environment_id", after.ID,
 		"hostname", after.Hostname, "status", after.Status, "default", after.IsDefault)
-	return connect.NewResponse(&environmentv1.UpdateEnvironmentResponse{Environment: environmentToProto(after)}), nil
+	return connect.NewResponse(&environmentv1.UpdateEnvironmentResponse{Environment: s.environmentToProto(after)}), nil
+}
+
+// sameHostname reports whether requested names env's hostname as it is, so
+// that patching it unchanged keeps its proof: "" asks for the generated name,
+// which env has when the platform made its hostname.
+func (s *Service) sameHostname(env controlplane.Environment, requested string) bool {
+	if requested == "" {
+		return env.Proof.Method == controlplane.VerifiedGenerated
+	}
+	name, err := hostname.Normalize(requested)
+	return err == nil && name == env.Hostname
 }
 
 // DeleteEnvironment implements EnvironmentService.DeleteEnvironment. The row
@@ -502,7 +534,7 @@ func (s *Service) ActivateEnvironment(ctx context.Context, req *connect.Request[
 	}
 	s.publish(ctx, invalidate.Event{Kind: invalidate.KindToken, TokenID: caller.TokenID})
 	reqlog.Logger(ctx, s.log).Info("environment activated", "environment_id", env.ID, "token_id", caller.TokenID)
-	return connect.NewResponse(&environmentv1.ActivateEnvironmentResponse{Environment: environmentToProto(env)}), nil
+	return connect.NewResponse(&environmentv1.ActivateEnvironmentResponse{Environment: s.environmentToProto(env)}), nil
 }
 
 // RotateCredential implements EnvironmentService.RotateCredential: the
@@ -587,7 +619,7 @@ func (s *Service) RotateCredential(ctx context.Context, req *connect.Request[env
 	s.publish(ctx, invalidate.Event{Kind: invalidate.KindCredential, EnvironmentID: env.ID, OrganizationID: env.OrganizationID})
 	reqlog.Logger(ctx, s.log).Info("credential rotated", "environment_id", env.ID, "key_id", cred.KeyID)
 	return connect.NewResponse(&environmentv1.RotateCredentialResponse{
-		Environment: environmentToProto(env),
+		Environment: s.environmentToProto(env),
 		RotateTime:  timestamp(now),
 	}), nil
 }
@@ -638,7 +670,7 @@ func (s *Service) RetryProvisioning(ctx context.Context, req *connect.Request[en
 	if err != nil {
 		return nil, s.toConnect(ctx, err, "environment_id", env.ID)
 	}
-	return connect.NewResponse(&environmentv1.RetryProvisioningResponse{Environment: environmentToProto(result)}), nil
+	return connect.NewResponse(&environmentv1.RetryProvisioningResponse{Environment: s.environmentToProto(result)}), nil
 }
 
 // ResolveHostname implements EnvironmentService.ResolveHostname, normalizing
@@ -664,7 +696,7 @@ func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[envi
 		Hostname:       h,
 		EnvironmentId:  env.ID,
 		OrganizationId: env.OrganizationID,
-		Environment:    environmentToProto(env),
+		Environment:    s.environmentToProto(env),
 	}), nil
 }
 

@@ -121,7 +121,9 @@ type Environment struct {
 	StatusMessage string `protobuf:"bytes,8,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
 	// is_default marks the organization's default environment (at most one).
 	IsDefault bool `protobuf:"varint,9,opt,name=is_default,json=isDefault,proto3" json:"is_default,omitempty"`
-	// hostname routes requests to this environment (normalized, unique).
+	// hostname routes requests to this environment (normalized) while
+	// hostname_verification.state is verified; one environment at a time
+	// holds a hostname verified.
 	Hostname       string `protobuf:"bytes,10,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Region         string `protobuf:"bytes,11,opt,name=region,proto3" json:"region,omitempty"`
 	StorageLimitMb int64  `protobuf:"varint,12,opt,name=storage_limit_mb,json=storageLimitMb,proto3" json:"storage_limit_mb,omitempty"`
@@ -130,8 +132,11 @@ type Environment struct {
 	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	ProvisionTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=provision_time,json=provisionTime,proto3" json:"provision_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// hostname_verification says whether hostname routes, how it was
+	// verified, and how to prove ownership of a custom hostname.
+	HostnameVerification *HostnameVerification `protobuf:"bytes,17,opt,name=hostname_verification,json=hostnameVerification,proto3" json:"hostname_verification,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Environment) Reset() {
@@ -276,6 +281,148 @@ func (x *Environment) GetProvisionTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Environment) GetHostnameVerification() *HostnameVerification {
+	if x != nil {
+		return x.HostnameVerification
+	}
+	return nil
+}
+
+// HostnameVerification is an environment's claim to its hostname. Generated
+// hostnames (under the platform's root domain) and hostnames set by a
+// platform-admin token are verified at once; a custom hostname set by an
+// organization's token is pending until its owner publishes the challenge,
+// and is re-checked periodically once verified.
+type HostnameVerification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state: verified (routes), pending (waits for proof; does not route) or
+	// lapsed (stopped proving ownership for longer than the grace period;
+	// does not route).
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// method: how the hostname was last verified: generated, operator, dns,
+	// http or migrated (bound before ownership was checked); empty while never.
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// token is the challenge to publish; empty for generated and operator names.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// dns_name is where a TXT record holding token proves ownership.
+	DnsName string `protobuf:"bytes,4,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	// http_url is where serving token as the body proves ownership.
+	HttpUrl string `protobuf:"bytes,5,opt,name=http_url,json=httpUrl,proto3" json:"http_url,omitempty"`
+	// verify_time is the last successful proof.
+	VerifyTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=verify_time,json=verifyTime,proto3" json:"verify_time,omitempty"`
+	// check_time is the last check, whatever its outcome.
+	CheckTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=check_time,json=checkTime,proto3" json:"check_time,omitempty"`
+	// next_check_time is when the server checks again on its own.
+	NextCheckTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_check_time,json=nextCheckTime,proto3" json:"next_check_time,omitempty"`
+	// message is the outcome of the last check, or why the hostname stopped routing.
+	Message string `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
+	// grace_expire_time is set while a verified hostname fails its re-checks:
+	// it keeps routing until then.
+	GraceExpireTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=grace_expire_time,json=graceExpireTime,proto3" json:"grace_expire_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *HostnameVerification) Reset() {
+	*x = HostnameVerification{}
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostnameVerification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostnameVerification) ProtoMessage() {}
+
+func (x *HostnameVerification) ProtoReflect() protoreflect.Message {
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostnameVerification.ProtoReflect.Descriptor instead.
+func (*HostnameVerification) Descriptor() ([]byte, []int) {
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HostnameVerification) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetHttpUrl() string {
+	if x != nil {
+		return x.HttpUrl
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetVerifyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VerifyTime
+	}
+	return nil
+}
+
+func (x *HostnameVerification) GetCheckTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CheckTime
+	}
+	return nil
+}
+
+func (x *HostnameVerification) GetNextCheckTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextCheckTime
+	}
+	return nil
+}
+
+func (x *HostnameVerification) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *HostnameVerification) GetGraceExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GraceExpireTime
+	}
+	return nil
+}
+
 type CreateOrganizationRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Slug        string                 `protobuf:"bytes,1,opt,name=slug,proto3" json:"slug,omitempty"`
@@ -288,7 +435,7 @@ type CreateOrganizationRequest struct {
 
 func (x *CreateOrganizationRequest) Reset() {
 	*x = CreateOrganizationRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[2]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +447,7 @@ func (x *CreateOrganizationRequest) String() string {
 func (*CreateOrganizationRequest) ProtoMessage() {}
 
 func (x *CreateOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[2]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +460,7 @@ func (x *CreateOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*CreateOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{2}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateOrganizationRequest) GetSlug() string {
@@ -346,7 +493,7 @@ type CreateOrganizationResponse struct {
 
 func (x *CreateOrganizationResponse) Reset() {
 	*x = CreateOrganizationResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[3]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +505,7 @@ func (x *CreateOrganizationResponse) String() string {
 func (*CreateOrganizationResponse) ProtoMessage() {}
 
 func (x *CreateOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[3]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +518,7 @@ func (x *CreateOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*CreateOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{3}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateOrganizationResponse) GetOrganization() *Organization {
@@ -390,7 +537,7 @@ type GetOrganizationRequest struct {
 
 func (x *GetOrganizationRequest) Reset() {
 	*x = GetOrganizationRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[4]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +549,7 @@ func (x *GetOrganizationRequest) String() string {
 func (*GetOrganizationRequest) ProtoMessage() {}
 
 func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[4]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +562,7 @@ func (x *GetOrganizationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{4}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetOrganizationRequest) GetId() string {
@@ -434,7 +581,7 @@ type GetOrganizationResponse struct {
 
 func (x *GetOrganizationResponse) Reset() {
 	*x = GetOrganizationResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[5]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +593,7 @@ func (x *GetOrganizationResponse) String() string {
 func (*GetOrganizationResponse) ProtoMessage() {}
 
 func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[5]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +606,7 @@ func (x *GetOrganizationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{5}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetOrganizationResponse) GetOrganization() *Organization {
@@ -480,7 +627,7 @@ type ListOrganizationsRequest struct {
 
 func (x *ListOrganizationsRequest) Reset() {
 	*x = ListOrganizationsRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[6]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +639,7 @@ func (x *ListOrganizationsRequest) String() string {
 func (*ListOrganizationsRequest) ProtoMessage() {}
 
 func (x *ListOrganizationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[6]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +652,7 @@ func (x *ListOrganizationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrganizationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOrganizationsRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{6}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListOrganizationsRequest) GetPageSize() int32 {
@@ -532,7 +679,7 @@ type ListOrganizationsResponse struct {
 
 func (x *ListOrganizationsResponse) Reset() {
 	*x = ListOrganizationsResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[7]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +691,7 @@ func (x *ListOrganizationsResponse) String() string {
 func (*ListOrganizationsResponse) ProtoMessage() {}
 
 func (x *ListOrganizationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[7]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +704,7 @@ func (x *ListOrganizationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOrganizationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOrganizationsResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{7}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListOrganizationsResponse) GetOrganizations() []*Organization {
@@ -583,7 +730,10 @@ type CreateEnvironmentRequest struct {
 	Type string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	// driver defaults to sqlite.
 	Driver string `protobuf:"bytes,5,opt,name=driver,proto3" json:"driver,omitempty"`
-	// hostname overrides the generated {org-slug}-{env-slug}.{root-domain}.
+	// hostname overrides the generated {org-slug}-{env-slug}.{root-domain}
+	// with a custom hostname outside the root domain: verified at once when a
+	// platform-admin token sets it, pending until proven otherwise
+	// (VerifyHostname).
 	Hostname *string `protobuf:"bytes,6,opt,name=hostname,proto3,oneof" json:"hostname,omitempty"`
 	// is_default defaults to true for an organization's first environment.
 	IsDefault      *bool  `protobuf:"varint,7,opt,name=is_default,json=isDefault,proto3,oneof" json:"is_default,omitempty"`
@@ -603,7 +753,7 @@ type CreateEnvironmentRequest struct {
 
 func (x *CreateEnvironmentRequest) Reset() {
 	*x = CreateEnvironmentRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[8]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +765,7 @@ func (x *CreateEnvironmentRequest) String() string {
 func (*CreateEnvironmentRequest) ProtoMessage() {}
 
 func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[8]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +778,7 @@ func (x *CreateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{8}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateEnvironmentRequest) GetOrganizationId() string {
@@ -724,7 +874,7 @@ type CreateEnvironmentResponse struct {
 
 func (x *CreateEnvironmentResponse) Reset() {
 	*x = CreateEnvironmentResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[9]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +886,7 @@ func (x *CreateEnvironmentResponse) String() string {
 func (*CreateEnvironmentResponse) ProtoMessage() {}
 
 func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[9]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +899,7 @@ func (x *CreateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{9}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateEnvironmentResponse) GetEnvironment() *Environment {
@@ -768,7 +918,7 @@ type GetEnvironmentRequest struct {
 
 func (x *GetEnvironmentRequest) Reset() {
 	*x = GetEnvironmentRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[10]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +930,7 @@ func (x *GetEnvironmentRequest) String() string {
 func (*GetEnvironmentRequest) ProtoMessage() {}
 
 func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[10]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +943,7 @@ func (x *GetEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{10}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetEnvironmentRequest) GetId() string {
@@ -812,7 +962,7 @@ type GetEnvironmentResponse struct {
 
 func (x *GetEnvironmentResponse) Reset() {
 	*x = GetEnvironmentResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[11]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +974,7 @@ func (x *GetEnvironmentResponse) String() string {
 func (*GetEnvironmentResponse) ProtoMessage() {}
 
 func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[11]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +987,7 @@ func (x *GetEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*GetEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{11}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetEnvironmentResponse) GetEnvironment() *Environment {
@@ -859,7 +1009,7 @@ type ListEnvironmentsRequest struct {
 
 func (x *ListEnvironmentsRequest) Reset() {
 	*x = ListEnvironmentsRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[12]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1021,7 @@ func (x *ListEnvironmentsRequest) String() string {
 func (*ListEnvironmentsRequest) ProtoMessage() {}
 
 func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[12]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1034,7 @@ func (x *ListEnvironmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{12}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListEnvironmentsRequest) GetOrganizationId() string {
@@ -918,7 +1068,7 @@ type ListEnvironmentsResponse struct {
 
 func (x *ListEnvironmentsResponse) Reset() {
 	*x = ListEnvironmentsResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[13]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1080,7 @@ func (x *ListEnvironmentsResponse) String() string {
 func (*ListEnvironmentsResponse) ProtoMessage() {}
 
 func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[13]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1093,7 @@ func (x *ListEnvironmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEnvironmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListEnvironmentsResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{13}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListEnvironmentsResponse) GetEnvironments() []*Environment {
@@ -962,10 +1112,12 @@ func (x *ListEnvironmentsResponse) GetNextPageToken() string {
 
 // UpdateEnvironmentRequest changes only the fields that are present.
 type UpdateEnvironmentRequest struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Hostname    *string                `protobuf:"bytes,2,opt,name=hostname,proto3,oneof" json:"hostname,omitempty"`
-	DisplayName *string                `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// hostname sets a custom hostname (as CreateEnvironment's), or with ""
+	// brings back the generated one.
+	Hostname    *string `protobuf:"bytes,2,opt,name=hostname,proto3,oneof" json:"hostname,omitempty"`
+	DisplayName *string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3,oneof" json:"display_name,omitempty"`
 	// is_default true makes this the organization's default (moving it
 	// atomically); false leaves the organization without a default.
 	IsDefault      *bool   `protobuf:"varint,4,opt,name=is_default,json=isDefault,proto3,oneof" json:"is_default,omitempty"`
@@ -978,7 +1130,7 @@ type UpdateEnvironmentRequest struct {
 
 func (x *UpdateEnvironmentRequest) Reset() {
 	*x = UpdateEnvironmentRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[14]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1142,7 @@ func (x *UpdateEnvironmentRequest) String() string {
 func (*UpdateEnvironmentRequest) ProtoMessage() {}
 
 func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[14]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1155,7 @@ func (x *UpdateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{14}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateEnvironmentRequest) GetId() string {
@@ -1064,7 +1216,7 @@ type UpdateEnvironmentResponse struct {
 
 func (x *UpdateEnvironmentResponse) Reset() {
 	*x = UpdateEnvironmentResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[15]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1228,7 @@ func (x *UpdateEnvironmentResponse) String() string {
 func (*UpdateEnvironmentResponse) ProtoMessage() {}
 
 func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[15]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1241,7 @@ func (x *UpdateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{15}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1110,7 +1262,7 @@ type DeleteEnvironmentRequest struct {
 
 func (x *DeleteEnvironmentRequest) Reset() {
 	*x = DeleteEnvironmentRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[16]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1274,7 @@ func (x *DeleteEnvironmentRequest) String() string {
 func (*DeleteEnvironmentRequest) ProtoMessage() {}
 
 func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[16]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1287,7 @@ func (x *DeleteEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{16}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteEnvironmentRequest) GetId() string {
@@ -1160,7 +1312,7 @@ type DeleteEnvironmentResponse struct {
 
 func (x *DeleteEnvironmentResponse) Reset() {
 	*x = DeleteEnvironmentResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[17]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1324,7 @@ func (x *DeleteEnvironmentResponse) String() string {
 func (*DeleteEnvironmentResponse) ProtoMessage() {}
 
 func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[17]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1337,7 @@ func (x *DeleteEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{17}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{18}
 }
 
 type ActivateEnvironmentRequest struct {
@@ -1197,7 +1349,7 @@ type ActivateEnvironmentRequest struct {
 
 func (x *ActivateEnvironmentRequest) Reset() {
 	*x = ActivateEnvironmentRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[18]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1361,7 @@ func (x *ActivateEnvironmentRequest) String() string {
 func (*ActivateEnvironmentRequest) ProtoMessage() {}
 
 func (x *ActivateEnvironmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[18]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1374,7 @@ func (x *ActivateEnvironmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateEnvironmentRequest.ProtoReflect.Descriptor instead.
 func (*ActivateEnvironmentRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{18}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ActivateEnvironmentRequest) GetId() string {
@@ -1241,7 +1393,7 @@ type ActivateEnvironmentResponse struct {
 
 func (x *ActivateEnvironmentResponse) Reset() {
 	*x = ActivateEnvironmentResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[19]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1405,7 @@ func (x *ActivateEnvironmentResponse) String() string {
 func (*ActivateEnvironmentResponse) ProtoMessage() {}
 
 func (x *ActivateEnvironmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[19]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1418,7 @@ func (x *ActivateEnvironmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateEnvironmentResponse.ProtoReflect.Descriptor instead.
 func (*ActivateEnvironmentResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{19}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ActivateEnvironmentResponse) GetEnvironment() *Environment {
@@ -1285,7 +1437,7 @@ type RotateCredentialRequest struct {
 
 func (x *RotateCredentialRequest) Reset() {
 	*x = RotateCredentialRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[20]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1449,7 @@ func (x *RotateCredentialRequest) String() string {
 func (*RotateCredentialRequest) ProtoMessage() {}
 
 func (x *RotateCredentialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[20]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1462,7 @@ func (x *RotateCredentialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialRequest.ProtoReflect.Descriptor instead.
 func (*RotateCredentialRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{20}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RotateCredentialRequest) GetId() string {
@@ -1330,7 +1482,7 @@ type RotateCredentialResponse struct {
 
 func (x *RotateCredentialResponse) Reset() {
 	*x = RotateCredentialResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[21]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1494,7 @@ func (x *RotateCredentialResponse) String() string {
 func (*RotateCredentialResponse) ProtoMessage() {}
 
 func (x *RotateCredentialResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[21]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1507,7 @@ func (x *RotateCredentialResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCredentialResponse.ProtoReflect.Descriptor instead.
 func (*RotateCredentialResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{21}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RotateCredentialResponse) GetEnvironment() *Environment {
@@ -1381,7 +1533,7 @@ type RetryProvisioningRequest struct {
 
 func (x *RetryProvisioningRequest) Reset() {
 	*x = RetryProvisioningRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[22]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1545,7 @@ func (x *RetryProvisioningRequest) String() string {
 func (*RetryProvisioningRequest) ProtoMessage() {}
 
 func (x *RetryProvisioningRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[22]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1558,7 @@ func (x *RetryProvisioningRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryProvisioningRequest.ProtoReflect.Descriptor instead.
 func (*RetryProvisioningRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{22}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RetryProvisioningRequest) GetId() string {
@@ -1425,7 +1577,7 @@ type RetryProvisioningResponse struct {
 
 func (x *RetryProvisioningResponse) Reset() {
 	*x = RetryProvisioningResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[23]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1437,7 +1589,7 @@ func (x *RetryProvisioningResponse) String() string {
 func (*RetryProvisioningResponse) ProtoMessage() {}
 
 func (x *RetryProvisioningResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[23]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1450,10 +1602,108 @@ func (x *RetryProvisioningResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryProvisioningResponse.ProtoReflect.Descriptor instead.
 func (*RetryProvisioningResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{23}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RetryProvisioningResponse) GetEnvironment() *Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+type VerifyHostnameRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// skip_check marks the hostname verified without a check (method
+	// operator); platform-admin tokens only.
+	SkipCheck     bool `protobuf:"varint,2,opt,name=skip_check,json=skipCheck,proto3" json:"skip_check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyHostnameRequest) Reset() {
+	*x = VerifyHostnameRequest{}
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyHostnameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyHostnameRequest) ProtoMessage() {}
+
+func (x *VerifyHostnameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyHostnameRequest.ProtoReflect.Descriptor instead.
+func (*VerifyHostnameRequest) Descriptor() ([]byte, []int) {
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *VerifyHostnameRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *VerifyHostnameRequest) GetSkipCheck() bool {
+	if x != nil {
+		return x.SkipCheck
+	}
+	return false
+}
+
+type VerifyHostnameResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   *Environment           `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyHostnameResponse) Reset() {
+	*x = VerifyHostnameResponse{}
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyHostnameResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyHostnameResponse) ProtoMessage() {}
+
+func (x *VerifyHostnameResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyHostnameResponse.ProtoReflect.Descriptor instead.
+func (*VerifyHostnameResponse) Descriptor() ([]byte, []int) {
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *VerifyHostnameResponse) GetEnvironment() *Environment {
 	if x != nil {
 		return x.Environment
 	}
@@ -1470,7 +1720,7 @@ type ResolveHostnameRequest struct {
 
 func (x *ResolveHostnameRequest) Reset() {
 	*x = ResolveHostnameRequest{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[24]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1732,7 @@ func (x *ResolveHostnameRequest) String() string {
 func (*ResolveHostnameRequest) ProtoMessage() {}
 
 func (x *ResolveHostnameRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[24]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1745,7 @@ func (x *ResolveHostnameRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveHostnameRequest.ProtoReflect.Descriptor instead.
 func (*ResolveHostnameRequest) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{24}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResolveHostnameRequest) GetHostname() string {
@@ -1517,7 +1767,7 @@ type ResolveHostnameResponse struct {
 
 func (x *ResolveHostnameResponse) Reset() {
 	*x = ResolveHostnameResponse{}
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[25]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1779,7 @@ func (x *ResolveHostnameResponse) String() string {
 func (*ResolveHostnameResponse) ProtoMessage() {}
 
 func (x *ResolveHostnameResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envplane_environment_v1_environment_proto_msgTypes[25]
+	mi := &file_envplane_environment_v1_environment_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1792,7 @@ func (x *ResolveHostnameResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveHostnameResponse.ProtoReflect.Descriptor instead.
 func (*ResolveHostnameResponse) Descriptor() ([]byte, []int) {
-	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{25}
+	return file_envplane_environment_v1_environment_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResolveHostnameResponse) GetHostname() string {
@@ -1585,7 +1835,7 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xc5\x04\n" +
+	"updateTime\"\xa9\x05\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n" +
@@ -1606,7 +1856,22 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12A\n" +
-	"\x0eprovision_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionTime\"\xbb\x01\n" +
+	"\x0eprovision_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionTime\x12b\n" +
+	"\x15hostname_verification\x18\x11 \x01(\v2-.envplane.environment.v1.HostnameVerificationR\x14hostnameVerification\"\xae\x03\n" +
+	"\x14HostnameVerification\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x19\n" +
+	"\bdns_name\x18\x04 \x01(\tR\adnsName\x12\x19\n" +
+	"\bhttp_url\x18\x05 \x01(\tR\ahttpUrl\x12;\n" +
+	"\vverify_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"verifyTime\x129\n" +
+	"\n" +
+	"check_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcheckTime\x12B\n" +
+	"\x0fnext_check_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rnextCheckTime\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\x12F\n" +
+	"\x11grace_expire_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x0fgraceExpireTime\"\xbb\x01\n" +
 	"\x19CreateOrganizationRequest\x124\n" +
 	"\x04slug\x18\x01 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{0,62}$R\x04slug\x12+\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\vdisplayName\x12;\n" +
@@ -1692,6 +1957,12 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\x18RetryProvisioningRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"c\n" +
 	"\x19RetryProvisioningResponse\x12F\n" +
+	"\venvironment\x18\x01 \x01(\v2$.envplane.environment.v1.EnvironmentR\venvironment\"P\n" +
+	"\x15VerifyHostnameRequest\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\x1d\n" +
+	"\n" +
+	"skip_check\x18\x02 \x01(\bR\tskipCheck\"`\n" +
+	"\x16VerifyHostnameResponse\x12F\n" +
 	"\venvironment\x18\x01 \x01(\v2$.envplane.environment.v1.EnvironmentR\venvironment\"@\n" +
 	"\x16ResolveHostnameRequest\x12&\n" +
 	"\bhostname\x18\x01 \x01(\tB\n" +
@@ -1700,7 +1971,7 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12%\n" +
 	"\x0eenvironment_id\x18\x02 \x01(\tR\renvironmentId\x12'\n" +
 	"\x0forganization_id\x18\x03 \x01(\tR\x0eorganizationId\x12F\n" +
-	"\venvironment\x18\x04 \x01(\v2$.envplane.environment.v1.EnvironmentR\venvironment2\xbf\x10\n" +
+	"\venvironment\x18\x04 \x01(\v2$.envplane.environment.v1.EnvironmentR\venvironment2\xfc\x11\n" +
 	"\x12EnvironmentService\x12\xb3\x01\n" +
 	"\x12CreateOrganization\x122.envplane.environment.v1.CreateOrganizationRequest\x1a3.envplane.environment.v1.CreateOrganizationResponse\"4\x82\xd3\xe4\x93\x02.:\x01*b\forganization\"\x1b/api/v1/cloud/organizations\x12\xac\x01\n" +
 	"\x0fGetOrganization\x12/.envplane.environment.v1.GetOrganizationRequest\x1a0.envplane.environment.v1.GetOrganizationResponse\"6\x82\xd3\xe4\x93\x020b\forganization\x12 /api/v1/cloud/organizations/{id}\x12\x9f\x01\n" +
@@ -1712,7 +1983,8 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\x11DeleteEnvironment\x121.envplane.environment.v1.DeleteEnvironmentRequest\x1a2.envplane.environment.v1.DeleteEnvironmentResponse\"'\x82\xd3\xe4\x93\x02!*\x1f/api/v1/cloud/environments/{id}\x12\xb5\x01\n" +
 	"\x13ActivateEnvironment\x123.envplane.environment.v1.ActivateEnvironmentRequest\x1a4.envplane.environment.v1.ActivateEnvironmentResponse\"3\x82\xd3\xe4\x93\x02-:\x01*\"(/api/v1/cloud/environments/{id}/activate\x12\xb5\x01\n" +
 	"\x10RotateCredential\x120.envplane.environment.v1.RotateCredentialRequest\x1a1.envplane.environment.v1.RotateCredentialResponse\"<\x82\xd3\xe4\x93\x026:\x01*\"1/api/v1/cloud/environments/{id}/rotate-credential\x12\xb9\x01\n" +
-	"\x11RetryProvisioning\x121.envplane.environment.v1.RetryProvisioningRequest\x1a2.envplane.environment.v1.RetryProvisioningResponse\"=\x82\xd3\xe4\x93\x027:\x01*b\venvironment\"%/api/v1/cloud/environments/{id}/retry\x12\xa0\x01\n" +
+	"\x11RetryProvisioning\x121.envplane.environment.v1.RetryProvisioningRequest\x1a2.envplane.environment.v1.RetryProvisioningResponse\"=\x82\xd3\xe4\x93\x027:\x01*b\venvironment\"%/api/v1/cloud/environments/{id}/retry\x12\xba\x01\n" +
+	"\x0eVerifyHostname\x12..envplane.environment.v1.VerifyHostnameRequest\x1a/.envplane.environment.v1.VerifyHostnameResponse\"G\x82\xd3\xe4\x93\x02A:\x01*b\venvironment\"//api/v1/cloud/environments/{id}/verify-hostname\x12\xa0\x01\n" +
 	"\x0fResolveHostname\x12/.envplane.environment.v1.ResolveHostnameRequest\x1a0.envplane.environment.v1.ResolveHostnameResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/v1/cloud/hostnames/{hostname}BHZFgithub.com/envplane/envplane/gen/envplane/environment/v1;environmentv1b\x06proto3"
 
 var (
@@ -1727,83 +1999,94 @@ func file_envplane_environment_v1_environment_proto_rawDescGZIP() []byte {
 	return file_envplane_environment_v1_environment_proto_rawDescData
 }
 
-var file_envplane_environment_v1_environment_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_envplane_environment_v1_environment_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_envplane_environment_v1_environment_proto_goTypes = []any{
 	(*Organization)(nil),                // 0: envplane.environment.v1.Organization
 	(*Environment)(nil),                 // 1: envplane.environment.v1.Environment
-	(*CreateOrganizationRequest)(nil),   // 2: envplane.environment.v1.CreateOrganizationRequest
-	(*CreateOrganizationResponse)(nil),  // 3: envplane.environment.v1.CreateOrganizationResponse
-	(*GetOrganizationRequest)(nil),      // 4: envplane.environment.v1.GetOrganizationRequest
-	(*GetOrganizationResponse)(nil),     // 5: envplane.environment.v1.GetOrganizationResponse
-	(*ListOrganizationsRequest)(nil),    // 6: envplane.environment.v1.ListOrganizationsRequest
-	(*ListOrganizationsResponse)(nil),   // 7: envplane.environment.v1.ListOrganizationsResponse
-	(*CreateEnvironmentRequest)(nil),    // 8: envplane.environment.v1.CreateEnvironmentRequest
-	(*CreateEnvironmentResponse)(nil),   // 9: envplane.environment.v1.CreateEnvironmentResponse
-	(*GetEnvironmentRequest)(nil),       // 10: envplane.environment.v1.GetEnvironmentRequest
-	(*GetEnvironmentResponse)(nil),      // 11: envplane.environment.v1.GetEnvironmentResponse
-	(*ListEnvironmentsRequest)(nil),     // 12: envplane.environment.v1.ListEnvironmentsRequest
-	(*ListEnvironmentsResponse)(nil),    // 13: envplane.environment.v1.ListEnvironmentsResponse
-	(*UpdateEnvironmentRequest)(nil),    // 14: envplane.environment.v1.UpdateEnvironmentRequest
-	(*UpdateEnvironmentResponse)(nil),   // 15: envplane.environment.v1.UpdateEnvironmentResponse
-	(*DeleteEnvironmentRequest)(nil),    // 16: envplane.environment.v1.DeleteEnvironmentRequest
-	(*DeleteEnvironmentResponse)(nil),   // 17: envplane.environment.v1.DeleteEnvironmentResponse
-	(*ActivateEnvironmentRequest)(nil),  // 18: envplane.environment.v1.ActivateEnvironmentRequest
-	(*ActivateEnvironmentResponse)(nil), // 19: envplane.environment.v1.ActivateEnvironmentResponse
-	(*RotateCredentialRequest)(nil),     // 20: envplane.environment.v1.RotateCredentialRequest
-	(*RotateCredentialResponse)(nil),    // 21: envplane.environment.v1.RotateCredentialResponse
-	(*RetryProvisioningRequest)(nil),    // 22: envplane.environment.v1.RetryProvisioningRequest
-	(*RetryProvisioningResponse)(nil),   // 23: envplane.environment.v1.RetryProvisioningResponse
-	(*ResolveHostnameRequest)(nil),      // 24: envplane.environment.v1.ResolveHostnameRequest
-	(*ResolveHostnameResponse)(nil),     // 25: envplane.environment.v1.ResolveHostnameResponse
-	(*timestamppb.Timestamp)(nil),       // 26: google.protobuf.Timestamp
+	(*HostnameVerification)(nil),        // 2: envplane.environment.v1.HostnameVerification
+	(*CreateOrganizationRequest)(nil),   // 3: envplane.environment.v1.CreateOrganizationRequest
+	(*CreateOrganizationResponse)(nil),  // 4: envplane.environment.v1.CreateOrganizationResponse
+	(*GetOrganizationRequest)(nil),      // 5: envplane.environment.v1.GetOrganizationRequest
+	(*GetOrganizationResponse)(nil),     // 6: envplane.environment.v1.GetOrganizationResponse
+	(*ListOrganizationsRequest)(nil),    // 7: envplane.environment.v1.ListOrganizationsRequest
+	(*ListOrganizationsResponse)(nil),   // 8: envplane.environment.v1.ListOrganizationsResponse
+	(*CreateEnvironmentRequest)(nil),    // 9: envplane.environment.v1.CreateEnvironmentRequest
+	(*CreateEnvironmentResponse)(nil),   // 10: envplane.environment.v1.CreateEnvironmentResponse
+	(*GetEnvironmentRequest)(nil),       // 11: envplane.environment.v1.GetEnvironmentRequest
+	(*GetEnvironmentResponse)(nil),      // 12: envplane.environment.v1.GetEnvironmentResponse
+	(*ListEnvironmentsRequest)(nil),     // 13: envplane.environment.v1.ListEnvironmentsRequest
+	(*ListEnvironmentsResponse)(nil),    // 14: envplane.environment.v1.ListEnvironmentsResponse
+	(*UpdateEnvironmentRequest)(nil),    // 15: envplane.environment.v1.UpdateEnvironmentRequest
+	(*UpdateEnvironmentResponse)(nil),   // 16: envplane.environment.v1.UpdateEnvironmentResponse
+	(*DeleteEnvironmentRequest)(nil),    // 17: envplane.environment.v1.DeleteEnvironmentRequest
+	(*DeleteEnvironmentResponse)(nil),   // 18: envplane.environment.v1.DeleteEnvironmentResponse
+	(*ActivateEnvironmentRequest)(nil),  // 19: envplane.environment.v1.ActivateEnvironmentRequest
+	(*ActivateEnvironmentResponse)(nil), // 20: envplane.environment.v1.ActivateEnvironmentResponse
+	(*RotateCredentialRequest)(nil),     // 21: envplane.environment.v1.RotateCredentialRequest
+	(*RotateCredentialResponse)(nil),    // 22: envplane.environment.v1.RotateCredentialResponse
+	(*RetryProvisioningRequest)(nil),    // 23: envplane.environment.v1.RetryProvisioningRequest
+	(*RetryProvisioningResponse)(nil),   // 24: envplane.environment.v1.RetryProvisioningResponse
+	(*VerifyHostnameRequest)(nil),       // 25: envplane.environment.v1.VerifyHostnameRequest
+	(*VerifyHostnameResponse)(nil),      // 26: envplane.environment.v1.VerifyHostnameResponse
+	(*ResolveHostnameRequest)(nil),      // 27: envplane.environment.v1.ResolveHostnameRequest
+	(*ResolveHostnameResponse)(nil),     // 28: envplane.environment.v1.ResolveHostnameResponse
+	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
 }
 var file_envplane_environment_v1_environment_proto_depIdxs = []int32{
-	26, // 0: envplane.environment.v1.Organization.create_time:type_name -> google.protobuf.Timestamp
-	26, // 1: envplane.environment.v1.Organization.update_time:type_name -> google.protobuf.Timestamp
-	26, // 2: envplane.environment.v1.Environment.create_time:type_name -> google.protobuf.Timestamp
-	26, // 3: envplane.environment.v1.Environment.update_time:type_name -> google.protobuf.Timestamp
-	26, // 4: envplane.environment.v1.Environment.provision_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: envplane.environment.v1.CreateOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
-	0,  // 6: envplane.environment.v1.GetOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
-	0,  // 7: envplane.environment.v1.ListOrganizationsResponse.organizations:type_name -> envplane.environment.v1.Organization
-	1,  // 8: envplane.environment.v1.CreateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 9: envplane.environment.v1.GetEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 10: envplane.environment.v1.ListEnvironmentsResponse.environments:type_name -> envplane.environment.v1.Environment
-	1,  // 11: envplane.environment.v1.UpdateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 12: envplane.environment.v1.ActivateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 13: envplane.environment.v1.RotateCredentialResponse.environment:type_name -> envplane.environment.v1.Environment
-	26, // 14: envplane.environment.v1.RotateCredentialResponse.rotate_time:type_name -> google.protobuf.Timestamp
-	1,  // 15: envplane.environment.v1.RetryProvisioningResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 16: envplane.environment.v1.ResolveHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
-	2,  // 17: envplane.environment.v1.EnvironmentService.CreateOrganization:input_type -> envplane.environment.v1.CreateOrganizationRequest
-	4,  // 18: envplane.environment.v1.EnvironmentService.GetOrganization:input_type -> envplane.environment.v1.GetOrganizationRequest
-	6,  // 19: envplane.environment.v1.EnvironmentService.ListOrganizations:input_type -> envplane.environment.v1.ListOrganizationsRequest
-	8,  // 20: envplane.environment.v1.EnvironmentService.CreateEnvironment:input_type -> envplane.environment.v1.CreateEnvironmentRequest
-	10, // 21: envplane.environment.v1.EnvironmentService.GetEnvironment:input_type -> envplane.environment.v1.GetEnvironmentRequest
-	12, // 22: envplane.environment.v1.EnvironmentService.ListEnvironments:input_type -> envplane.environment.v1.ListEnvironmentsRequest
-	14, // 23: envplane.environment.v1.EnvironmentService.UpdateEnvironment:input_type -> envplane.environment.v1.UpdateEnvironmentRequest
-	16, // 24: envplane.environment.v1.EnvironmentService.DeleteEnvironment:input_type -> envplane.environment.v1.DeleteEnvironmentRequest
-	18, // 25: envplane.environment.v1.EnvironmentService.ActivateEnvironment:input_type -> envplane.environment.v1.ActivateEnvironmentRequest
-	20, // 26: envplane.environment.v1.EnvironmentService.RotateCredential:input_type -> envplane.environment.v1.RotateCredentialRequest
-	22, // 27: envplane.environment.v1.EnvironmentService.RetryProvisioning:input_type -> envplane.environment.v1.RetryProvisioningRequest
-	24, // 28: envplane.environment.v1.EnvironmentService.ResolveHostname:input_type -> envplane.environment.v1.ResolveHostnameRequest
-	3,  // 29: envplane.environment.v1.EnvironmentService.CreateOrganization:output_type -> envplane.environment.v1.CreateOrganizationResponse
-	5,  // 30: envplane.environment.v1.EnvironmentService.GetOrganization:output_type -> envplane.environment.v1.GetOrganizationResponse
-	7,  // 31: envplane.environment.v1.EnvironmentService.ListOrganizations:output_type -> envplane.environment.v1.ListOrganizationsResponse
-	9,  // 32: envplane.environment.v1.EnvironmentService.CreateEnvironment:output_type -> envplane.environment.v1.CreateEnvironmentResponse
-	11, // 33: envplane.environment.v1.EnvironmentService.GetEnvironment:output_type -> envplane.environment.v1.GetEnvironmentResponse
-	13, // 34: envplane.environment.v1.EnvironmentService.ListEnvironments:output_type -> envplane.environment.v1.ListEnvironmentsResponse
-	15, // 35: envplane.environment.v1.EnvironmentService.UpdateEnvironment:output_type -> envplane.environment.v1.UpdateEnvironmentResponse
-	17, // 36: envplane.environment.v1.EnvironmentService.DeleteEnvironment:output_type -> envplane.environment.v1.DeleteEnvironmentResponse
-	19, // 37: envplane.environment.v1.EnvironmentService.ActivateEnvironment:output_type -> envplane.environment.v1.ActivateEnvironmentResponse
-	21, // 38: envplane.environment.v1.EnvironmentService.RotateCredential:output_type -> envplane.environment.v1.RotateCredentialResponse
-	23, // 39: envplane.environment.v1.EnvironmentService.RetryProvisioning:output_type -> envplane.environment.v1.RetryProvisioningResponse
-	25, // 40: envplane.environment.v1.EnvironmentService.ResolveHostname:output_type -> envplane.environment.v1.ResolveHostnameResponse
-	29, // [29:41] is the sub-list for method output_type
-	17, // [17:29] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	29, // 0: envplane.environment.v1.Organization.create_time:type_name -> google.protobuf.Timestamp
+	29, // 1: envplane.environment.v1.Organization.update_time:type_name -> google.protobuf.Timestamp
+	29, // 2: envplane.environment.v1.Environment.create_time:type_name -> google.protobuf.Timestamp
+	29, // 3: envplane.environment.v1.Environment.update_time:type_name -> google.protobuf.Timestamp
+	29, // 4: envplane.environment.v1.Environment.provision_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: envplane.environment.v1.Environment.hostname_verification:type_name -> envplane.environment.v1.HostnameVerification
+	29, // 6: envplane.environment.v1.HostnameVerification.verify_time:type_name -> google.protobuf.Timestamp
+	29, // 7: envplane.environment.v1.HostnameVerification.check_time:type_name -> google.protobuf.Timestamp
+	29, // 8: envplane.environment.v1.HostnameVerification.next_check_time:type_name -> google.protobuf.Timestamp
+	29, // 9: envplane.environment.v1.HostnameVerification.grace_expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 10: envplane.environment.v1.CreateOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
+	0,  // 11: envplane.environment.v1.GetOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
+	0,  // 12: envplane.environment.v1.ListOrganizationsResponse.organizations:type_name -> envplane.environment.v1.Organization
+	1,  // 13: envplane.environment.v1.CreateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 14: envplane.environment.v1.GetEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 15: envplane.environment.v1.ListEnvironmentsResponse.environments:type_name -> envplane.environment.v1.Environment
+	1,  // 16: envplane.environment.v1.UpdateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 17: envplane.environment.v1.ActivateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 18: envplane.environment.v1.RotateCredentialResponse.environment:type_name -> envplane.environment.v1.Environment
+	29, // 19: envplane.environment.v1.RotateCredentialResponse.rotate_time:type_name -> google.protobuf.Timestamp
+	1,  // 20: envplane.environment.v1.RetryProvisioningResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 21: envplane.environment.v1.VerifyHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 22: envplane.environment.v1.ResolveHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
+	3,  // 23: envplane.environment.v1.EnvironmentService.CreateOrganization:input_type -> envplane.environment.v1.CreateOrganizationRequest
+	5,  // 24: envplane.environment.v1.EnvironmentService.GetOrganization:input_type -> envplane.environment.v1.GetOrganizationRequest
+	7,  // 25: envplane.environment.v1.EnvironmentService.ListOrganizations:input_type -> envplane.environment.v1.ListOrganizationsRequest
+	9,  // 26: envplane.environment.v1.EnvironmentService.CreateEnvironment:input_type -> envplane.environment.v1.CreateEnvironmentRequest
+	11, // 27: envplane.environment.v1.EnvironmentService.GetEnvironment:input_type -> envplane.environment.v1.GetEnvironmentRequest
+	13, // 28: envplane.environment.v1.EnvironmentService.ListEnvironments:input_type -> envplane.environment.v1.ListEnvironmentsRequest
+	15, // 29: envplane.environment.v1.EnvironmentService.UpdateEnvironment:input_type -> envplane.environment.v1.UpdateEnvironmentRequest
+	17, // 30: envplane.environment.v1.EnvironmentService.DeleteEnvironment:input_type -> envplane.environment.v1.DeleteEnvironmentRequest
+	19, // 31: envplane.environment.v1.EnvironmentService.ActivateEnvironment:input_type -> envplane.environment.v1.ActivateEnvironmentRequest
+	21, // 32: envplane.environment.v1.EnvironmentService.RotateCredential:input_type -> envplane.environment.v1.RotateCredentialRequest
+	23, // 33: envplane.environment.v1.EnvironmentService.RetryProvisioning:input_type -> envplane.environment.v1.RetryProvisioningRequest
+	25, // 34: envplane.environment.v1.EnvironmentService.VerifyHostname:input_type -> envplane.environment.v1.VerifyHostnameRequest
+	27, // 35: envplane.environment.v1.EnvironmentService.ResolveHostname:input_type -> envplane.environment.v1.ResolveHostnameRequest
+	4,  // 36: envplane.environment.v1.EnvironmentService.CreateOrganization:output_type -> envplane.environment.v1.CreateOrganizationResponse
+	6,  // 37: envplane.environment.v1.EnvironmentService.GetOrganization:output_type -> envplane.environment.v1.GetOrganizationResponse
+	8,  // 38: envplane.environment.v1.EnvironmentService.ListOrganizations:output_type -> envplane.environment.v1.ListOrganizationsResponse
+	10, // 39: envplane.environment.v1.EnvironmentService.CreateEnvironment:output_type -> envplane.environment.v1.CreateEnvironmentResponse
+	12, // 40: envplane.environment.v1.EnvironmentService.GetEnvironment:output_type -> envplane.environment.v1.GetEnvironmentResponse
+	14, // 41: envplane.environment.v1.EnvironmentService.ListEnvironments:output_type -> envplane.environment.v1.ListEnvironmentsResponse
+	16, // 42: envplane.environment.v1.EnvironmentService.UpdateEnvironment:output_type -> envplane.environment.v1.UpdateEnvironmentResponse
+	18, // 43: envplane.environment.v1.EnvironmentService.DeleteEnvironment:output_type -> envplane.environment.v1.DeleteEnvironmentResponse
+	20, // 44: envplane.environment.v1.EnvironmentService.ActivateEnvironment:output_type -> envplane.environment.v1.ActivateEnvironmentResponse
+	22, // 45: envplane.environment.v1.EnvironmentService.RotateCredential:output_type -> envplane.environment.v1.RotateCredentialResponse
+	24, // 46: envplane.environment.v1.EnvironmentService.RetryProvisioning:output_type -> envplane.environment.v1.RetryProvisioningResponse
+	26, // 47: envplane.environment.v1.EnvironmentService.VerifyHostname:output_type -> envplane.environment.v1.VerifyHostnameResponse
+	28, // 48: envplane.environment.v1.EnvironmentService.ResolveHostname:output_type -> envplane.environment.v1.ResolveHostnameResponse
+	36, // [36:49] is the sub-list for method output_type
+	23, // [23:36] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_envplane_environment_v1_environment_proto_init() }
@@ -1811,15 +2094,15 @@ func file_envplane_environment_v1_environment_proto_init() {
 	if File_envplane_environment_v1_environment_proto != nil {
 		return
 	}
-	file_envplane_environment_v1_environment_proto_msgTypes[8].OneofWrappers = []any{}
-	file_envplane_environment_v1_environment_proto_msgTypes[14].OneofWrappers = []any{}
+	file_envplane_environment_v1_environment_proto_msgTypes[9].OneofWrappers = []any{}
+	file_envplane_environment_v1_environment_proto_msgTypes[15].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envplane_environment_v1_environment_proto_rawDesc), len(file_envplane_environment_v1_environment_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

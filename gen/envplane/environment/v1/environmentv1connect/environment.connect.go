@@ -66,6 +66,9 @@ const (
 	// EnvironmentServiceRetryProvisioningProcedure is the fully-qualified name of the
 	// EnvironmentService's RetryProvisioning RPC.
 	EnvironmentServiceRetryProvisioningProcedure = "/envplane.environment.v1.EnvironmentService/RetryProvisioning"
+	// EnvironmentServiceVerifyHostnameProcedure is the fully-qualified name of the EnvironmentService's
+	// VerifyHostname RPC.
+	EnvironmentServiceVerifyHostnameProcedure = "/envplane.environment.v1.EnvironmentService/VerifyHostname"
 	// EnvironmentServiceResolveHostnameProcedure is the fully-qualified name of the
 	// EnvironmentService's ResolveHostname RPC.
 	EnvironmentServiceResolveHostnameProcedure = "/envplane.environment.v1.EnvironmentService/ResolveHostname"
@@ -105,6 +108,16 @@ type EnvironmentServiceClient interface {
 	// once no run can still be going (3.5 minutes after it began; before,
 	// FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
 	RetryProvisioning(context.Context, *connect.Request[v1.RetryProvisioningRequest]) (*connect.Response[v1.RetryProvisioningResponse], error)
+	// VerifyHostname checks now that the owner of the environment's custom
+	// hostname published its challenge (a TXT record at
+	// _envplane-challenge.<hostname>, or the token served at
+	// http://<hostname>/.well-known/envplane-challenge/<token>) and, if so,
+	// makes the hostname route to this environment, taking it from any
+	// environment that held it. Not proven: FAILED_PRECONDITION
+	// HOSTNAME_NOT_VERIFIED, with what each check found; the check could not
+	// run: UNAVAILABLE HOSTNAME_CHECK_UNAVAILABLE. Either way the outcome is
+	// recorded in hostname_verification.
+	VerifyHostname(context.Context, *connect.Request[v1.VerifyHostnameRequest]) (*connect.Response[v1.VerifyHostnameResponse], error)
 	// ResolveHostname tells which environment a hostname routes to.
 	ResolveHostname(context.Context, *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error)
 }
@@ -186,6 +199,12 @@ func NewEnvironmentServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(environmentServiceMethods.ByName("RetryProvisioning")),
 			connect.WithClientOptions(opts...),
 		),
+		verifyHostname: connect.NewClient[v1.VerifyHostnameRequest, v1.VerifyHostnameResponse](
+			httpClient,
+			baseURL+EnvironmentServiceVerifyHostnameProcedure,
+			connect.WithSchema(environmentServiceMethods.ByName("VerifyHostname")),
+			connect.WithClientOptions(opts...),
+		),
 		resolveHostname: connect.NewClient[v1.ResolveHostnameRequest, v1.ResolveHostnameResponse](
 			httpClient,
 			baseURL+EnvironmentServiceResolveHostnameProcedure,
@@ -208,6 +227,7 @@ type environmentServiceClient struct {
 	activateEnvironment *connect.Client[v1.ActivateEnvironmentRequest, v1.ActivateEnvironmentResponse]
 	rotateCredential    *connect.Client[v1.RotateCredentialRequest, v1.RotateCredentialResponse]
 	retryProvisioning   *connect.Client[v1.RetryProvisioningRequest, v1.RetryProvisioningResponse]
+	verifyHostname      *connect.Client[v1.VerifyHostnameRequest, v1.VerifyHostnameResponse]
 	resolveHostname     *connect.Client[v1.ResolveHostnameRequest, v1.ResolveHostnameResponse]
 }
 
@@ -266,6 +286,11 @@ func (c *environmentServiceClient) RetryProvisioning(ctx context.Context, req *c
 	return c.retryProvisioning.CallUnary(ctx, req)
 }
 
+// VerifyHostname calls envplane.environment.v1.EnvironmentService.VerifyHostname.
+func (c *environmentServiceClient) VerifyHostname(ctx context.Context, req *connect.Request[v1.VerifyHostnameRequest]) (*connect.Response[v1.VerifyHostnameResponse], error) {
+	return c.verifyHostname.CallUnary(ctx, req)
+}
+
 // ResolveHostname calls envplane.environment.v1.EnvironmentService.ResolveHostname.
 func (c *environmentServiceClient) ResolveHostname(ctx context.Context, req *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error) {
 	return c.resolveHostname.CallUnary(ctx, req)
@@ -306,6 +331,16 @@ type EnvironmentServiceHandler interface {
 	// once no run can still be going (3.5 minutes after it began; before,
 	// FAILED_PRECONDITION with the time in the ErrorInfo's retry_from).
 	RetryProvisioning(context.Context, *connect.Request[v1.RetryProvisioningRequest]) (*connect.Response[v1.RetryProvisioningResponse], error)
+	// VerifyHostname checks now that the owner of the environment's custom
+	// hostname published its challenge (a TXT record at
+	// _envplane-challenge.<hostname>, or the token served at
+	// http://<hostname>/.well-known/envplane-challenge/<token>) and, if so,
+	// makes the hostname route to this environment, taking it from any
+	// environment that held it. Not proven: FAILED_PRECONDITION
+	// HOSTNAME_NOT_VERIFIED, with what each check found; the check could not
+	// run: UNAVAILABLE HOSTNAME_CHECK_UNAVAILABLE. Either way the outcome is
+	// recorded in hostname_verification.
+	VerifyHostname(context.Context, *connect.Request[v1.VerifyHostnameRequest]) (*connect.Response[v1.VerifyHostnameResponse], error)
 	// ResolveHostname tells which environment a hostname routes to.
 	ResolveHostname(context.Context, *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error)
 }
@@ -383,6 +418,12 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 		connect.WithSchema(environmentServiceMethods.ByName("RetryProvisioning")),
 		connect.WithHandlerOptions(opts...),
 	)
+	environmentServiceVerifyHostnameHandler := connect.NewUnaryHandler(
+		EnvironmentServiceVerifyHostnameProcedure,
+		svc.VerifyHostname,
+		connect.WithSchema(environmentServiceMethods.ByName("VerifyHostname")),
+		connect.WithHandlerOptions(opts...),
+	)
 	environmentServiceResolveHostnameHandler := connect.NewUnaryHandler(
 		EnvironmentServiceResolveHostnameProcedure,
 		svc.ResolveHostname,
@@ -413,6 +454,8 @@ func NewEnvironmentServiceHandler(svc EnvironmentServiceHandler, opts ...connect
 			environmentServiceRotateCredentialHandler.ServeHTTP(w, r)
 		case EnvironmentServiceRetryProvisioningProcedure:
 			environmentServiceRetryProvisioningHandler.ServeHTTP(w, r)
+		case EnvironmentServiceVerifyHostnameProcedure:
+			environmentServiceVerifyHostnameHandler.ServeHTTP(w, r)
 		case EnvironmentServiceResolveHostnameProcedure:
 			environmentServiceResolveHostnameHandler.ServeHTTP(w, r)
 		default:
@@ -466,6 +509,10 @@ func (UnimplementedEnvironmentServiceHandler) RotateCredential(context.Context, 
 
 func (UnimplementedEnvironmentServiceHandler) RetryProvisioning(context.Context, *connect.Request[v1.RetryProvisioningRequest]) (*connect.Response[v1.RetryProvisioningResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envplane.environment.v1.EnvironmentService.RetryProvisioning is not implemented"))
+}
+
+func (UnimplementedEnvironmentServiceHandler) VerifyHostname(context.Context, *connect.Request[v1.VerifyHostnameRequest]) (*connect.Response[v1.VerifyHostnameResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envplane.environment.v1.EnvironmentService.VerifyHostname is not implemented"))
 }
 
 func (UnimplementedEnvironmentServiceHandler) ResolveHostname(context.Context, *connect.Request[v1.ResolveHostnameRequest]) (*connect.Response[v1.ResolveHostnameResponse], error) {

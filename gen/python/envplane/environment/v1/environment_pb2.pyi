@@ -83,12 +83,13 @@ class DeleteEnvironmentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ["create_time", "database_url", "display_name", "driver", "hostname", "id", "is_default", "organization_id", "provision_time", "region", "slug", "status", "status_message", "storage_limit_mb", "type", "update_time"]
+    __slots__ = ["create_time", "database_url", "display_name", "driver", "hostname", "hostname_verification", "id", "is_default", "organization_id", "provision_time", "region", "slug", "status", "status_message", "storage_limit_mb", "type", "update_time"]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DATABASE_URL_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     DRIVER_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +106,7 @@ class Environment(_message.Message):
     display_name: str
     driver: str
     hostname: str
+    hostname_verification: HostnameVerification
     id: str
     is_default: bool
     organization_id: str
@@ -116,7 +118,7 @@ class Environment(_message.Message):
     storage_limit_mb: int
     type: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., slug: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., driver: _Optional[str] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., is_default: bool = ..., hostname: _Optional[str] = ..., region: _Optional[str] = ..., storage_limit_mb: _Optional[int] = ..., database_url: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., provision_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., slug: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., driver: _Optional[str] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., is_default: bool = ..., hostname: _Optional[str] = ..., region: _Optional[str] = ..., storage_limit_mb: _Optional[int] = ..., database_url: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., provision_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., hostname_verification: _Optional[_Union[HostnameVerification, _Mapping]] = ...) -> None: ...
 
 class GetEnvironmentRequest(_message.Message):
     __slots__ = ["id"]
@@ -141,6 +143,30 @@ class GetOrganizationResponse(_message.Message):
     ORGANIZATION_FIELD_NUMBER: _ClassVar[int]
     organization: Organization
     def __init__(self, organization: _Optional[_Union[Organization, _Mapping]] = ...) -> None: ...
+
+class HostnameVerification(_message.Message):
+    __slots__ = ["check_time", "dns_name", "grace_expire_time", "http_url", "message", "method", "next_check_time", "state", "token", "verify_time"]
+    CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
+    DNS_NAME_FIELD_NUMBER: _ClassVar[int]
+    GRACE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HTTP_URL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CHECK_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    check_time: _timestamp_pb2.Timestamp
+    dns_name: str
+    grace_expire_time: _timestamp_pb2.Timestamp
+    http_url: str
+    message: str
+    method: str
+    next_check_time: _timestamp_pb2.Timestamp
+    state: str
+    token: str
+    verify_time: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[str] = ..., method: _Optional[str] = ..., token: _Optional[str] = ..., dns_name: _Optional[str] = ..., http_url: _Optional[str] = ..., verify_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., check_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., next_check_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., grace_expire_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListEnvironmentsRequest(_message.Message):
     __slots__ = ["organization_id", "page_size", "page_token"]
@@ -253,6 +279,20 @@ class UpdateEnvironmentRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., hostname: _Optional[str] = ..., display_name: _Optional[str] = ..., is_default: bool = ..., status: _Optional[str] = ..., region: _Optional[str] = ..., storage_limit_mb: _Optional[int] = ...) -> None: ...
 
 class UpdateEnvironmentResponse(_message.Message):
+    __slots__ = ["environment"]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class VerifyHostnameRequest(_message.Message):
+    __slots__ = ["id", "skip_check"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SKIP_CHECK_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    skip_check: bool
+    def __init__(self, id: _Optional[str] = ..., skip_check: bool = ...) -> None: ...
+
+class VerifyHostnameResponse(_message.Message):
     __slots__ = ["environment"]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     environment: Environment

@@ -72,6 +72,11 @@ class EnvironmentServiceStub(object):
                 request_serializer=envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningRequest.SerializeToString,
                 response_deserializer=envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningResponse.FromString,
                 )
+        self.VerifyHostname = channel.unary_unary(
+                '/envplane.environment.v1.EnvironmentService/VerifyHostname',
+                request_serializer=envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameRequest.SerializeToString,
+                response_deserializer=envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameResponse.FromString,
+                )
         self.ResolveHostname = channel.unary_unary(
                 '/envplane.environment.v1.EnvironmentService/ResolveHostname',
                 request_serializer=envplane_dot_environment_dot_v1_dot_environment__pb2.ResolveHostnameRequest.SerializeToString,
@@ -172,6 +177,21 @@ class EnvironmentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyHostname(self, request, context):
+        """VerifyHostname checks now that the owner of the environment's custom
+        hostname published its challenge (a TXT record at
+        _envplane-challenge.<hostname>, or the token served at
+        http://<hostname>/.well-known/envplane-challenge/<token>) and, if so,
+        makes the hostname route to this environment, taking it from any
+        environment that held it. Not proven: FAILED_PRECONDITION
+        HOSTNAME_NOT_VERIFIED, with what each check found; the check could not
+        run: UNAVAILABLE HOSTNAME_CHECK_UNAVAILABLE. Either way the outcome is
+        recorded in hostname_verification.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveHostname(self, request, context):
         """ResolveHostname tells which environment a hostname routes to.
         """
@@ -236,6 +256,11 @@ def add_EnvironmentServiceServicer_to_server(servicer, server):
                     servicer.RetryProvisioning,
                     request_deserializer=envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningRequest.FromString,
                     response_serializer=envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningResponse.SerializeToString,
+            ),
+            'VerifyHostname': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyHostname,
+                    request_deserializer=envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameRequest.FromString,
+                    response_serializer=envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameResponse.SerializeToString,
             ),
             'ResolveHostname': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveHostname,
@@ -439,6 +464,23 @@ class EnvironmentService(object):
         return grpc.experimental.unary_unary(request, target, '/envplane.environment.v1.EnvironmentService/RetryProvisioning',
             envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningRequest.SerializeToString,
             envplane_dot_environment_dot_v1_dot_environment__pb2.RetryProvisioningResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def VerifyHostname(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/envplane.environment.v1.EnvironmentService/VerifyHostname',
+            envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameRequest.SerializeToString,
+            envplane_dot_environment_dot_v1_dot_environment__pb2.VerifyHostnameResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

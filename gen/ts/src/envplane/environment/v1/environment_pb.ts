@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envplane/environment/v1/environment.proto.
  */
 export const file_envplane_environment_v1_environment: GenFile = /*@__PURE__*/
-  fileDesc("CillbnZwbGFuZS9lbnZpcm9ubWVudC92MS9lbnZpcm9ubWVudC5wcm90bxIXZW52cGxhbmUuZW52aXJvbm1lbnQudjEioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRzbHVnGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpgDCgtFbnZpcm9ubWVudBIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEc2x1ZxgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSDAoEdHlwZRgFIAEoCRIOCgZkcml2ZXIYBiABKAkSDgoGc3RhdHVzGAcgASgJEhYKDnN0YXR1c19tZXNzYWdlGAggASgJEhIKCmlzX2RlZmF1bHQYCSABKAgSEAoIaG9zdG5hbWUYCiABKAkSDgoGcmVnaW9uGAsgASgJEhgKEHN0b3JhZ2VfbGltaXRfbWIYDCABKAMSFAoMZGF0YWJhc2VfdXJsGA0gASgJEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOcHJvdmlzaW9uX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIp0BChlDcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0Ei4KBHNsdWcYASABKAlCILpIHXIbMhleW2EtejAtOV1bYS16MC05LV17MCw2Mn0kEh4KDGRpc3BsYXlfbmFtZRgCIAEoCUIIukgFcgMYyAESMAoKcmVxdWVzdF9pZBgDIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJCJZChpDcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRI7Cgxvcmdhbml6YXRpb24YASABKAsyJS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5Pcmdhbml6YXRpb24iLgoWR2V0T3JnYW5pemF0aW9uUmVxdWVzdBIUCgJpZBgBIAEoCUIIukgFcgOwAQEiVgoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USOwoMb3JnYW5pemF0aW9uGAEgASgLMiUuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuT3JnYW5pemF0aW9uIlQKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIaCglwYWdlX3NpemUYASABKAVCB7pIBBoCKAASHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAgicgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRI8Cg1vcmdhbml6YXRpb25zGAEgAygLMiUuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuT3JnYW5pemF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKfBAoYQ3JlYXRlRW52aXJvbm1lbnRSZXF1ZXN0EiEKD29yZ2FuaXphdGlvbl9pZBgBIAEoCUIIukgFcgOwAQESLgoEc2x1ZxgCIAEoCUIgukgdchsyGV5bYS16MC05XVthLXowLTktXXswLDYyfSQSHgoMZGlzcGxheV9uYW1lGAMgASgJQgi6SAVyAxjIARJPCgR0eXBlGAQgASgJQkG6SD5yPFIAUgtkZXZlbG9wbWVudFIEdGVzdFIHc3RhZ2luZ1IKcHJvZHVjdGlvblIHcHJldmlld1IHc2FuZGJveBI4CgZkcml2ZXIYBSABKAlCKLpIJXIjUgBSBm1lbW9yeVIGc3FsaXRlUghwb3N0Z3Jlc1IFdHVyc28SHwoIaG9zdG5hbWUYBiABKAlCCLpIBXIDGIAISACIAQESFwoKaXNfZGVmYXVsdBgHIAEoCEgBiAEBEhcKBnJlZ2lvbhgIIAEoCUIHukgEcgIYQBIhChBzdG9yYWdlX2xpbWl0X21iGAkgASgDQge6SAQiAigAEjAKCnJlcXVlc3RfaWQYCiABKAlCHLpIGXIXGIABMhJeW0EtWmEtejAtOS5fOi1dKiQSHgoMZGF0YWJhc2VfdXJsGAsgASgJQgi6SAVyAxiAEBIhCg9kYXRhYmFzZV9zZWNyZXQYDCABKAlCCLpIBXIDGIAgQgsKCV9ob3N0bmFtZUINCgtfaXNfZGVmYXVsdCJWChlDcmVhdGVFbnZpcm9ubWVudFJlc3BvbnNlEjkKC2Vudmlyb25tZW50GAEgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQiLQoVR2V0RW52aXJvbm1lbnRSZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABASJTChZHZXRFbnZpcm9ubWVudFJlc3BvbnNlEjkKC2Vudmlyb25tZW50GAEgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQidgoXTGlzdEVudmlyb25tZW50c1JlcXVlc3QSIQoPb3JnYW5pemF0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIaCglwYWdlX3NpemUYAiABKAVCB7pIBBoCKAASHAoKcGFnZV90b2tlbhgDIAEoCUIIukgFcgMYgAgibwoYTGlzdEVudmlyb25tZW50c1Jlc3BvbnNlEjoKDGVudmlyb25tZW50cxgBIAMoCzIkLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkVudmlyb25tZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLcAgoYVXBkYXRlRW52aXJvbm1lbnRSZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABARIfCghob3N0bmFtZRgCIAEoCUIIukgFcgMYgAhIAIgBARIjCgxkaXNwbGF5X25hbWUYAyABKAlCCLpIBXIDGMgBSAGIAQESFwoKaXNfZGVmYXVsdBgEIAEoCEgCiAEBEi0KBnN0YXR1cxgFIAEoCUIYukgVchNSBmFjdGl2ZVIJc3VzcGVuZGVkSAOIAQESHAoGcmVnaW9uGAYgASgJQge6SARyAhhASASIAQESJgoQc3RvcmFnZV9saW1pdF9tYhgHIAEoA0IHukgEIgIoAEgFiAEBQgsKCV9ob3N0bmFtZUIPCg1fZGlzcGxheV9uYW1lQg0KC19pc19kZWZhdWx0QgkKB19zdGF0dXNCCQoHX3JlZ2lvbkITChFfc3RvcmFnZV9saW1pdF9tYiJWChlVcGRhdGVFbnZpcm9ubWVudFJlc3BvbnNlEjkKC2Vudmlyb25tZW50GAEgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQiPwoYRGVsZXRlRW52aXJvbm1lbnRSZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABARINCgVmb3JjZRgCIAEoCCIbChlEZWxldGVFbnZpcm9ubWVudFJlc3BvbnNlIjIKGkFjdGl2YXRlRW52aXJvbm1lbnRSZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABASJYChtBY3RpdmF0ZUVudmlyb25tZW50UmVzcG9uc2USOQoLZW52aXJvbm1lbnQYASABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudCIvChdSb3RhdGVDcmVkZW50aWFsUmVxdWVzdBIUCgJpZBgBIAEoCUIIukgFcgOwAQEihgEKGFJvdGF0ZUNyZWRlbnRpYWxSZXNwb25zZRI5CgtlbnZpcm9ubWVudBgBIAEoCzIkLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkVudmlyb25tZW50Ei8KC3JvdGF0ZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIwChhSZXRyeVByb3Zpc2lvbmluZ1JlcXVlc3QSFAoCaWQYASABKAlCCLpIBXIDsAEBIlYKGVJldHJ5UHJvdmlzaW9uaW5nUmVzcG9uc2USOQoLZW52aXJvbm1lbnQYASABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudCI2ChZSZXNvbHZlSG9zdG5hbWVSZXF1ZXN0EhwKCGhvc3RuYW1lGAEgASgJQgq6SAdyBRABGIAIIpcBChdSZXNvbHZlSG9zdG5hbWVSZXNwb25zZRIQCghob3N0bmFtZRgBIAEoCRIWCg5lbnZpcm9ubWVudF9pZBgCIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAyABKAkSOQoLZW52aXJvbm1lbnQYBCABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudDK/EAoSRW52aXJvbm1lbnRTZXJ2aWNlErMBChJDcmVhdGVPcmdhbml6YXRpb24SMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5DcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0GjMuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2UiNILT5JMCLjoBKmIMb3JnYW5pemF0aW9uIhsvYXBpL3YxL2Nsb3VkL29yZ2FuaXphdGlvbnMSrAEKD0dldE9yZ2FuaXphdGlvbhIvLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkdldE9yZ2FuaXphdGlvblJlcXVlc3QaMC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5HZXRPcmdhbml6YXRpb25SZXNwb25zZSI2gtPkkwIwYgxvcmdhbml6YXRpb24SIC9hcGkvdjEvY2xvdWQvb3JnYW5pemF0aW9ucy97aWR9Ep8BChFMaXN0T3JnYW5pemF0aW9ucxIxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkxpc3RPcmdhbml6YXRpb25zUmVxdWVzdBoyLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2UiI4LT5JMCHRIbL2FwaS92MS9jbG91ZC9vcmdhbml6YXRpb25zEq4BChFDcmVhdGVFbnZpcm9ubWVudBIxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkNyZWF0ZUVudmlyb25tZW50UmVxdWVzdBoyLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkNyZWF0ZUVudmlyb25tZW50UmVzcG9uc2UiMoLT5JMCLDoBKmILZW52aXJvbm1lbnQiGi9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzEqcBCg5HZXRFbnZpcm9ubWVudBIuLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkdldEVudmlyb25tZW50UmVxdWVzdBovLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkdldEVudmlyb25tZW50UmVzcG9uc2UiNILT5JMCLmILZW52aXJvbm1lbnQSHy9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzL3tpZH0SmwEKEExpc3RFbnZpcm9ubWVudHMSMC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5MaXN0RW52aXJvbm1lbnRzUmVxdWVzdBoxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkxpc3RFbnZpcm9ubWVudHNSZXNwb25zZSIigtPkkwIcEhovYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cxKzAQoRVXBkYXRlRW52aXJvbm1lbnQSMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5VcGRhdGVFbnZpcm9ubWVudFJlcXVlc3QaMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5VcGRhdGVFbnZpcm9ubWVudFJlc3BvbnNlIjeC0+STAjE6ASpiC2Vudmlyb25tZW50Mh8vYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cy97aWR9EqMBChFEZWxldGVFbnZpcm9ubWVudBIxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkRlbGV0ZUVudmlyb25tZW50UmVxdWVzdBoyLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkRlbGV0ZUVudmlyb25tZW50UmVzcG9uc2UiJ4LT5JMCISofL2FwaS92MS9jbG91ZC9lbnZpcm9ubWVudHMve2lkfRK1AQoTQWN0aXZhdGVFbnZpcm9ubWVudBIzLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkFjdGl2YXRlRW52aXJvbm1lbnRSZXF1ZXN0GjQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuQWN0aXZhdGVFbnZpcm9ubWVudFJlc3BvbnNlIjOC0+STAi06ASoiKC9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzL3tpZH0vYWN0aXZhdGUStQEKEFJvdGF0ZUNyZWRlbnRpYWwSMC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5Sb3RhdGVDcmVkZW50aWFsUmVxdWVzdBoxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlJvdGF0ZUNyZWRlbnRpYWxSZXNwb25zZSI8gtPkkwI2OgEqIjEvYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cy97aWR9L3JvdGF0ZS1jcmVkZW50aWFsErkBChFSZXRyeVByb3Zpc2lvbmluZxIxLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlJldHJ5UHJvdmlzaW9uaW5nUmVxdWVzdBoyLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlJldHJ5UHJvdmlzaW9uaW5nUmVzcG9uc2UiPYLT5JMCNzoBKmILZW52aXJvbm1lbnQiJS9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzL3tpZH0vcmV0cnkSoAEKD1Jlc29sdmVIb3N0bmFtZRIvLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlJlc29sdmVIb3N0bmFtZVJlcXVlc3QaMC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5SZXNvbHZlSG9zdG5hbWVSZXNwb25zZSIqgtPkkwIkEiIvYXBpL3YxL2Nsb3VkL2hvc3RuYW1lcy97aG9zdG5hbWV9QkhaRmdpdGh1Yi5jb20vZW52cGxhbmUvZW52cGxhbmUvZ2VuL2VudnBsYW5lL2Vudmlyb25tZW50L3YxO2Vudmlyb25tZW50djFiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("CillbnZwbGFuZS9lbnZpcm9ubWVudC92MS9lbnZpcm9ubWVudC5wcm90bxIXZW52cGxhbmUuZW52aXJvbm1lbnQudjEioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRzbHVnGAIgASgJEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuYDCgtFbnZpcm9ubWVudBIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDAoEc2x1ZxgDIAEoCRIUCgxkaXNwbGF5X25hbWUYBCABKAkSDAoEdHlwZRgFIAEoCRIOCgZkcml2ZXIYBiABKAkSDgoGc3RhdHVzGAcgASgJEhYKDnN0YXR1c19tZXNzYWdlGAggASgJEhIKCmlzX2RlZmF1bHQYCSABKAgSEAoIaG9zdG5hbWUYCiABKAkSDgoGcmVnaW9uGAsgASgJEhgKEHN0b3JhZ2VfbGltaXRfbWIYDCABKAMSFAoMZGF0YWJhc2VfdXJsGA0gASgJEi8KC2NyZWF0ZV90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOcHJvdmlzaW9uX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEkwKFWhvc3RuYW1lX3ZlcmlmaWNhdGlvbhgRIAEoCzItLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkhvc3RuYW1lVmVyaWZpY2F0aW9uIsYCChRIb3N0bmFtZVZlcmlmaWNhdGlvbhINCgVzdGF0ZRgBIAEoCRIOCgZtZXRob2QYAiABKAkSDQoFdG9rZW4YAyABKAkSEAoIZG5zX25hbWUYBCABKAkSEAoIaHR0cF91cmwYBSABKAkSLwoLdmVyaWZ5X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmNoZWNrX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfY2hlY2tfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHbWVzc2FnZRgJIAEoCRI1ChFncmFjZV9leHBpcmVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSLgoEc2x1ZxgBIAEoCUIgukgdchsyGV5bYS16MC05XVthLXowLTktXXswLDYyfSQSHgoMZGlzcGxheV9uYW1lGAIgASgJQgi6SAVyAxjIARIwCgpyZXF1ZXN0X2lkGAMgASgJQhy6SBlyFxiAATISXltBLVphLXowLTkuXzotXSokIlkKGkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlEjsKDG9yZ2FuaXphdGlvbhgBIAEoCzIlLmVudnBsYW5lLmVudmlyb25tZW50LnYxLk9yZ2FuaXphdGlvbiIuChZHZXRPcmdhbml6YXRpb25SZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABASJWChdHZXRPcmdhbml6YXRpb25SZXNwb25zZRI7Cgxvcmdhbml6YXRpb24YASABKAsyJS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5Pcmdhbml6YXRpb24iVAoYTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0EhoKCXBhZ2Vfc2l6ZRgBIAEoBUIHukgEGgIoABIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiACCJyChlMaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlEjwKDW9yZ2FuaXphdGlvbnMYASADKAsyJS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5Pcmdhbml6YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIp8EChhDcmVhdGVFbnZpcm9ubWVudFJlcXVlc3QSIQoPb3JnYW5pemF0aW9uX2lkGAEgASgJQgi6SAVyA7ABARIuCgRzbHVnGAIgASgJQiC6SB1yGzIZXlthLXowLTldW2EtejAtOS1dezAsNjJ9JBIeCgxkaXNwbGF5X25hbWUYAyABKAlCCLpIBXIDGMgBEk8KBHR5cGUYBCABKAlCQbpIPnI8UgBSC2RldmVsb3BtZW50UgR0ZXN0UgdzdGFnaW5nUgpwcm9kdWN0aW9uUgdwcmV2aWV3UgdzYW5kYm94EjgKBmRyaXZlchgFIAEoCUIoukglciNSAFIGbWVtb3J5UgZzcWxpdGVSCHBvc3RncmVzUgV0dXJzbxIfCghob3N0bmFtZRgGIAEoCUIIukgFcgMYgAhIAIgBARIXCgppc19kZWZhdWx0GAcgASgISAGIAQESFwoGcmVnaW9uGAggASgJQge6SARyAhhAEiEKEHN0b3JhZ2VfbGltaXRfbWIYCSABKANCB7pIBCICKAASMAoKcmVxdWVzdF9pZBgKIAEoCUIcukgZchcYgAEyEl5bQS1aYS16MC05Ll86LV0qJBIeCgxkYXRhYmFzZV91cmwYCyABKAlCCLpIBXIDGIAQEiEKD2RhdGFiYXNlX3NlY3JldBgMIAEoCUIIukgFcgMYgCBCCwoJX2hvc3RuYW1lQg0KC19pc19kZWZhdWx0IlYKGUNyZWF0ZUVudmlyb25tZW50UmVzcG9uc2USOQoLZW52aXJvbm1lbnQYASABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudCItChVHZXRFbnZpcm9ubWVudFJlcXVlc3QSFAoCaWQYASABKAlCCLpIBXIDsAEBIlMKFkdldEVudmlyb25tZW50UmVzcG9uc2USOQoLZW52aXJvbm1lbnQYASABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudCJ2ChdMaXN0RW52aXJvbm1lbnRzUmVxdWVzdBIhCg9vcmdhbml6YXRpb25faWQYASABKAlCCLpIBXIDsAEBEhoKCXBhZ2Vfc2l6ZRgCIAEoBUIHukgEGgIoABIcCgpwYWdlX3Rva2VuGAMgASgJQgi6SAVyAxiACCJvChhMaXN0RW52aXJvbm1lbnRzUmVzcG9uc2USOgoMZW52aXJvbm1lbnRzGAEgAygLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItwCChhVcGRhdGVFbnZpcm9ubWVudFJlcXVlc3QSFAoCaWQYASABKAlCCLpIBXIDsAEBEh8KCGhvc3RuYW1lGAIgASgJQgi6SAVyAxiACEgAiAEBEiMKDGRpc3BsYXlfbmFtZRgDIAEoCUIIukgFcgMYyAFIAYgBARIXCgppc19kZWZhdWx0GAQgASgISAKIAQESLQoGc3RhdHVzGAUgASgJQhi6SBVyE1IGYWN0aXZlUglzdXNwZW5kZWRIA4gBARIcCgZyZWdpb24YBiABKAlCB7pIBHICGEBIBIgBARImChBzdG9yYWdlX2xpbWl0X21iGAcgASgDQge6SAQiAigASAWIAQFCCwoJX2hvc3RuYW1lQg8KDV9kaXNwbGF5X25hbWVCDQoLX2lzX2RlZmF1bHRCCQoHX3N0YXR1c0IJCgdfcmVnaW9uQhMKEV9zdG9yYWdlX2xpbWl0X21iIlYKGVVwZGF0ZUVudmlyb25tZW50UmVzcG9uc2USOQoLZW52aXJvbm1lbnQYASABKAsyJC5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5FbnZpcm9ubWVudCI/ChhEZWxldGVFbnZpcm9ubWVudFJlcXVlc3QSFAoCaWQYASABKAlCCLpIBXIDsAEBEg0KBWZvcmNlGAIgASgIIhsKGURlbGV0ZUVudmlyb25tZW50UmVzcG9uc2UiMgoaQWN0aXZhdGVFbnZpcm9ubWVudFJlcXVlc3QSFAoCaWQYASABKAlCCLpIBXIDsAEBIlgKG0FjdGl2YXRlRW52aXJvbm1lbnRSZXNwb25zZRI5CgtlbnZpcm9ubWVudBgBIAEoCzIkLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkVudmlyb25tZW50Ii8KF1JvdGF0ZUNyZWRlbnRpYWxSZXF1ZXN0EhQKAmlkGAEgASgJQgi6SAVyA7ABASKGAQoYUm90YXRlQ3JlZGVudGlhbFJlc3BvbnNlEjkKC2Vudmlyb25tZW50GAEgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQSLwoLcm90YXRlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKGFJldHJ5UHJvdmlzaW9uaW5nUmVxdWVzdBIUCgJpZBgBIAEoCUIIukgFcgOwAQEiVgoZUmV0cnlQcm92aXNpb25pbmdSZXNwb25zZRI5CgtlbnZpcm9ubWVudBgBIAEoCzIkLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkVudmlyb25tZW50IkEKFVZlcmlmeUhvc3RuYW1lUmVxdWVzdBIUCgJpZBgBIAEoCUIIukgFcgOwAQESEgoKc2tpcF9jaGVjaxgCIAEoCCJTChZWZXJpZnlIb3N0bmFtZVJlc3BvbnNlEjkKC2Vudmlyb25tZW50GAEgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQiNgoWUmVzb2x2ZUhvc3RuYW1lUmVxdWVzdBIcCghob3N0bmFtZRgBIAEoCUIKukgHcgUQARiACCKXAQoXUmVzb2x2ZUhvc3RuYW1lUmVzcG9uc2USEAoIaG9zdG5hbWUYASABKAkSFgoOZW52aXJvbm1lbnRfaWQYAiABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAMgASgJEjkKC2Vudmlyb25tZW50GAQgASgLMiQuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuRW52aXJvbm1lbnQy/BEKEkVudmlyb25tZW50U2VydmljZRKzAQoSQ3JlYXRlT3JnYW5pemF0aW9uEjIuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBozLmVudnBsYW5lLmVudmlyb25tZW50LnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlIjSC0+STAi46ASpiDG9yZ2FuaXphdGlvbiIbL2FwaS92MS9jbG91ZC9vcmdhbml6YXRpb25zEqwBCg9HZXRPcmdhbml6YXRpb24SLy5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GjAuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2UiNoLT5JMCMGIMb3JnYW5pemF0aW9uEiAvYXBpL3YxL2Nsb3VkL29yZ2FuaXphdGlvbnMve2lkfRKfAQoRTGlzdE9yZ2FuaXphdGlvbnMSMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlIiOC0+STAh0SGy9hcGkvdjEvY2xvdWQvb3JnYW5pemF0aW9ucxKuAQoRQ3JlYXRlRW52aXJvbm1lbnQSMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5DcmVhdGVFbnZpcm9ubWVudFJlcXVlc3QaMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5DcmVhdGVFbnZpcm9ubWVudFJlc3BvbnNlIjKC0+STAiw6ASpiC2Vudmlyb25tZW50IhovYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cxKnAQoOR2V0RW52aXJvbm1lbnQSLi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5HZXRFbnZpcm9ubWVudFJlcXVlc3QaLy5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5HZXRFbnZpcm9ubWVudFJlc3BvbnNlIjSC0+STAi5iC2Vudmlyb25tZW50Eh8vYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cy97aWR9EpsBChBMaXN0RW52aXJvbm1lbnRzEjAuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuTGlzdEVudmlyb25tZW50c1JlcXVlc3QaMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5MaXN0RW52aXJvbm1lbnRzUmVzcG9uc2UiIoLT5JMCHBIaL2FwaS92MS9jbG91ZC9lbnZpcm9ubWVudHMSswEKEVVwZGF0ZUVudmlyb25tZW50EjEuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuVXBkYXRlRW52aXJvbm1lbnRSZXF1ZXN0GjIuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuVXBkYXRlRW52aXJvbm1lbnRSZXNwb25zZSI3gtPkkwIxOgEqYgtlbnZpcm9ubWVudDIfL2FwaS92MS9jbG91ZC9lbnZpcm9ubWVudHMve2lkfRKjAQoRRGVsZXRlRW52aXJvbm1lbnQSMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5EZWxldGVFbnZpcm9ubWVudFJlcXVlc3QaMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5EZWxldGVFbnZpcm9ubWVudFJlc3BvbnNlIieC0+STAiEqHy9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzL3tpZH0StQEKE0FjdGl2YXRlRW52aXJvbm1lbnQSMy5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5BY3RpdmF0ZUVudmlyb25tZW50UmVxdWVzdBo0LmVudnBsYW5lLmVudmlyb25tZW50LnYxLkFjdGl2YXRlRW52aXJvbm1lbnRSZXNwb25zZSIzgtPkkwItOgEqIigvYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cy97aWR9L2FjdGl2YXRlErUBChBSb3RhdGVDcmVkZW50aWFsEjAuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuUm90YXRlQ3JlZGVudGlhbFJlcXVlc3QaMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5Sb3RhdGVDcmVkZW50aWFsUmVzcG9uc2UiPILT5JMCNjoBKiIxL2FwaS92MS9jbG91ZC9lbnZpcm9ubWVudHMve2lkfS9yb3RhdGUtY3JlZGVudGlhbBK5AQoRUmV0cnlQcm92aXNpb25pbmcSMS5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5SZXRyeVByb3Zpc2lvbmluZ1JlcXVlc3QaMi5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5SZXRyeVByb3Zpc2lvbmluZ1Jlc3BvbnNlIj2C0+STAjc6ASpiC2Vudmlyb25tZW50IiUvYXBpL3YxL2Nsb3VkL2Vudmlyb25tZW50cy97aWR9L3JldHJ5EroBCg5WZXJpZnlIb3N0bmFtZRIuLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlZlcmlmeUhvc3RuYW1lUmVxdWVzdBovLmVudnBsYW5lLmVudmlyb25tZW50LnYxLlZlcmlmeUhvc3RuYW1lUmVzcG9uc2UiR4LT5JMCQToBKmILZW52aXJvbm1lbnQiLy9hcGkvdjEvY2xvdWQvZW52aXJvbm1lbnRzL3tpZH0vdmVyaWZ5LWhvc3RuYW1lEqABCg9SZXNvbHZlSG9zdG5hbWUSLy5lbnZwbGFuZS5lbnZpcm9ubWVudC52MS5SZXNvbHZlSG9zdG5hbWVSZXF1ZXN0GjAuZW52cGxhbmUuZW52aXJvbm1lbnQudjEuUmVzb2x2ZUhvc3RuYW1lUmVzcG9uc2UiKoLT5JMCJBIiL2FwaS92MS9jbG91ZC9ob3N0bmFtZXMve2hvc3RuYW1lfUJIWkZnaXRodWIuY29tL2VudnBsYW5lL2VudnBsYW5lL2dlbi9lbnZwbGFuZS9lbnZpcm9ubWVudC92MTtlbnZpcm9ubWVudHYxYgZwcm90bzM", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Organization owns environments and tokens.
@@ -123,7 +123,9 @@ export type Environment = Message<"envplane.environment.v1.Environment"> & {
   isDefault: boolean;
 
   /**
-   * hostname routes requests to this environment (normalized, unique).
+   * hostname routes requests to this environment (normalized) while
+   * hostname_verification.state is verified; one environment at a time
+   * holds a hostname verified.
    *
    * @generated from field: string hostname = 10;
    */
@@ -160,6 +162,14 @@ export type Environment = Message<"envplane.environment.v1.Environment"> & {
    * @generated from field: google.protobuf.Timestamp provision_time = 16;
    */
   provisionTime?: Timestamp | undefined;
+
+  /**
+   * hostname_verification says whether hostname routes, how it was
+   * verified, and how to prove ownership of a custom hostname.
+   *
+   * @generated from field: envplane.environment.v1.HostnameVerification hostname_verification = 17;
+   */
+  hostnameVerification?: HostnameVerification | undefined;
 };
 
 /**
@@ -168,6 +178,98 @@ export type Environment = Message<"envplane.environment.v1.Environment"> & {
  */
 export const EnvironmentSchema: GenMessage<Environment> = /*@__PURE__*/
   messageDesc(file_envplane_environment_v1_environment, 1);
+
+/**
+ * HostnameVerification is an environment's claim to its hostname. Generated
+ * hostnames (under the platform's root domain) and hostnames set by a
+ * platform-admin token are verified at once; a custom hostname set by an
+ * organization's token is pending until its owner publishes the challenge,
+ * and is re-checked periodically once verified.
+ *
+ * @generated from message envplane.environment.v1.HostnameVerification
+ */
+export type HostnameVerification = Message<"envplane.environment.v1.HostnameVerification"> & {
+  /**
+   * state: verified (routes), pending (waits for proof; does not route) or
+   * lapsed (stopped proving ownership for longer than the grace period;
+   * does not route).
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * method: how the hostname was last verified: generated, operator, dns,
+   * http or migrated (bound before ownership was checked); empty while never.
+   *
+   * @generated from field: string method = 2;
+   */
+  method: string;
+
+  /**
+   * token is the challenge to publish; empty for generated and operator names.
+   *
+   * @generated from field: string token = 3;
+   */
+  token: string;
+
+  /**
+   * dns_name is where a TXT record holding token proves ownership.
+   *
+   * @generated from field: string dns_name = 4;
+   */
+  dnsName: string;
+
+  /**
+   * http_url is where serving token as the body proves ownership.
+   *
+   * @generated from field: string http_url = 5;
+   */
+  httpUrl: string;
+
+  /**
+   * verify_time is the last successful proof.
+   *
+   * @generated from field: google.protobuf.Timestamp verify_time = 6;
+   */
+  verifyTime?: Timestamp | undefined;
+
+  /**
+   * check_time is the last check, whatever its outcome.
+   *
+   * @generated from field: google.protobuf.Timestamp check_time = 7;
+   */
+  checkTime?: Timestamp | undefined;
+
+  /**
+   * next_check_time is when the server checks again on its own.
+   *
+   * @generated from field: google.protobuf.Timestamp next_check_time = 8;
+   */
+  nextCheckTime?: Timestamp | undefined;
+
+  /**
+   * message is the outcome of the last check, or why the hostname stopped routing.
+   *
+   * @generated from field: string message = 9;
+   */
+  message: string;
+
+  /**
+   * grace_expire_time is set while a verified hostname fails its re-checks:
+   * it keeps routing until then.
+   *
+   * @generated from field: google.protobuf.Timestamp grace_expire_time = 10;
+   */
+  graceExpireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message envplane.environment.v1.HostnameVerification.
+ * Use `create(HostnameVerificationSchema)` to create a new message.
+ */
+export const HostnameVerificationSchema: GenMessage<HostnameVerification> = /*@__PURE__*/
+  messageDesc(file_envplane_environment_v1_environment, 2);
 
 /**
  * @generated from message envplane.environment.v1.CreateOrganizationRequest
@@ -196,7 +298,7 @@ export type CreateOrganizationRequest = Message<"envplane.environment.v1.CreateO
  * Use `create(CreateOrganizationRequestSchema)` to create a new message.
  */
 export const CreateOrganizationRequestSchema: GenMessage<CreateOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 2);
+  messageDesc(file_envplane_environment_v1_environment, 3);
 
 /**
  * @generated from message envplane.environment.v1.CreateOrganizationResponse
@@ -213,7 +315,7 @@ export type CreateOrganizationResponse = Message<"envplane.environment.v1.Create
  * Use `create(CreateOrganizationResponseSchema)` to create a new message.
  */
 export const CreateOrganizationResponseSchema: GenMessage<CreateOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 3);
+  messageDesc(file_envplane_environment_v1_environment, 4);
 
 /**
  * @generated from message envplane.environment.v1.GetOrganizationRequest
@@ -230,7 +332,7 @@ export type GetOrganizationRequest = Message<"envplane.environment.v1.GetOrganiz
  * Use `create(GetOrganizationRequestSchema)` to create a new message.
  */
 export const GetOrganizationRequestSchema: GenMessage<GetOrganizationRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 4);
+  messageDesc(file_envplane_environment_v1_environment, 5);
 
 /**
  * @generated from message envplane.environment.v1.GetOrganizationResponse
@@ -247,7 +349,7 @@ export type GetOrganizationResponse = Message<"envplane.environment.v1.GetOrgani
  * Use `create(GetOrganizationResponseSchema)` to create a new message.
  */
 export const GetOrganizationResponseSchema: GenMessage<GetOrganizationResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 5);
+  messageDesc(file_envplane_environment_v1_environment, 6);
 
 /**
  * @generated from message envplane.environment.v1.ListOrganizationsRequest
@@ -271,7 +373,7 @@ export type ListOrganizationsRequest = Message<"envplane.environment.v1.ListOrga
  * Use `create(ListOrganizationsRequestSchema)` to create a new message.
  */
 export const ListOrganizationsRequestSchema: GenMessage<ListOrganizationsRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 6);
+  messageDesc(file_envplane_environment_v1_environment, 7);
 
 /**
  * @generated from message envplane.environment.v1.ListOrganizationsResponse
@@ -293,7 +395,7 @@ export type ListOrganizationsResponse = Message<"envplane.environment.v1.ListOrg
  * Use `create(ListOrganizationsResponseSchema)` to create a new message.
  */
 export const ListOrganizationsResponseSchema: GenMessage<ListOrganizationsResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 7);
+  messageDesc(file_envplane_environment_v1_environment, 8);
 
 /**
  * @generated from message envplane.environment.v1.CreateEnvironmentRequest
@@ -329,7 +431,10 @@ export type CreateEnvironmentRequest = Message<"envplane.environment.v1.CreateEn
   driver: string;
 
   /**
-   * hostname overrides the generated {org-slug}-{env-slug}.{root-domain}.
+   * hostname overrides the generated {org-slug}-{env-slug}.{root-domain}
+   * with a custom hostname outside the root domain: verified at once when a
+   * platform-admin token sets it, pending until proven otherwise
+   * (VerifyHostname).
    *
    * @generated from field: optional string hostname = 6;
    */
@@ -381,7 +486,7 @@ export type CreateEnvironmentRequest = Message<"envplane.environment.v1.CreateEn
  * Use `create(CreateEnvironmentRequestSchema)` to create a new message.
  */
 export const CreateEnvironmentRequestSchema: GenMessage<CreateEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 8);
+  messageDesc(file_envplane_environment_v1_environment, 9);
 
 /**
  * @generated from message envplane.environment.v1.CreateEnvironmentResponse
@@ -398,7 +503,7 @@ export type CreateEnvironmentResponse = Message<"envplane.environment.v1.CreateE
  * Use `create(CreateEnvironmentResponseSchema)` to create a new message.
  */
 export const CreateEnvironmentResponseSchema: GenMessage<CreateEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 9);
+  messageDesc(file_envplane_environment_v1_environment, 10);
 
 /**
  * @generated from message envplane.environment.v1.GetEnvironmentRequest
@@ -415,7 +520,7 @@ export type GetEnvironmentRequest = Message<"envplane.environment.v1.GetEnvironm
  * Use `create(GetEnvironmentRequestSchema)` to create a new message.
  */
 export const GetEnvironmentRequestSchema: GenMessage<GetEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 10);
+  messageDesc(file_envplane_environment_v1_environment, 11);
 
 /**
  * @generated from message envplane.environment.v1.GetEnvironmentResponse
@@ -432,7 +537,7 @@ export type GetEnvironmentResponse = Message<"envplane.environment.v1.GetEnviron
  * Use `create(GetEnvironmentResponseSchema)` to create a new message.
  */
 export const GetEnvironmentResponseSchema: GenMessage<GetEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 11);
+  messageDesc(file_envplane_environment_v1_environment, 12);
 
 /**
  * @generated from message envplane.environment.v1.ListEnvironmentsRequest
@@ -461,7 +566,7 @@ export type ListEnvironmentsRequest = Message<"envplane.environment.v1.ListEnvir
  * Use `create(ListEnvironmentsRequestSchema)` to create a new message.
  */
 export const ListEnvironmentsRequestSchema: GenMessage<ListEnvironmentsRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 12);
+  messageDesc(file_envplane_environment_v1_environment, 13);
 
 /**
  * @generated from message envplane.environment.v1.ListEnvironmentsResponse
@@ -483,7 +588,7 @@ export type ListEnvironmentsResponse = Message<"envplane.environment.v1.ListEnvi
  * Use `create(ListEnvironmentsResponseSchema)` to create a new message.
  */
 export const ListEnvironmentsResponseSchema: GenMessage<ListEnvironmentsResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 13);
+  messageDesc(file_envplane_environment_v1_environment, 14);
 
 /**
  * UpdateEnvironmentRequest changes only the fields that are present.
@@ -497,6 +602,9 @@ export type UpdateEnvironmentRequest = Message<"envplane.environment.v1.UpdateEn
   id: string;
 
   /**
+   * hostname sets a custom hostname (as CreateEnvironment's), or with ""
+   * brings back the generated one.
+   *
    * @generated from field: optional string hostname = 2;
    */
   hostname?: string | undefined;
@@ -535,7 +643,7 @@ export type UpdateEnvironmentRequest = Message<"envplane.environment.v1.UpdateEn
  * Use `create(UpdateEnvironmentRequestSchema)` to create a new message.
  */
 export const UpdateEnvironmentRequestSchema: GenMessage<UpdateEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 14);
+  messageDesc(file_envplane_environment_v1_environment, 15);
 
 /**
  * @generated from message envplane.environment.v1.UpdateEnvironmentResponse
@@ -552,7 +660,7 @@ export type UpdateEnvironmentResponse = Message<"envplane.environment.v1.UpdateE
  * Use `create(UpdateEnvironmentResponseSchema)` to create a new message.
  */
 export const UpdateEnvironmentResponseSchema: GenMessage<UpdateEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 15);
+  messageDesc(file_envplane_environment_v1_environment, 16);
 
 /**
  * @generated from message envplane.environment.v1.DeleteEnvironmentRequest
@@ -576,7 +684,7 @@ export type DeleteEnvironmentRequest = Message<"envplane.environment.v1.DeleteEn
  * Use `create(DeleteEnvironmentRequestSchema)` to create a new message.
  */
 export const DeleteEnvironmentRequestSchema: GenMessage<DeleteEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 16);
+  messageDesc(file_envplane_environment_v1_environment, 17);
 
 /**
  * @generated from message envplane.environment.v1.DeleteEnvironmentResponse
@@ -589,7 +697,7 @@ export type DeleteEnvironmentResponse = Message<"envplane.environment.v1.DeleteE
  * Use `create(DeleteEnvironmentResponseSchema)` to create a new message.
  */
 export const DeleteEnvironmentResponseSchema: GenMessage<DeleteEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 17);
+  messageDesc(file_envplane_environment_v1_environment, 18);
 
 /**
  * @generated from message envplane.environment.v1.ActivateEnvironmentRequest
@@ -606,7 +714,7 @@ export type ActivateEnvironmentRequest = Message<"envplane.environment.v1.Activa
  * Use `create(ActivateEnvironmentRequestSchema)` to create a new message.
  */
 export const ActivateEnvironmentRequestSchema: GenMessage<ActivateEnvironmentRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 18);
+  messageDesc(file_envplane_environment_v1_environment, 19);
 
 /**
  * @generated from message envplane.environment.v1.ActivateEnvironmentResponse
@@ -623,7 +731,7 @@ export type ActivateEnvironmentResponse = Message<"envplane.environment.v1.Activ
  * Use `create(ActivateEnvironmentResponseSchema)` to create a new message.
  */
 export const ActivateEnvironmentResponseSchema: GenMessage<ActivateEnvironmentResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 19);
+  messageDesc(file_envplane_environment_v1_environment, 20);
 
 /**
  * @generated from message envplane.environment.v1.RotateCredentialRequest
@@ -640,7 +748,7 @@ export type RotateCredentialRequest = Message<"envplane.environment.v1.RotateCre
  * Use `create(RotateCredentialRequestSchema)` to create a new message.
  */
 export const RotateCredentialRequestSchema: GenMessage<RotateCredentialRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 20);
+  messageDesc(file_envplane_environment_v1_environment, 21);
 
 /**
  * @generated from message envplane.environment.v1.RotateCredentialResponse
@@ -662,7 +770,7 @@ export type RotateCredentialResponse = Message<"envplane.environment.v1.RotateCr
  * Use `create(RotateCredentialResponseSchema)` to create a new message.
  */
 export const RotateCredentialResponseSchema: GenMessage<RotateCredentialResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 21);
+  messageDesc(file_envplane_environment_v1_environment, 22);
 
 /**
  * @generated from message envplane.environment.v1.RetryProvisioningRequest
@@ -679,7 +787,7 @@ export type RetryProvisioningRequest = Message<"envplane.environment.v1.RetryPro
  * Use `create(RetryProvisioningRequestSchema)` to create a new message.
  */
 export const RetryProvisioningRequestSchema: GenMessage<RetryProvisioningRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 22);
+  messageDesc(file_envplane_environment_v1_environment, 23);
 
 /**
  * @generated from message envplane.environment.v1.RetryProvisioningResponse
@@ -696,7 +804,49 @@ export type RetryProvisioningResponse = Message<"envplane.environment.v1.RetryPr
  * Use `create(RetryProvisioningResponseSchema)` to create a new message.
  */
 export const RetryProvisioningResponseSchema: GenMessage<RetryProvisioningResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 23);
+  messageDesc(file_envplane_environment_v1_environment, 24);
+
+/**
+ * @generated from message envplane.environment.v1.VerifyHostnameRequest
+ */
+export type VerifyHostnameRequest = Message<"envplane.environment.v1.VerifyHostnameRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * skip_check marks the hostname verified without a check (method
+   * operator); platform-admin tokens only.
+   *
+   * @generated from field: bool skip_check = 2;
+   */
+  skipCheck: boolean;
+};
+
+/**
+ * Describes the message envplane.environment.v1.VerifyHostnameRequest.
+ * Use `create(VerifyHostnameRequestSchema)` to create a new message.
+ */
+export const VerifyHostnameRequestSchema: GenMessage<VerifyHostnameRequest> = /*@__PURE__*/
+  messageDesc(file_envplane_environment_v1_environment, 25);
+
+/**
+ * @generated from message envplane.environment.v1.VerifyHostnameResponse
+ */
+export type VerifyHostnameResponse = Message<"envplane.environment.v1.VerifyHostnameResponse"> & {
+  /**
+   * @generated from field: envplane.environment.v1.Environment environment = 1;
+   */
+  environment?: Environment | undefined;
+};
+
+/**
+ * Describes the message envplane.environment.v1.VerifyHostnameResponse.
+ * Use `create(VerifyHostnameResponseSchema)` to create a new message.
+ */
+export const VerifyHostnameResponseSchema: GenMessage<VerifyHostnameResponse> = /*@__PURE__*/
+  messageDesc(file_envplane_environment_v1_environment, 26);
 
 /**
  * @generated from message envplane.environment.v1.ResolveHostnameRequest
@@ -715,7 +865,7 @@ export type ResolveHostnameRequest = Message<"envplane.environment.v1.ResolveHos
  * Use `create(ResolveHostnameRequestSchema)` to create a new message.
  */
 export const ResolveHostnameRequestSchema: GenMessage<ResolveHostnameRequest> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 24);
+  messageDesc(file_envplane_environment_v1_environment, 27);
 
 /**
  * @generated from message envplane.environment.v1.ResolveHostnameResponse
@@ -747,7 +897,7 @@ export type ResolveHostnameResponse = Message<"envplane.environment.v1.ResolveHo
  * Use `create(ResolveHostnameResponseSchema)` to create a new message.
  */
 export const ResolveHostnameResponseSchema: GenMessage<ResolveHostnameResponse> = /*@__PURE__*/
-  messageDesc(file_envplane_environment_v1_environment, 25);
+  messageDesc(file_envplane_environment_v1_environment, 28);
 
 /**
  * EnvironmentService is the control plane: organizations, their environments,
@@ -876,6 +1026,24 @@ export const EnvironmentService: GenService<{
     methodKind: "unary";
     input: typeof RetryProvisioningRequestSchema;
     output: typeof RetryProvisioningResponseSchema;
+  },
+  /**
+   * VerifyHostname checks now that the owner of the environment's custom
+   * hostname published its challenge (a TXT record at
+   * _envplane-challenge.<hostname>, or the token served at
+   * http://<hostname>/.well-known/envplane-challenge/<token>) and, if so,
+   * makes the hostname route to this environment, taking it from any
+   * environment that held it. Not proven: FAILED_PRECONDITION
+   * HOSTNAME_NOT_VERIFIED, with what each check found; the check could not
+   * run: UNAVAILABLE HOSTNAME_CHECK_UNAVAILABLE. Either way the outcome is
+   * recorded in hostname_verification.
+   *
+   * @generated from rpc envplane.environment.v1.EnvironmentService.VerifyHostname
+   */
+  verifyHostname: {
+    methodKind: "unary";
+    input: typeof VerifyHostnameRequestSchema;
+    output: typeof VerifyHostnameResponseSchema;
   },
   /**
    * ResolveHostname tells which environment a hostname routes to.
