@@ -49,7 +49,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		staging := createEnv(t, c, &environmentv1.CreateEnvironmentRequest{
 			OrganizationId: acme.GetId(), Slug: "staging", Driver: "sqlite", RequestId: "rid-1",
 		})
-		createEnv(t, c, &environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "qa-api", Driver: "memory"})
+		createEnv(t, c, &environmentv1.CreateEnvironmentRequest{OrganizationId: acme.GetId(), Slug: "qa-api", Driver: "memory",
+			Hostname: proto.String("taken.acme.example")})
 
 		create := func(m *environmentv1.CreateEnvironmentRequest) func(context.Context) error {
 			return func(ctx context.Context) error {
@@ -128,14 +129,19 @@ func TestBadInputChangesNothing(t *testing.T) {
 				code: connect.CodeAlreadyExists, reason: environment.ReasonEnvironmentSlugTaken,
 			},
 			{
-				name: "taken hostname asking to be the default",
+				name: "platform hostname asking to be the default",
 				call: create(&environmentv1.CreateEnvironmentRequest{Slug: "x", Driver: "sqlite", Hostname: proto.String("ACME-dev.localhost."), IsDefault: proto.Bool(true)}),
+				code: connect.CodeInvalidArgument, reason: environment.ReasonHostnameInPlatform, field: "hostname",
+			},
+			{
+				name: "taken custom hostname asking to be the default",
+				call: create(&environmentv1.CreateEnvironmentRequest{OrganizationId: acmeQA.GetId(), Slug: "x", Driver: "sqlite",
+					Hostname: proto.String("TAKEN.acme.example."), IsDefault: proto.Bool(true)}),
 				code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken,
 			},
 			{
-				name: "generated hostname taken by another organization's environment",
-				call: create(&environmentv1.CreateEnvironmentRequest{OrganizationId: acmeQA.GetId(), Slug: "api", Driver: "sqlite"}),
-				code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken,
+				name: "reserved hostname", call: create(&environmentv1.CreateEnvironmentRequest{Slug: "x", Driver: "sqlite", Hostname: proto.String("localhost")}),
+				code: connect.CodeInvalidArgument, reason: environment.ReasonHostnameReserved, field: "hostname",
 			},
 			{
 				name: "generated hostname label too long",
@@ -185,9 +191,16 @@ func TestBadInputChangesNothing(t *testing.T) {
 			{
 				name: "update to a taken hostname, also asking to be the default",
 				call: update(&environmentv1.UpdateEnvironmentRequest{
-					Id: staging.GetId(), Hostname: proto.String("Acme-Dev.localhost"), IsDefault: proto.Bool(true), DisplayName: proto.String("x"),
+					Id: staging.GetId(), Hostname: proto.String("taken.acme.example"), IsDefault: proto.Bool(true), DisplayName: proto.String("x"),
 				}),
 				code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken,
+			},
+			{
+				name: "update to a platform hostname",
+				call: update(&environmentv1.UpdateEnvironmentRequest{
+					Id: staging.GetId(), Hostname: proto.String("Acme-Dev.localhost"), IsDefault: proto.Bool(true), DisplayName: proto.String("x"),
+				}),
+				code: connect.CodeInvalidArgument, reason: environment.ReasonHostnameInPlatform, field: "hostname",
 			},
 			{
 				name: "update to an invalid hostname with another field",

@@ -414,22 +414,45 @@ func (w *dataIsoWorld) run(t *testing.T, p apptest.Protocol) {
 		apptest.WantError(t, err, connect.CodeInvalidArgument, query.ReasonInvalidPageToken)
 	})
 
-	// Another organization's token: dev looks missing however it is named,
-	// and its own environment shows none of dev's records.
+	// Another organization's token: dev looks missing however it is named
+	// (its custom hostname, outside the platform's namespace, is to the
+	// other organization what any unregistered name is: no hint, so the
+	// calls go to the other organization's own default), and its own
+	// environment shows none of dev's records.
 	t.Run("another organization", func(t *testing.T) {
 		other := w.tokens["other"]
 		for _, r := range []dataIsoRoute{
 			{name: "path/field", token: other, envID: w.dev.GetId()},
 			{name: "header", token: other, header: w.dev.GetId()},
-			{name: "host", token: other, host: w.dev.GetHostname()},
-			{name: "host upper case with port", token: other, host: strings.ToUpper(w.dev.GetHostname()) + ":" + w.port},
+			{name: "host of staging (generated)", token: other, host: w.staging.GetHostname()},
 			{name: "host of staging, header of its own", token: other, host: w.staging.GetHostname(), header: w.other.GetId()},
+			{name: "custom host of dev, header of dev", token: other, host: strings.ToUpper(w.dev.GetHostname()) + ":" + w.port, header: w.dev.GetId()},
 		} {
 			for _, cl := range dataIsoCalls(w.client(p, r.token), r, written[w.dev.GetId()][0], "taken over") {
 				if !apptest.WantError(t, cl.do(ctx), connect.CodeNotFound, resolve.ReasonEnvironmentNotFound) {
 					t.Logf("%s over %s", cl.name, r.name)
 				}
 			}
+		}
+		for _, r := range []dataIsoRoute{
+			{name: "custom host of dev", token: other, host: w.dev.GetHostname()},
+			{name: "custom host of dev, upper case with port", token: other, host: strings.ToUpper(w.dev.GetHostname()) + ":" + w.port},
+		} {
+			c := w.client(p, r.token)
+			resp, err := c.ListRecords(ctx, dataIsoRequest(r, &datav1.ListRecordsRequest{Object: "contact"}))
+			if err != nil {
+				t.Fatalf("ListRecords over %s: %v; want the other organization's own environment", r.name, err)
+			}
+			if h := resp.Header().Get(apptest.HeaderEnvironmentID); h != w.other.GetId() {
+				t.Errorf("ListRecords over %s resolved %q, want the other organization's own %s", r.name, h, w.other.GetId())
+			}
+			for _, rec := range resp.Msg.GetRecords() {
+				if slices.Contains(written[w.dev.GetId()], dataID(rec)) {
+					t.Errorf("over %s the other organization sees dev's record %s", r.name, dataID(rec))
+				}
+			}
+			err = errOf(c.GetRecord(ctx, dataIsoRequest(r, &datav1.GetRecordRequest{Object: "contact", Id: written[w.dev.GetId()][0]})))
+			apptest.WantError(t, err, connect.CodeNotFound, data.ReasonRecordNotFound)
 		}
 		got := dataAll(t, w.client(p, other), "", "contact")
 		if len(got) != 0 {

@@ -40,7 +40,7 @@ func TestHostnameNormalization(t *testing.T) {
 		{name: "trailing dot", in: "bar.example.", want: "bar.example"},
 		{name: "IDN to punycode", in: "bücher.example", want: "xn--bcher-kva.example"},
 		{name: "IDN uppercase", in: "MÜNCHEN.Example.", want: "xn--mnchen-3ya.example"},
-		{name: "single label", in: "intranet", want: "intranet"},
+		{name: "single label", in: "intranet", code: connect.CodeInvalidArgument, reason: environment.ReasonHostnameReserved},
 		{name: "253 characters", in: longName(253), want: longName(253)},
 		{name: "63-character label", in: label63 + ".example", want: label63 + ".example"},
 		{name: "port", in: "port.example:8080", code: connect.CodeInvalidArgument, reason: environment.ReasonInvalidHostname},
@@ -54,11 +54,10 @@ func TestHostnameNormalization(t *testing.T) {
 		{name: "space", in: "foo bar.example", code: connect.CodeInvalidArgument, reason: environment.ReasonInvalidHostname},
 		{name: "leading hyphen", in: "-foo.example", code: connect.CodeInvalidArgument, reason: environment.ReasonInvalidHostname},
 		{name: "empty label", in: "foo..example", code: connect.CodeInvalidArgument, reason: environment.ReasonInvalidHostname},
-		{name: "empty", in: "", code: connect.CodeInvalidArgument, reason: environment.ReasonInvalidHostname},
 		{name: "taken", in: "taken.example", code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken},
 		{name: "taken but for case", in: "TAKEN.Example", code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken},
 		{name: "taken but for a trailing dot", in: "taken.example.", code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken},
-		{name: "taken generated name", in: "Acme-Gen.LOCALHOST", code: connect.CodeAlreadyExists, reason: environment.ReasonHostnameTaken},
+		{name: "generated name", in: "Acme-Gen.LOCALHOST", code: connect.CodeInvalidArgument, reason: environment.ReasonHostnameInPlatform},
 	}
 
 	forEachProtocol(t, func(t *testing.T, env *apptest.Env, p apptest.Protocol, c client) {
@@ -80,7 +79,7 @@ func TestHostnameNormalization(t *testing.T) {
 				}))
 				if tc.want == "" {
 					apptest.WantError(t, err, tc.code, tc.reason)
-					if tc.reason == environment.ReasonInvalidHostname {
+					if connect.CodeOf(err) == connect.CodeInvalidArgument {
 						apptest.WantFieldViolation(t, err, "hostname")
 					}
 					_, err = c.UpdateEnvironment(ctx, connect.NewRequest(&environmentv1.UpdateEnvironmentRequest{

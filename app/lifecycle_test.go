@@ -125,6 +125,9 @@ func TestEnvironmentLifecycle(t *testing.T) {
 			Type: "development", Driver: "memory", Status: "active", IsDefault: true,
 			Hostname: "acme-dev.localhost", DatabaseUrl: "memory:" + dev.GetId(),
 			CreateTime: dev.GetCreateTime(), UpdateTime: dev.GetUpdateTime(), ProvisionTime: dev.GetProvisionTime(),
+			HostnameVerification: &environmentv1.HostnameVerification{
+				State: "verified", Method: "generated", VerifyTime: dev.GetHostnameVerification().GetVerifyTime(),
+			},
 		}
 		if diff := diffEnv(wantDev, dev); diff != "" {
 			t.Errorf("created dev (-want +got):\n%s", diff)

@@ -255,6 +255,9 @@ func TestResolution(t *testing.T) {
 			suspended := func(name string, r resolveRoute) resolveCase {
 				return resolveCase{name: name, route: r, code: connect.CodeFailedPrecondition, reason: resolve.ReasonEnvironmentSuspended}
 			}
+			conflict := func(name string, r resolveRoute) resolveCase {
+				return resolveCase{name: name, route: r, code: connect.CodeInvalidArgument, reason: resolve.ReasonEnvironmentHintsConflict}
+			}
 			denied := func(name string, r resolveRoute) resolveCase {
 				return resolveCase{name: name, route: r, code: connect.CodePermissionDenied, reason: auth.ReasonEnvironmentNotAllowed}
 			}
@@ -270,13 +273,21 @@ func TestResolution(t *testing.T) {
 				{name: "organization's only environment", route: resolveRoute{token: "solo"}, want: "solo", source: "only"},
 				{name: "another organization's default", route: resolveRoute{token: "beta"}, want: "beta", source: "default"},
 
-				// Every precedence pair: the first named wins.
-				{name: "path over host", route: resolveRoute{token: "admin", envID: w.id("staging"), host: w.host("qa")}, want: "staging", source: "request"},
-				{name: "path over header", route: resolveRoute{token: "admin", envID: w.id("staging"), header: w.id("uat")}, want: "staging", source: "request"},
+				// Explicit hints (path, Host, header) must agree: two naming
+				// different environments are an error, never a preference.
+				conflict("path and host disagree", resolveRoute{token: "admin", envID: w.id("staging"), host: w.host("qa")}),
+				conflict("path and header disagree", resolveRoute{token: "admin", envID: w.id("staging"), header: w.id("uat")}),
+				conflict("host and header disagree", resolveRoute{token: "admin", host: w.host("qa"), header: w.id("uat")}),
+				conflict("host and path disagree for an organization token", resolveRoute{token: "member", envID: w.id("staging"), host: w.host("qa")}),
+				conflict("every explicit source at once", resolveRoute{token: "sess", envID: w.id("staging"), host: w.host("qa"), header: w.id("uat")}),
+				{name: "path and host agree", route: resolveRoute{token: "admin", envID: w.id("qa"), host: w.host("qa")}, want: "qa", source: "request"},
+				{name: "path and header agree", route: resolveRoute{token: "admin", envID: w.id("uat"), header: w.id("uat")}, want: "uat", source: "request"},
+				{name: "host and header agree", route: resolveRoute{token: "admin", host: w.host("qa"), header: w.id("qa")}, want: "qa", source: "host"},
+				{name: "path, host and header agree", route: resolveRoute{token: "sess", envID: w.id("qa"), host: w.host("qa"), header: w.id("qa")}, want: "qa", source: "request"},
+				// Explicit hints over the implicit ones.
 				{name: "path over session", route: resolveRoute{token: "sess", envID: w.id("staging")}, want: "staging", source: "request"},
 				{name: "path over default", route: resolveRoute{token: "member", envID: w.id("staging")}, want: "staging", source: "request"},
 				{name: "path over only", route: resolveRoute{token: "solo", envID: w.id("solo")}, want: "solo", source: "request"},
-				{name: "host over header", route: resolveRoute{token: "admin", host: w.host("qa"), header: w.id("uat")}, want: "qa", source: "host"},
 				{name: "host over session", route: resolveRoute{token: "sess", host: w.host("qa")}, want: "qa", source: "host"},
 				{name: "host over default", route: resolveRoute{token: "member", host: w.host("qa")}, want: "qa", source: "host"},
 				{name: "host over only", route: resolveRoute{token: "solo", host: w.host("solo")}, want: "solo", source: "host"},
@@ -286,7 +297,6 @@ func TestResolution(t *testing.T) {
 				{name: "session over default", route: resolveRoute{token: "sess"}, want: "demo", source: "session"},
 				{name: "session over only", route: resolveRoute{token: "solo-sess"}, want: "solo", source: "session"},
 				{name: "default over only", route: resolveRoute{token: "unit"}, want: "unit", source: "default"},
-				{name: "every source at once", route: resolveRoute{token: "sess", envID: w.id("staging"), host: w.host("qa"), header: w.id("uat")}, want: "staging", source: "request"},
 
 				// An explicit id naming no environment is an error, never a
 				// fall-through to the next rule.
@@ -298,8 +308,9 @@ func TestResolution(t *testing.T) {
 				notFound("header that is no id", resolveRoute{token: "member", header: "not-an-id"}),
 				notFound("header far longer than an id", resolveRoute{token: "member", header: strings.Repeat("0123456789abcdef", 256)}),
 				notFound("header naming an environment in another spelling", resolveRoute{token: "member", header: "urn:uuid:" + w.id("uat")}),
-				// The Host outranks the header, which is then not consulted.
-				{name: "host over an unknown header id", route: resolveRoute{token: "admin", host: w.host("qa"), header: unknown}, want: "qa", source: "host"},
+				// Every explicit hint is read: an unknown header beside a Host fails.
+				notFound("host with an unknown header id", resolveRoute{token: "admin", host: w.host("qa"), header: unknown}),
+				notFound("path with an unknown header id", resolveRoute{token: "admin", envID: w.id("qa"), header: unknown}),
 
 				// Suspended: refused whichever way it is named.
 				suspended("suspended by path", resolveRoute{token: "admin", envID: w.id("paused")}),
@@ -333,11 +344,19 @@ func TestResolution(t *testing.T) {
 				notResolved("two environments, no default, unrouted host", resolveRoute{token: "twin", host: "localhost"}),
 			}
 			// A Host that matches no hostname is no hint at all.
-			for _, h := range []string{"localhost", "localhost:8080", "127.0.0.1", env.Addr, "[::1]:" + port, "api.localhost", "nobody.example", "acme-qa.localhost.example"} {
+			for _, h := range []string{"localhost", "localhost:8080", "LOCALHOST.", "127.0.0.1", env.Addr, "[::1]:" + port, "nobody.example", "acme-qa.localhost.example"} {
 				cases = append(cases,
 					resolveCase{name: "unrouted host " + h + " falls to the default", route: resolveRoute{token: "member", host: h}, want: "dev", source: "default"},
 					resolveCase{name: "unrouted host " + h + " then header", route: resolveRoute{token: "admin", host: h, header: w.id("uat")}, want: "uat", source: "header"},
 					notResolved("unrouted host "+h+" alone", resolveRoute{token: "admin", host: h}),
+				)
+			}
+			// A Host under the root domain is the platform's: one that matches
+			// no environment names a missing one, whatever else the call says.
+			for _, h := range []string{"api.localhost", "acme-gone.localhost", "Nobody.LocalHost.:" + port} {
+				cases = append(cases,
+					notFound("unknown platform host "+h+" despite a default", resolveRoute{token: "member", host: h}),
+					notFound("unknown platform host "+h+" despite a header", resolveRoute{token: "admin", host: h, header: w.id("uat")}),
 				)
 			}
 			for _, tc := range cases {
@@ -361,7 +380,7 @@ func TestResolution(t *testing.T) {
 				// The freed name, given to another environment, routes there at once.
 				updateEnv(t, w.admin, &environmentv1.UpdateEnvironmentRequest{Id: w.id("uat"), Hostname: proto.String(strings.ToUpper(oldHost) + ".")})
 				w.check(t, resolveCase{name: "old name taken by uat", route: resolveRoute{token: "admin", host: oldHost}, want: "uat", source: "host"})
-				w.check(t, notResolved("uat's generated name", resolveRoute{token: "admin", host: "acme-uat.localhost"}))
+				w.check(t, notFound("uat's generated name, given up", resolveRoute{token: "admin", host: "acme-uat.localhost"}))
 				w.check(t, resolveCase{name: "new name still", route: resolveRoute{token: "admin", host: newHost}, want: "moving", source: "host"})
 			})
 

@@ -78,15 +78,18 @@ func (s *Service) claimHostname(caller *auth.Principal, orgSlug, envSlug string,
 	if err != nil {
 		return claim{}, invalidHostname("hostname", err)
 	}
-	if name == s.rootDomain || hostname.Under(name, s.rootDomain) {
+	inPlatform := hostname.Under(name, s.rootDomain)
+	if !inPlatform {
+		if err := hostname.Reserved(name, s.checks.APIHostnames); err != nil {
+			return claim{}, apierr.InvalidArgument(ReasonHostnameReserved, err.Error(),
+				apierr.FieldViolation{Field: "hostname", Description: "a reserved name"})
+		}
+	}
+	if inPlatform || name == s.rootDomain {
 		return claim{}, apierr.InvalidArgument(ReasonHostnameInPlatform,
 			"hostnames under "+s.rootDomain+" are the platform's own: environments get {organization}-{environment}."+s.rootDomain+
 				" generated; a custom hostname must be a domain outside it",
 			apierr.FieldViolation{Field: "hostname", Description: "under the platform's root domain " + s.rootDomain})
-	}
-	if err := hostname.Reserved(name, s.checks.APIHostnames); err != nil {
-		return claim{}, apierr.InvalidArgument(ReasonHostnameReserved, err.Error(),
-			apierr.FieldViolation{Field: "hostname", Description: "a reserved name"})
 	}
 	if caller.PlatformAdmin {
 		return claim{name: name, proof: controlplane.HostnameProof{
