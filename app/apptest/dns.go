@@ -1,0 +1,75 @@
+package apptest
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// DNS is a real DNS server on loopback whose TXT and A records a test sets,
+// for the hostname ownership checks (--dns-resolver).
+type DNS struct {
+	// Addr is its host:port.
+	Addr string
+	mu   sync.Mutex
+	txt  map[string][]string
+	a    map[string]net.IP
+}
+
+// StartDNS starts a DNS server on 127.0.0.1, stopped when tb ends.
+func StartDNS(tb testing.TB) *DNS {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d := &DNS{Addr: pc.LocalAddr().String(), txt: map[string][]string{}, a: map[string]net.IP{}}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(d.serve)}
+	go func() { _ = srv.ActivateAndServe() }()
+	tb.Cleanup(func() { _ = srv.Shutdown() })
+	return d
+}
+
+// SetTXT makes name answer these TXT values (none: no record).
+func (d *DNS) SetTXT(name string, values ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.txt[dns.Fqdn(strings.ToLower(name))] = values
+}
+
+// SetA makes name answer the IPv4 address ip.
+func (d *DNS) SetA(name, ip string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.a[dns.Fqdn(strings.ToLower(name))] = net.ParseIP(ip)
+}
+
+func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	d.mu.Lock()
+	found := false
+	for _, q := range req.Question {
+		name := strings.ToLower(q.Name)
+		switch q.Qtype {
+		case dns.TypeTXT:
+			for _, v := range d.txt[name] {
+				found = true
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 1}, Txt: []string{v}})
+			}
+		case dns.TypeA:
+			if ip, ok := d.a[name]; ok {
+				found = true
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: ip})
+			}
+		}
+	}
+	d.mu.Unlock()
+	if !found {
+		m.Rcode = dns.RcodeNameError
+	}
+	_ = w.WriteMsg(m)
+}
