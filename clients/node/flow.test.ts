@@ -216,10 +216,12 @@ for (const { name, slug, make } of transports) {
       const got = await data.getRecord({ object: "customers", id: recordId(created.record) }, inEnv(devId));
       assert.equal(got.record?.name, "Barbara", "the record written by Host is in dev");
 
-      // Host comes before X-Environment-Id.
-      echoed = "";
-      await data.listRecords({ object: "customers" }, { ...byHost, headers: { ...byHost.headers, "X-Environment-Id": stagingId } });
-      assert.equal(echoed, devId);
+      // A Host and an X-Environment-Id naming different environments are a conflict, never a preference.
+      await rejects(
+        data.listRecords({ object: "customers" }, { ...byHost, headers: { ...byHost.headers, "X-Environment-Id": stagingId } }),
+        Code.InvalidArgument,
+        "ENVIRONMENT_HINTS_CONFLICT",
+      );
     });
 
     it("updates a record with its etag and refuses a stale one", async () => {

@@ -259,10 +259,11 @@ class FlowTest(unittest.TestCase):
             ids, echoed = self.list_customer_ids(stub=data)
             self.assertEqual(ids, self.dev_ids)
             self.assertEqual(echoed, self.dev.id)
-            # The Host comes before x-environment-id.
-            ids, echoed = self.list_customer_ids(stub=data, environment_id=self.staging.id)
-            self.assertEqual(ids, self.dev_ids)
-            self.assertEqual(echoed, self.dev.id)
+            # An authority and an x-environment-id naming different
+            # environments are a conflict, never a preference.
+            with self.assertRaises(grpc.RpcError) as caught:
+                self.list_customer_ids(stub=data, environment_id=self.staging.id)
+            self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
     def test_a_stale_etag_is_aborted(self):
         md = metadata(environment_id=self.dev.id)
