@@ -45,18 +45,18 @@ func decodeProof(b []byte, p *HostnameProof) error {
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return fmt.Errorf("bad stored hostname proof: %w", err)
 	}
-	p.Method, p.Token, p.VerifyTime, p.CheckTime = sp.Method, sp.Token, sp.VerifyTime.UTC(), sp.CheckTime.UTC()
-	p.Failures, p.Message, p.FailingSince = sp.Failures, sp.Message, sp.FailingSince.UTC()
-	if sp.VerifyTime.IsZero() {
-		p.VerifyTime = time.Time{}
-	}
-	if sp.CheckTime.IsZero() {
-		p.CheckTime = time.Time{}
-	}
-	if sp.FailingSince.IsZero() {
-		p.FailingSince = time.Time{}
-	}
+	p.Method, p.Token, p.VerifyTime, p.CheckTime = sp.Method, sp.Token, utc(sp.VerifyTime), utc(sp.CheckTime)
+	p.Failures, p.Message, p.FailingSince = sp.Failures, sp.Message, utc(sp.FailingSince)
 	return nil
+}
+
+// utc is t in UTC, keeping the zero time zero (its UTC() is not the zero
+// value cmp compares with).
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC()
 }
 
 // demoted is the proof of a claim whose hostname another environment took:
