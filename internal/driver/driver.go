@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/schema"
@@ -26,7 +27,125 @@ var (
 	ErrEtagMismatch  = errors.New("driver: etag does not match")
 	// ErrUnavailable means the database cannot be reached now.
 	ErrUnavailable = errors.New("driver: database unavailable")
+	// ErrStorageFull means the database's storage has no room for the
+	// write (a full disk, a quota of the server): retrying cannot help
+	// until room is made. Nothing of the write was kept.
+	ErrStorageFull = errors.New("driver: the database's storage is full")
+	// ErrStorageLimit means the write would take the database past the
+	// environment's storage limit; nothing of it was kept.
+	ErrStorageLimit = errors.New("driver: the environment's storage limit is reached")
+	// ErrGone means the database does not exist (any more): the
+	// environment is being deleted, or its database was removed.
+	ErrGone = errors.New("driver: the database does not exist")
+	// ErrLedgerConflict means the schema ledger holds another version of
+	// the object than the change expects: another change came first.
+	ErrLedgerConflict = errors.New("driver: the schema ledger holds another version of the object")
+	// ErrUnknownTable means a table of the object's name exists that the
+	// schema ledger does not know (left by an earlier envplane or made by
+	// hand): a new object never takes it over unasked.
+	ErrUnknownTable = errors.New("driver: a table of this name exists that the schema ledger does not know")
+	// ErrNoTable means the object has no table.
+	ErrNoTable = errors.New("driver: the object has no table")
+	// ErrNoLedger means the database has no schema ledger yet (it was made
+	// before envplane kept one, or holds no object).
+	ErrNoLedger = errors.New("driver: the database has no schema ledger")
+	// ErrSchemaDrift means the object's table does not match its
+	// definition; see DriftError.
+	ErrSchemaDrift = errors.New("driver: the table does not match the object's definition")
 )
+
+// DriftError says how a table differs from its definition. It wraps
+// ErrSchemaDrift (and ErrNoTable for a missing table).
+type DriftError struct {
+	Object string
+	Reason string // in words, naming fields, never SQL
+	err    error
+}
+
+// Drift returns a *DriftError about object.
+func Drift(object, reason string) *DriftError {
+	return &DriftError{Object: object, Reason: reason, err: ErrSchemaDrift}
+}
+
+// MissingTable returns the *DriftError of an object without a table.
+func MissingTable(object string) *DriftError {
+	return &DriftError{Object: object, Reason: "the object has no table", err: ErrNoTable}
+}
+
+func (e *DriftError) Error() string { return "driver: " + e.Object + ": " + e.Reason }
+
+// Is reports ErrSchemaDrift for every DriftError, and ErrNoTable for a
+// missing table.
+func (e *DriftError) Is(target error) bool { return target == ErrSchemaDrift || target == e.err }
+
+// LedgerTable is the table of every environment database in which the
+// database records the definition each of its tables was last migrated to.
+// Object names start with a letter, so none can be this one.
+const LedgerTable = "_envplane_schema"
+
+// LedgerEntry is one row of the schema ledger: the version of an object's
+// definition its table holds, written in the transaction that migrated the
+// table, so that the database itself says what it holds whatever happened
+// to the control plane after the migration.
+type LedgerEntry struct {
+	Object  string
+	Version int64
+	// Definition and Steps are the change's Definition and Applied, as given.
+	Definition []byte
+	Steps      []byte
+	ApplyTime  time.Time
+}
+
+// Repair says how a change treats a ledger or a table that does not agree
+// with it.
+type Repair int
+
+// Repairs.
+const (
+	// RepairNone applies the change only from the ledger's version From,
+	// and never onto a table the ledger does not know.
+	RepairNone Repair = iota
+	// RepairReapply applies the change whatever the ledger holds, onto the
+	// table as it is (creating what is missing), and records it.
+	RepairReapply
+	// RepairAdopt takes the table as it is for the change's definition,
+	// only when it has every field's column of the right type (a
+	// *DriftError otherwise); missing indexes are created.
+	RepairAdopt
+)
+
+// Change is one migration of an object's table.
+type Change struct {
+	// Object is the definition as it will be; Object.Version is the
+	// version the ledger records.
+	Object *schema.Object
+	// Steps are the steps to apply (from schema.Plan).
+	Steps []schema.Step
+	// From is the version the ledger must hold for the object, 0 for an
+	// object it must not hold (and then no table of the name may exist:
+	// ErrUnknownTable). A ledger that holds Object.Version with the same
+	// Definition already is accepted too, so re-applying a change
+	// converges. Otherwise ErrLedgerConflict, and nothing changes.
+	From   int64
+	Repair Repair
+	// Definition and Applied (the encoded steps) are stored in the ledger.
+	Definition []byte
+	Applied    []byte
+	ApplyTime  time.Time
+}
+
+// LedgerAccepts reports whether a ledger entry (nil: none) lets c apply,
+// for engines that read the entry in the change's transaction.
+func (c Change) LedgerAccepts(have *LedgerEntry) bool {
+	if c.Repair != RepairNone {
+		return true
+	}
+	if have == nil {
+		return c.From == 0
+	}
+	return have.Version == c.From ||
+		(have.Version == c.Object.Version && string(have.Definition) == string(c.Definition))
+}
 
 // UniqueViolationError reports a write that would duplicate a unique field
 // or index.
@@ -90,14 +209,23 @@ type Op struct {
 // concurrent use. Object definitions come from validated metadata:
 // identifiers are quoted, values are only ever bind parameters.
 type Driver interface {
-	// Migrate makes obj's table match obj by applying steps (from
-	// schema.Plan) in one transaction where the engine allows. Steps
-	// already in effect are skipped, so re-applying after a failure
-	// converges.
-	Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error
-	// DropObject drops the object's table (and its indexes); a table
-	// already gone is success.
+	// Migrate makes c.Object's table match it by applying c.Steps and
+	// records c in the schema ledger, in one transaction (every engine's
+	// DDL is transactional, the memory engine's by copy). Steps already in
+	// effect are skipped, so re-applying after a failure converges.
+	// ErrLedgerConflict, ErrUnknownTable, *DriftError (RepairAdopt).
+	Migrate(ctx context.Context, c Change) error
+	// DropObject drops the object's table (and its indexes) and its ledger
+	// entry in one transaction; a table already gone is success.
 	DropObject(ctx context.Context, name string) error
+	// Ledger reads the schema ledger, by object name; ErrNoLedger when the
+	// database has none yet.
+	Ledger(ctx context.Context) ([]LedgerEntry, error)
+	// Check compares obj's table with obj: nil when it has every field's
+	// column with the field's type, a *DriftError saying what differs
+	// otherwise (MissingTable when there is no table). Extra columns are
+	// not drift: reads name only the defined ones.
+	Check(ctx context.Context, obj *schema.Object) error
 
 	// Insert writes rec, which carries every system field.
 	// ErrAlreadyExists for a taken id; *UniqueViolationError.

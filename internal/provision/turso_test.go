@@ -13,6 +13,7 @@ import (
 
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/driver/driverturso"
 	"github.com/envplane/envplane/internal/schema"
 	"github.com/envplane/envplane/internal/tursotest"
@@ -481,7 +482,7 @@ func TestTursoEndToEnd(t *testing.T) {
 	if v := obj.Validate(); len(v) > 0 {
 		t.Fatalf("fixture: %v", v)
 	}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(ctx, drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	now := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)

@@ -14,6 +14,8 @@ package drivermem
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -29,6 +31,8 @@ var errClosed = fmt.Errorf("drivermem: driver is closed: %w", driver.ErrUnavaila
 type database struct {
 	mu     sync.RWMutex
 	tables map[string]*table
+	// ledger is the schema ledger; nil until the first change.
+	ledger map[string]driver.LedgerEntry
 }
 
 // Driver is a handle on one in-memory database.
@@ -73,17 +77,49 @@ func lookup(tables map[string]*table, name string) (*table, error) {
 	return t, nil
 }
 
-// Migrate applies steps to a copy of obj's table and keeps it only if all
-// succeed, so a failed migration leaves the table as it was.
-func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error {
+// Migrate applies c's steps to a copy of the object's table and keeps it,
+// with the ledger entry, only if all succeed, so a failed migration leaves
+// the table as it was.
+func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	if err := d.begin(ctx); err != nil {
 		return err
 	}
+	obj := c.Object
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
+	var have *driver.LedgerEntry
+	if e, ok := d.db.ledger[obj.Name]; ok {
+		have = &e
+	}
+	if !c.LedgerAccepts(have) {
+		return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, driver.ErrLedgerConflict)
+	}
 	var t *table
 	if cur, ok := d.db.tables[obj.Name]; ok {
 		t = cur.clone()
+	}
+	steps := c.Steps
+	switch c.Repair {
+	case driver.RepairNone:
+		if have == nil && t != nil {
+			return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
+		}
+	case driver.RepairAdopt:
+		if err := t.drift(obj); err != nil {
+			return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, err)
+		}
+		steps = append(schema.Plan(nil, obj), steps...)
+	case driver.RepairReapply:
+		// create_table on a table that exists adds what it misses, as the
+		// SQL engines do.
+		steps = append(schema.Plan(nil, obj), steps...)
+		if t != nil {
+			for _, f := range obj.Fields {
+				if _, ok := t.columns[f.Name]; !ok {
+					steps = append(steps, schema.Step{Kind: schema.StepAddField, Target: f.Name, Field: &f})
+				}
+			}
+		}
 	}
 	for _, step := range steps {
 		if step.Kind == schema.StepCreateTable {
@@ -102,10 +138,18 @@ func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema
 	if t != nil {
 		d.db.tables[obj.Name] = t
 	}
+	if d.db.ledger == nil {
+		d.db.ledger = make(map[string]driver.LedgerEntry)
+	}
+	d.db.ledger[obj.Name] = driver.LedgerEntry{
+		Object: obj.Name, Version: obj.Version, Definition: slices.Clone(c.Definition),
+		Steps: slices.Clone(c.Applied), ApplyTime: c.ApplyTime.UTC(),
+	}
 	return nil
 }
 
-// DropObject drops the named table; a missing table is success.
+// DropObject drops the named table and its ledger entry; a missing table
+// is success.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.begin(ctx); err != nil {
 		return err
@@ -113,7 +157,37 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
 	delete(d.db.tables, name)
+	delete(d.db.ledger, name)
 	return nil
+}
+
+// Ledger returns a copy of the schema ledger.
+func (d *Driver) Ledger(ctx context.Context) ([]driver.LedgerEntry, error) {
+	if err := d.begin(ctx); err != nil {
+		return nil, err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	if d.db.ledger == nil {
+		return nil, driver.ErrNoLedger
+	}
+	out := make([]driver.LedgerEntry, 0, len(d.db.ledger))
+	for _, name := range slices.Sorted(maps.Keys(d.db.ledger)) {
+		e := d.db.ledger[name]
+		e.Definition, e.Steps = slices.Clone(e.Definition), slices.Clone(e.Steps)
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Check compares obj's table with obj.
+func (d *Driver) Check(ctx context.Context, obj *schema.Object) error {
+	if err := d.begin(ctx); err != nil {
+		return err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	return d.db.tables[obj.Name].drift(obj)
 }
 
 // Insert stores a copy of rec.

@@ -25,7 +25,7 @@ func TestHandle(t *testing.T) {
 	ctx := t.Context()
 	obj := &schema.Object{Name: "notes", Fields: []schema.Field{{Name: "title", Type: schema.TypeText}}}
 	d := drivermem.New()
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(ctx, drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	h := d.Handle()

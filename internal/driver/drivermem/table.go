@@ -37,6 +37,24 @@ func newTable(obj *schema.Object) *table {
 	return t
 }
 
+// drift compares t (nil: no table) with obj: every field needs its
+// column, of its type (the system fields every table has).
+func (t *table) drift(obj *schema.Object) error {
+	if t == nil {
+		return driver.MissingTable(obj.Name)
+	}
+	for _, f := range obj.Fields {
+		typ, ok := t.columns[f.Name]
+		if !ok {
+			return driver.Drift(obj.Name, "field "+f.Name+" has no column")
+		}
+		if typ != f.Type {
+			return driver.Drift(obj.Name, "the column of field "+f.Name+" is not of type "+f.Type)
+		}
+	}
+	return nil
+}
+
 // clone returns a copy that can be changed without changing t, for a batch
 // or a migration that must apply whole or not at all.
 func (t *table) clone() *table {

@@ -165,6 +165,14 @@ func mapError(obj *schema.Object, err error) error {
 			}
 			// The only other unique constraint of a table is its primary key.
 			return fmt.Errorf("%w: %w", driver.ErrAlreadyExists, &Error{Code: pe.Code, err: pe})
+		case pe.Code == "53100": // disk_full
+			return fmt.Errorf("%w: %w", driver.ErrStorageFull, &Error{Code: pe.Code, err: pe})
+		case pe.Code == "3D000": // invalid_catalog_name: the database is gone
+			return fmt.Errorf("%w: %w", driver.ErrGone, &Error{Code: pe.Code, err: pe})
+		case pe.Code == "42703" && obj != nil: // undefined_column
+			return fmt.Errorf("%w (%w)", driver.Drift(obj.Name, "a field has no column"), &Error{Code: pe.Code, err: pe})
+		case pe.Code == "42P01" && obj != nil: // undefined_table
+			return fmt.Errorf("%w (%w)", driver.MissingTable(obj.Name), &Error{Code: pe.Code, err: pe})
 		case unavailableState(pe.Code):
 			return fmt.Errorf("%w: %w", driver.ErrUnavailable, &Error{Code: pe.Code, err: pe})
 		}

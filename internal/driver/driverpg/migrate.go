@@ -8,41 +8,118 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
 	"github.com/envplane/envplane/internal/schema"
 )
 
 // migrationLockClass is the first key of the advisory lock that serialises
-// migrations of one table (the second is a hash of its name), so that two
-// server processes applying the same plan wait for each other instead of
-// failing on each other's half-made columns. It spells "envp" in ASCII.
+// the migrations and drops of one environment's database (the second is a
+// hash of the ledger's name), so that two server processes applying the
+// same plan wait for each other instead of failing on each other's
+// half-made columns, and the ledger is created once. It spells "envp" in
+// ASCII.
 const migrationLockClass = 0x656e7670
 
-// Migrate applies steps in one transaction (PostgreSQL's DDL is
-// transactional). Every step first looks at the table as it is
-// (pg_attribute, IF [NOT] EXISTS), so steps already in effect change nothing
-// and a re-run after a failure converges.
-func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error {
+// ledgerDDL creates the schema ledger (see driver.LedgerTable).
+var ledgerDDL = `CREATE TABLE IF NOT EXISTS ` + quote(driver.LedgerTable) + ` (` +
+	`object text COLLATE "C" PRIMARY KEY, version bigint NOT NULL, definition bytea NOT NULL, ` +
+	`steps bytea, apply_time timestamptz NOT NULL)`
+
+// Migrate applies c's steps and records c in the schema ledger, in one
+// transaction (PostgreSQL's DDL is transactional). Every step first looks
+// at the table as it is (pg_attribute, IF [NOT] EXISTS), so steps already
+// in effect change nothing and a re-run after a failure converges.
+func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	if err := d.check(); err != nil {
 		return err
 	}
-	tx, err := d.pool.Begin(ctx)
+	obj := c.Object
+	err := d.schemaTx(ctx, func(tx pgx.Tx) error {
+		if err := prepareChange(ctx, tx, c); err != nil {
+			return err
+		}
+		for _, s := range c.Steps {
+			if err := applyStep(ctx, tx, obj, s); err != nil {
+				return fmt.Errorf("%s %s: %w", s.Kind, s.Target, err)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+quote(driver.LedgerTable)+` (object, version, definition, steps, apply_time)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (object) DO UPDATE SET version = excluded.version,
+			definition = excluded.definition, steps = excluded.steps, apply_time = excluded.apply_time`,
+			obj.Name, obj.Version, c.Definition, c.Applied, c.ApplyTime)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("driverpg: migrate %s: %w", obj.Name, mapError(obj, err))
 	}
+	return nil
+}
+
+// schemaTx runs fn in a transaction holding the migration lock, with the
+// ledger made.
+func (d *Driver) schemaTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, int32(migrationLockClass), obj.Name); err != nil {
-		return fmt.Errorf("driverpg: migrate %s: %w", obj.Name, mapError(obj, err))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, int32(migrationLockClass), driver.LedgerTable); err != nil {
+		return err
 	}
-	for _, s := range steps {
-		if err := applyStep(ctx, tx, obj, s); err != nil {
-			return fmt.Errorf("driverpg: migrate %s: %s %s: %w", obj.Name, s.Kind, s.Target, mapError(obj, err))
+	if _, err := tx.Exec(ctx, ledgerDDL); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// prepareChange checks c against the ledger and the table as they are; for
+// a repair it brings the table to c.Object first.
+func prepareChange(ctx context.Context, tx pgx.Tx, c driver.Change) error {
+	obj := c.Object
+	var have *driver.LedgerEntry
+	var e driver.LedgerEntry
+	err := tx.QueryRow(ctx, `SELECT version, definition FROM `+quote(driver.LedgerTable)+` WHERE object = $1`, obj.Name).
+		Scan(&e.Version, &e.Definition)
+	switch {
+	case err == nil:
+		have = &e
+	case !errors.Is(err, pgx.ErrNoRows):
+		return err
+	}
+	if !c.LedgerAccepts(have) {
+		return driver.ErrLedgerConflict
+	}
+	cols, err := tableColumns(ctx, tx, obj.Name)
+	if err != nil {
+		return err
+	}
+	switch c.Repair {
+	case driver.RepairNone:
+		if have == nil && len(cols) > 0 {
+			return driver.ErrUnknownTable
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("driverpg: migrate %s: %w", obj.Name, mapError(obj, err))
+	case driver.RepairAdopt:
+		if err := drift(obj, cols); err != nil {
+			return err
+		}
+		return createTable(ctx, tx, obj)
+	case driver.RepairReapply:
+		return createTable(ctx, tx, obj)
 	}
 	return nil
+}
+
+// drift compares a table's columns with obj.
+func drift(obj *schema.Object, cols map[string]column) error {
+	types := make(map[string]string, len(cols))
+	for name, c := range cols {
+		types[name] = c.typ
+	}
+	return driversql.Drift(obj, types, func(f schema.Field) string { return formatTypes[f.Type] })
 }
 
 func applyStep(ctx context.Context, tx pgx.Tx, obj *schema.Object, s schema.Step) error {
@@ -253,8 +330,10 @@ type column struct {
 
 // tableColumns returns the columns of table; empty when there is no such
 // table (in the search path, where CREATE TABLE puts it).
-func tableColumns(ctx context.Context, tx pgx.Tx, table string) (map[string]column, error) {
-	rows, err := tx.Query(ctx, `
+func tableColumns(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, table string) (map[string]column, error) {
+	rows, err := q.Query(ctx, `
 		SELECT a.attname, format_type(a.atttypid, a.atttypmod), coalesce(col_description(a.attrelid, a.attnum), '')
 		FROM pg_attribute AS a
 		WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, quote(table))
@@ -271,13 +350,64 @@ func tableColumns(ctx context.Context, tx pgx.Tx, table string) (map[string]colu
 	return cols, err
 }
 
-// DropObject drops the object's table and, with it, its indexes.
+// DropObject drops the object's table and, with it, its indexes and its
+// ledger entry, in one transaction.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
 	}
-	if _, err := d.pool.Exec(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
+	err := d.schemaTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM `+quote(driver.LedgerTable)+` WHERE object = $1`, name)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("driverpg: drop %s: %w", name, mapError(nil, err))
 	}
 	return nil
+}
+
+// Ledger reads the schema ledger.
+func (d *Driver) Ledger(ctx context.Context) ([]driver.LedgerEntry, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	var exists bool
+	if err := d.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quote(driver.LedgerTable)).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("driverpg: ledger: %w", mapError(nil, err))
+	}
+	if !exists {
+		return nil, driver.ErrNoLedger
+	}
+	rows, err := d.pool.Query(ctx, `SELECT object, version, definition, steps, apply_time FROM `+
+		quote(driver.LedgerTable)+` ORDER BY object`)
+	if err != nil {
+		return nil, fmt.Errorf("driverpg: ledger: %w", mapError(nil, err))
+	}
+	var out []driver.LedgerEntry
+	var e driver.LedgerEntry
+	_, err = pgx.ForEachRow(rows, []any{&e.Object, &e.Version, &e.Definition, &e.Steps, &e.ApplyTime}, func() error {
+		e.ApplyTime = e.ApplyTime.UTC()
+		out = append(out, e)
+		e = driver.LedgerEntry{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("driverpg: ledger: %w", mapError(nil, err))
+	}
+	return out, nil
+}
+
+// Check compares obj's table with obj.
+func (d *Driver) Check(ctx context.Context, obj *schema.Object) error {
+	if err := d.check(); err != nil {
+		return err
+	}
+	cols, err := tableColumns(ctx, d.pool, obj.Name)
+	if err != nil {
+		return fmt.Errorf("driverpg: check %s: %w", obj.Name, mapError(nil, err))
+	}
+	return drift(obj, cols)
 }

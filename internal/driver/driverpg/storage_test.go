@@ -13,6 +13,7 @@ import (
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driverpg"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/pgtest"
 	"github.com/envplane/envplane/internal/schema"
@@ -43,7 +44,7 @@ var every = &schema.Object{Name: "every", Fields: []schema.Field{
 
 func create(t *testing.T, d driver.Driver, obj *schema.Object) {
 	t.Helper()
-	if err := d.Migrate(t.Context(), obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 }
@@ -116,7 +117,7 @@ func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 	}
 	v2 := &schema.Object{Name: "tickets", Fields: []schema.Field{{Name: "state", Type: schema.TypeSelect, Options: []string{"open"}}}}
 	steps := schema.Plan(v1, v2)
-	if err := d.Migrate(t.Context(), v2, steps); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, v2, steps)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := d.Get(t.Context(), v2, "t1"); err != nil || got["state"] != nil {
@@ -125,7 +126,7 @@ func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 	if err := d.Insert(t.Context(), v2, record("t2", map[string]any{"state": "open"})); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Migrate(t.Context(), v2, steps); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, v2, steps)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := d.Get(t.Context(), v2, "t2"); err != nil || got["state"] != "open" {
@@ -149,7 +150,7 @@ func TestTypeChangeByAnotherProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := &schema.Object{Name: "parts", Fields: []schema.Field{{Name: "size", Type: schema.TypeText}}}
-	if err := b.Migrate(t.Context(), v2, schema.Plan(v1, v2)); err != nil {
+	if err := b.Migrate(t.Context(), drivertest.Next(t, b, v2, schema.Plan(v1, v2))); err != nil {
 		t.Fatal(err)
 	}
 	// The pool holds one connection or a few; try enough times to meet
@@ -181,8 +182,9 @@ func TestConcurrentMigrate(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(drivers))
+	create := drivertest.Next(t, drivers[0], obj, schema.Plan(nil, obj))
 	for i, d := range drivers {
-		wg.Go(func() { errs[i] = d.Migrate(t.Context(), obj, schema.Plan(nil, obj)) })
+		wg.Go(func() { errs[i] = d.Migrate(t.Context(), create) })
 	}
 	wg.Wait()
 	for i, err := range errs {

@@ -20,11 +20,11 @@ func BenchmarkColumns(b *testing.B) {
 
 func TestColumns(t *testing.T) {
 	obj := &schema.Object{Name: "items", Fields: []schema.Field{{Name: "name"}, {Name: "n"}}}
-	want := `"id", "created_at", "updated_at", "etag", "name", "n"`
+	want := "`id`, `created_at`, `updated_at`, `etag`, `name`, `n`"
 	if got := driversql.Columns(sqlitedialect.Dialect{}, obj); got != want {
 		t.Errorf("Columns = %s, want %s", got, want)
 	}
-	if got := driversql.Columns(sqlitedialect.Dialect{}, &schema.Object{Name: "bare"}); got != `"id", "created_at", "updated_at", "etag"` {
+	if got := driversql.Columns(sqlitedialect.Dialect{}, &schema.Object{Name: "bare"}); got != "`id`, `created_at`, `updated_at`, `etag`" {
 		t.Errorf("Columns of an object without fields = %s", got)
 	}
 }

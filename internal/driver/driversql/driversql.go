@@ -74,6 +74,27 @@ func Fields(obj *schema.Object) []schema.Field {
 	return append(out, obj.Fields...)
 }
 
+// Drift compares a table's columns (name → the engine's type of the
+// column; an empty map when there is no table) with obj: every system and
+// object field needs its column, of the type want gives (compared without
+// case; want "" accepts any). It returns nil or a *driver.DriftError naming
+// the first field that differs.
+func Drift(obj *schema.Object, have map[string]string, want func(schema.Field) string) error {
+	if len(have) == 0 {
+		return driver.MissingTable(obj.Name)
+	}
+	for _, f := range Fields(obj) {
+		got, ok := have[f.Name]
+		if !ok {
+			return driver.Drift(obj.Name, "field "+f.Name+" has no column")
+		}
+		if w := want(f); w != "" && !strings.EqualFold(got, w) {
+			return driver.Drift(obj.Name, "the column of field "+f.Name+" is not of type "+f.Type)
+		}
+	}
+	return nil
+}
+
 // FieldType returns the type of a system or object field of obj.
 func FieldType(obj *schema.Object, name string) (string, bool) {
 	for _, f := range systemFields {

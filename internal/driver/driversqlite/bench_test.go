@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
 )
@@ -80,7 +81,7 @@ func benchItems(b *testing.B) (*Driver, *schema.Object) {
 	obj := &schema.Object{Name: "items", Fields: []schema.Field{
 		{Name: "name", Type: schema.TypeText}, {Name: "n", Type: schema.TypeInteger}, {Name: "tag", Type: schema.TypeText},
 	}}
-	if err := d.Migrate(b.Context(), obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(b.Context(), drivertest.Next(b, d, obj, schema.Plan(nil, obj))); err != nil {
 		b.Fatal(err)
 	}
 	return d, obj

@@ -20,6 +20,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/sqlitedialect"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
 )
@@ -149,11 +150,13 @@ func mapError(obj *schema.Object, err error) error {
 		return err
 	}
 	switch se.Code() & 0xff {
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w: %w", driver.ErrStorageFull, err)
 	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN,
-		sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOTADB:
+		sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOTADB:
 		return fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
 	}
-	return err
+	return sqlitedialect.MapSchemaError(obj, err)
 }
 
 // uniqueColumns extracts the columns from SQLite's "UNIQUE constraint

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -148,7 +149,7 @@ func contacts(t *testing.T) (*Driver, *schema.Object) {
 	t.Helper()
 	d, _ := openTest(t)
 	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
-	if err := d.Migrate(t.Context(), obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatal(err)
 	}
 	return d, obj

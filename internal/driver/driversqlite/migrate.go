@@ -3,33 +3,83 @@ package driversqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
+	"github.com/envplane/envplane/internal/driver/sqlitedialect"
 	"github.com/envplane/envplane/internal/schema"
 )
 
-// Migrate applies steps in one transaction (SQLite's DDL is transactional).
-// Every step first looks at the table as it is (PRAGMA table_info and
-// sqlite_schema), so steps already in effect change nothing and a re-run
-// after a failure converges.
-func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error {
+// Migrate applies c's steps and records c in the schema ledger, in one
+// transaction (SQLite's DDL is transactional). Every step first looks at
+// the table as it is (PRAGMA table_info and sqlite_schema), so steps
+// already in effect change nothing and a re-run after a failure converges.
+// The ledger is read in the same write transaction, so no other change can
+// slip between the check of From and the steps.
+func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	if err := d.check(); err != nil {
 		return err
 	}
+	obj := c.Object
 	tx, err := d.writer.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("driversqlite: migrate %s: %w", obj.Name, mapError(obj, err))
 	}
 	defer func() { _ = tx.Rollback() }()
-	for _, s := range steps {
+	if err := prepareChange(ctx, tx, c); err != nil {
+		return fmt.Errorf("driversqlite: migrate %s: %w", obj.Name, mapError(obj, err))
+	}
+	for _, s := range c.Steps {
 		if err := applyStep(ctx, tx, obj, s); err != nil {
 			return fmt.Errorf("driversqlite: migrate %s: %s %s: %w", obj.Name, s.Kind, s.Target, mapError(obj, err))
 		}
 	}
+	if _, err := tx.ExecContext(ctx, sqlitedialect.LedgerUpsert, sqlitedialect.LedgerArgs(c)...); err != nil {
+		return fmt.Errorf("driversqlite: migrate %s: record in the ledger: %w", obj.Name, mapError(obj, err))
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("driversqlite: migrate %s: %w", obj.Name, mapError(obj, err))
+	}
+	return nil
+}
+
+// prepareChange makes sure of the ledger and checks c against it and the
+// table as they are; for a repair it brings the table to c.Object first.
+func prepareChange(ctx context.Context, tx *sql.Tx, c driver.Change) error {
+	obj := c.Object
+	if _, err := tx.ExecContext(ctx, sqlitedialect.LedgerDDL); err != nil {
+		return err
+	}
+	var have *driver.LedgerEntry
+	e, err := sqlitedialect.ScanLedger(tx.QueryRowContext(ctx, sqlitedialect.LedgerSelectOne, obj.Name))
+	switch {
+	case err == nil:
+		have = &e
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+	if !c.LedgerAccepts(have) {
+		return driver.ErrLedgerConflict
+	}
+	cols, err := tableColumns(ctx, tx, obj.Name)
+	if err != nil {
+		return err
+	}
+	switch c.Repair {
+	case driver.RepairNone:
+		if have == nil && len(cols) > 0 {
+			return driver.ErrUnknownTable
+		}
+	case driver.RepairAdopt:
+		if err := sqlitedialect.Drift(obj, cols); err != nil {
+			return err
+		}
+		return createTable(ctx, tx, obj)
+	case driver.RepairReapply:
+		return createTable(ctx, tx, obj)
 	}
 	return nil
 }
@@ -240,21 +290,8 @@ func createIndex(ctx context.Context, tx *sql.Tx, obj *schema.Object, idx schema
 
 // tableColumns returns the declared type of each column of table; empty
 // when there is no such table.
-func tableColumns(ctx context.Context, tx *sql.Tx, table string) (map[string]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT name, type FROM pragma_table_info(?)`, table)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols := make(map[string]string)
-	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return nil, err
-		}
-		cols[name] = typ
-	}
-	return cols, rows.Err()
+func tableColumns(ctx context.Context, q querier, table string) (map[string]string, error) {
+	return sqlitedialect.TableColumns(ctx, q, table)
 }
 
 // indexesOn returns the indexes of table (other than the primary key's)
@@ -279,13 +316,51 @@ func indexesOn(ctx context.Context, tx *sql.Tx, table, column string) ([]string,
 	return names, rows.Err()
 }
 
-// DropObject drops the object's table and, with it, its indexes.
+// DropObject drops the object's table and, with it, its indexes and its
+// ledger entry, in one transaction.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
 	}
-	if _, err := d.writer.db.ExecContext(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
+	tx, err := d.writer.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, stmt := range []string{`DROP TABLE IF EXISTS ` + quote(name), sqlitedialect.LedgerDDL} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
+		}
+	}
+	if _, err := tx.ExecContext(ctx, sqlitedialect.LedgerDelete, name); err != nil {
+		return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
+	}
+	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
 	}
 	return nil
+}
+
+// Ledger reads the schema ledger.
+func (d *Driver) Ledger(ctx context.Context) ([]driver.LedgerEntry, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	entries, err := sqlitedialect.ReadLedger(ctx, d.reader)
+	if err != nil && !errors.Is(err, driver.ErrNoLedger) {
+		return nil, fmt.Errorf("driversqlite: ledger: %w", mapError(nil, err))
+	}
+	return entries, err
+}
+
+// Check compares obj's table with obj.
+func (d *Driver) Check(ctx context.Context, obj *schema.Object) error {
+	if err := d.check(); err != nil {
+		return err
+	}
+	cols, err := tableColumns(ctx, d.reader, obj.Name)
+	if err != nil {
+		return fmt.Errorf("driversqlite: check %s: %w", obj.Name, mapError(nil, err))
+	}
+	return sqlitedialect.Drift(obj, cols)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -15,7 +16,7 @@ func TestStatementsArePreparedOnceAndBounded(t *testing.T) {
 	d, _ := openTest(t)
 	ctx := t.Context()
 	obj := &schema.Object{Name: "contact", Fields: []schema.Field{{Name: "name", Type: schema.TypeText}}}
-	if err := d.Migrate(ctx, obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(ctx, drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 
@@ -68,7 +69,7 @@ func TestStatementsArePreparedOnceAndBounded(t *testing.T) {
 		{Name: "name", Type: schema.TypeText},
 		{Name: "email", Type: schema.TypeText},
 	}}
-	if err := d.Migrate(ctx, evolved, schema.Plan(obj, evolved)); err != nil {
+	if err := d.Migrate(ctx, drivertest.Next(t, d, evolved, schema.Plan(obj, evolved))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	if err := d.Delete(ctx, evolved, "r00", ""); err != nil {

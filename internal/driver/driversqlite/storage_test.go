@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
@@ -40,7 +41,7 @@ var every = &schema.Object{Name: "every", Fields: []schema.Field{
 
 func create(t *testing.T, d *Driver, obj *schema.Object) {
 	t.Helper()
-	if err := d.Migrate(t.Context(), obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 }
@@ -119,7 +120,7 @@ func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 	}
 	v2 := &schema.Object{Name: "tickets", Fields: []schema.Field{{Name: "state", Type: schema.TypeSelect, Options: []string{"open"}}}}
 	steps := schema.Plan(v1, v2)
-	if err := d.Migrate(t.Context(), v2, steps); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, v2, steps)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := d.Get(t.Context(), v2, "t1"); err != nil || got["state"] != nil {
@@ -128,7 +129,7 @@ func TestChangeBetweenTypesOfOneStorage(t *testing.T) {
 	if err := d.Insert(t.Context(), v2, record("t2", map[string]any{"state": "open"})); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Migrate(t.Context(), v2, steps); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, v2, steps)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := d.Get(t.Context(), v2, "t2"); err != nil || got["state"] != "open" {

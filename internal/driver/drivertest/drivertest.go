@@ -49,6 +49,7 @@ package drivertest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -180,7 +181,7 @@ func migrate(t *testing.T, d driver.Driver, from, to *schema.Object) []schema.St
 // apply applies steps to obj's table.
 func apply(t *testing.T, d driver.Driver, obj *schema.Object, steps []schema.Step) {
 	t.Helper()
-	if err := d.Migrate(t.Context(), obj, steps); err != nil {
+	if err := d.Migrate(t.Context(), Next(t, d, obj, steps)); err != nil {
 		t.Fatalf("Migrate(%s, %s): %v", obj.Name, describe(steps), err)
 	}
 }
@@ -366,4 +367,30 @@ func ctxCanceled(t *testing.T) context.Context {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	return ctx
+}
+
+// Next returns the change that applies steps to obj's table after the
+// version the ledger holds of it, as the metadata service makes one: From
+// is that version, Object a copy of obj at the next version, Definition
+// obj's JSON. It fails tb when the ledger cannot be read.
+func Next(tb testing.TB, d driver.Driver, obj *schema.Object, steps []schema.Step) driver.Change {
+	tb.Helper()
+	entries, err := d.Ledger(context.Background())
+	if err != nil && !errors.Is(err, driver.ErrNoLedger) {
+		tb.Fatalf("Ledger: %v", err)
+	}
+	var from int64
+	for _, e := range entries {
+		if e.Object == obj.Name {
+			from = e.Version
+		}
+	}
+	next := *obj
+	next.Version = from + 1
+	def, err := json.Marshal(&next)
+	if err != nil {
+		tb.Fatalf("encode %s: %v", obj.Name, err)
+	}
+	applied, _ := json.Marshal(steps)
+	return driver.Change{Object: &next, Steps: steps, From: from, Definition: def, Applied: applied, ApplyTime: time.Now().UTC()}
 }

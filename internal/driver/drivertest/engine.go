@@ -229,7 +229,7 @@ func testCanceledContext(t *testing.T, d driver.Driver) {
 			return err
 		},
 		"Migrate": func() error {
-			return d.Migrate(ctx, obj, []schema.Step{{Kind: schema.StepAddField, Target: "x", Field: &schema.Field{Name: "x", Type: schema.TypeText}}})
+			return d.Migrate(ctx, driver.Change{Object: obj, Steps: []schema.Step{{Kind: schema.StepAddField, Target: "x", Field: &schema.Field{Name: "x", Type: schema.TypeText}}}})
 		},
 	}
 	for name, call := range calls {
@@ -268,7 +268,7 @@ func testClose(t *testing.T, d driver.Driver) {
 			_, err := d.Batch(ctx, []driver.Op{{Kind: driver.OpDelete, Object: obj, ID: "r1"}})
 			return err
 		}},
-		{"Migrate", func() error { return d.Migrate(ctx, obj, schema.Plan(nil, obj)) }},
+		{"Migrate", func() error { return d.Migrate(ctx, driver.Change{Object: obj, Steps: schema.Plan(nil, obj)}) }},
 		{"DropObject", func() error { return d.DropObject(ctx, obj.Name) }},
 	}
 	for _, c := range calls {

@@ -179,7 +179,7 @@ func testMigrateUniqueIndexOverDuplicates(t *testing.T, d driver.Driver) {
 		o.Fields = append(o.Fields, text("note"))
 	})
 	steps := schema.Plan(v1, v2)
-	if err := d.Migrate(t.Context(), v2, steps); err == nil {
+	if err := d.Migrate(t.Context(), Next(t, d, v2, steps)); err == nil {
 		t.Fatal("Migrate adding a unique index over duplicates succeeded")
 	}
 	// Nothing of the failed migration is left: no note field, no index.
@@ -414,7 +414,7 @@ func testMissingTable(t *testing.T, d driver.Driver) {
 	if _, err := d.Count(ctx, obj, nil); err == nil {
 		t.Error("Count of a missing table succeeded")
 	}
-	if err := d.Migrate(ctx, obj, []schema.Step{{Kind: schema.StepAddField, Target: "x", Field: &schema.Field{Name: "x", Type: schema.TypeText}}}); err == nil {
+	if err := d.Migrate(ctx, Next(t, d, obj, []schema.Step{{Kind: schema.StepAddField, Target: "x", Field: &schema.Field{Name: "x", Type: schema.TypeText}}})); err == nil {
 		t.Error("Migrate add_field on a missing table succeeded")
 	}
 	if _, err := d.Batch(ctx, []driver.Op{{Kind: driver.OpInsert, Object: obj, Record: rec("g1", 1, nil)}}); err == nil {

@@ -41,6 +41,7 @@ import (
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
+	"github.com/envplane/envplane/internal/driver/sqlitedialect"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -245,7 +246,10 @@ func mapError(ctx context.Context, obj *schema.Object, err error) error {
 			return uniqueViolation(obj, fields)
 		}
 	}
-	return err
+	if strings.Contains(err.Error(), "database or disk is full") {
+		return fmt.Errorf("%w: %w", driver.ErrStorageFull, err)
+	}
+	return sqlitedialect.MapSchemaError(obj, err)
 }
 
 // transportError reports whether err means the request did not get a

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -24,7 +25,7 @@ var lines = &schema.Object{Name: "lines", Fields: []schema.Field{
 
 func create(t *testing.T, d *Driver, obj *schema.Object) {
 	t.Helper()
-	if err := d.Migrate(t.Context(), obj, schema.Plan(nil, obj)); err != nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 }
@@ -151,7 +152,7 @@ func TestNothingLeftOpen(t *testing.T) {
 	if err := d.Insert(t.Context(), lines, record("e", map[string]any{"sku": "w", "qty": int64(1)})); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Migrate(t.Context(), withNote, schema.Plan(lines, withNote)); err == nil {
+	if err := d.Migrate(t.Context(), drivertest.Next(t, d, withNote, schema.Plan(lines, withNote))); err == nil {
 		t.Fatal("Migrate adding a unique index over duplicates succeeded")
 	}
 	if err := d.Insert(t.Context(), lines, record("f", map[string]any{"sku": "v"})); err != nil {
@@ -211,7 +212,7 @@ func TestMigrateGuard(t *testing.T) {
 	v2 := &schema.Object{Name: "parts", Fields: []schema.Field{{Name: "size", Type: schema.TypeText}}}
 	steps := schema.Plan(v1, v2)
 	for range 2 {
-		if err := d.Migrate(t.Context(), v2, steps); err != nil {
+		if err := d.Migrate(t.Context(), drivertest.Next(t, d, v2, steps)); err != nil {
 			t.Fatal(err)
 		}
 		if err := d.Insert(t.Context(), v2, record(fmt.Sprint(count(t, d, v2)), map[string]any{"size": "M"})); err != nil {
@@ -301,7 +302,7 @@ func TestUnavailable(t *testing.T) {
 		if !errors.Is(err, driver.ErrUnavailable) {
 			t.Errorf("Batch = %v; want ErrUnavailable", err)
 		}
-		if err := d.Migrate(t.Context(), lines, schema.Plan(nil, lines)); !errors.Is(err, driver.ErrUnavailable) {
+		if err := d.Migrate(t.Context(), driver.Change{Object: lines, Steps: schema.Plan(nil, lines)}); !errors.Is(err, driver.ErrUnavailable) {
 			t.Errorf("Migrate = %v; want ErrUnavailable", err)
 		}
 	})

@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
+	"github.com/envplane/envplane/internal/driver/sqlitedialect"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -25,10 +27,11 @@ import (
 // (a change of type dropping a column twice, say). When the script fails
 // and the fingerprint has changed since the read, Migrate reads and plans
 // again, at most maxAttempts times.
-func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema.Step) error {
+func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	if err := d.check(); err != nil {
 		return err
 	}
+	obj := c.Object
 	ctx, cancel := d.call(ctx)
 	defer cancel()
 	for range maxAttempts {
@@ -36,16 +39,33 @@ func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema
 		if err != nil {
 			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, mapError(ctx, obj, err))
 		}
+		if !c.LedgerAccepts(t.ledger) {
+			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, driver.ErrLedgerConflict)
+		}
 		var s script
 		s.add(`SELECT abs(CASE WHEN `+fingerprint+` IS ? THEN 0 ELSE ? END)`, obj.Name, t.fingerprint, overflow)
-		for _, st := range steps {
+		s.add(`SELECT abs(CASE WHEN `+ledgerKey+` IS ? THEN 0 ELSE ? END)`, obj.Name, t.ledgerKey(), overflow)
+		switch c.Repair {
+		case driver.RepairNone:
+			if t.ledger == nil && t.exists() {
+				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
+			}
+		case driver.RepairAdopt:
+			if err := sqlitedialect.Drift(obj, t.columns); err != nil {
+				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, err)
+			}
+			fallthrough
+		case driver.RepairReapply:
+			if err := t.createTable(&s, obj); err != nil {
+				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, err)
+			}
+		}
+		for _, st := range c.Steps {
 			if err := t.apply(&s, obj, st); err != nil {
 				return fmt.Errorf("driverturso: migrate %s: %s %s: %w", obj.Name, st.Kind, st.Target, err)
 			}
 		}
-		if s.len() == 1 {
-			return nil // every step is in effect
-		}
+		s.add(sqlitedialect.LedgerUpsert, sqlitedialect.LedgerArgs(c)...)
 		err = s.exec(ctx, d.db, s.len(), commit)
 		if err == nil {
 			return nil
@@ -57,11 +77,25 @@ func (d *Driver) Migrate(ctx context.Context, obj *schema.Object, steps []schema
 		if rerr != nil {
 			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, mapError(ctx, obj, rerr))
 		}
-		if now.fingerprint == t.fingerprint {
+		if now.fingerprint == t.fingerprint && now.ledgerKey() == t.ledgerKey() {
 			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, mapError(ctx, obj, err))
 		}
 	}
 	return fmt.Errorf("driverturso: migrate %s: the table changed under each of %d attempts", obj.Name, maxAttempts)
+}
+
+// ledgerKey is an expression of one parameter, an object name: its ledger
+// entry's version and definition as text, or NULL when it has none. The
+// guard on it makes a change fail when another one recorded itself since
+// the read.
+const ledgerKey = `(SELECT version || ':' || hex(definition) FROM ` + "`" + driver.LedgerTable + "`" + ` WHERE object = ?)`
+
+// ledgerKey is the value the expression ledgerKey had at the read.
+func (t *table) ledgerKey() any {
+	if t.ledger == nil {
+		return nil
+	}
+	return fmt.Sprintf("%d:%X", t.ledger.Version, t.ledger.Definition)
 }
 
 // fingerprint is an expression of one parameter, a table name: the text of
@@ -73,8 +107,9 @@ const fingerprint = `(SELECT group_concat(type || ' ' || name || ' ' || coalesce
 
 // table is Migrate's picture of a table.
 type table struct {
-	fingerprint any               // string, or nil when there is no table
-	columns     map[string]string // column → declared type
+	fingerprint any                 // string, or nil when there is no table
+	ledger      *driver.LedgerEntry // nil when the ledger has no entry
+	columns     map[string]string   // column → declared type
 	indexes     map[string][]string
 }
 
@@ -84,8 +119,12 @@ func (t *table) exists() bool { return len(t.columns) > 0 }
 // indexes made by CREATE INDEX (origin 'c', which excludes the primary
 // key's), with their columns in index order.
 func (d *Driver) readTable(ctx context.Context, name string) (*table, error) {
+	if _, err := d.db.ExecContext(ctx, sqlitedialect.LedgerDDL); err != nil {
+		return nil, err
+	}
 	var s script
 	s.add(`SELECT `+fingerprint, name)
+	s.add(sqlitedialect.LedgerSelectOne, name)
 	s.add(`SELECT name, type FROM pragma_table_info(?)`, name)
 	s.add(`SELECT il.name, ii.name FROM pragma_index_list(?) AS il, pragma_index_info(il.name) AS ii`+
 		` WHERE il.origin = 'c' ORDER BY il.name, ii.seqno`, name)
@@ -109,6 +148,16 @@ func (d *Driver) readTable(ctx context.Context, name string) (*table, error) {
 		if err := rows.Scan(&t.fingerprint); err != nil {
 			return nil, err
 		}
+	}
+	if err := next(); err != nil { // the ledger entry
+		return nil, err
+	}
+	if rows.Next() {
+		e, err := sqlitedialect.ScanLedger(rows)
+		if err != nil {
+			return nil, err
+		}
+		t.ledger = &e
 	}
 	if err := next(); err != nil { // the columns
 		return nil, err
@@ -316,15 +365,48 @@ func (t *table) createIndex(sc *script, obj *schema.Object, idx schema.Index) {
 	t.indexes[name] = slices.Clone(idx.Fields)
 }
 
-// DropObject drops the object's table and, with it, its indexes.
+// DropObject drops the object's table and, with it, its indexes and its
+// ledger entry, as one script.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
 	}
 	ctx, cancel := d.call(ctx)
 	defer cancel()
-	if _, err := d.db.ExecContext(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
+	var s script
+	s.add(`DROP TABLE IF EXISTS ` + quote(name))
+	s.add(sqlitedialect.LedgerDDL)
+	s.add(sqlitedialect.LedgerDelete, name)
+	if err := s.exec(ctx, d.db, s.len(), commit); err != nil {
 		return fmt.Errorf("driverturso: drop %s: %w", name, mapError(ctx, nil, err))
 	}
 	return nil
+}
+
+// Ledger reads the schema ledger.
+func (d *Driver) Ledger(ctx context.Context) ([]driver.LedgerEntry, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := d.call(ctx)
+	defer cancel()
+	entries, err := sqlitedialect.ReadLedger(ctx, d.db)
+	if err != nil && !errors.Is(err, driver.ErrNoLedger) {
+		return nil, fmt.Errorf("driverturso: ledger: %w", mapError(ctx, nil, err))
+	}
+	return entries, err
+}
+
+// Check compares obj's table with obj.
+func (d *Driver) Check(ctx context.Context, obj *schema.Object) error {
+	if err := d.check(); err != nil {
+		return err
+	}
+	ctx, cancel := d.call(ctx)
+	defer cancel()
+	cols, err := sqlitedialect.TableColumns(ctx, d.db, obj.Name)
+	if err != nil {
+		return fmt.Errorf("driverturso: check %s: %w", obj.Name, mapError(ctx, nil, err))
+	}
+	return sqlitedialect.Drift(obj, cols)
 }

@@ -4,6 +4,8 @@
 package sqlitedialect
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -55,9 +57,73 @@ func (Dialect) Quote(ident string) string { return Quote(ident) }
 
 func (Dialect) Placeholder(int) string { return "?" }
 
-// Quote quotes an identifier for SQLite.
+// Quote quotes an identifier for SQLite. It uses grave accents, not double
+// quotes: SQLite reads a double-quoted name it cannot resolve as a string
+// literal, so a column missing from a table would read as its own name in
+// every row and match a filter comparing it with that name. A name in
+// grave accents is only ever an identifier: a missing column is an error.
 func Quote(ident string) string {
-	return `"` + strings.ReplaceAll(ident, `"`, `""`) + `"`
+	return "`" + strings.ReplaceAll(ident, "`", "``") + "`"
+}
+
+// The schema ledger of SQLite's family (see driver.LedgerTable): the
+// definition as given, the steps as given, the time in microseconds.
+var (
+	LedgerDDL = `CREATE TABLE IF NOT EXISTS ` + Quote(driver.LedgerTable) + ` (` +
+		`object TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, definition BLOB NOT NULL, ` +
+		`steps BLOB, apply_time INTEGER NOT NULL)`
+	LedgerUpsert = `INSERT INTO ` + Quote(driver.LedgerTable) + ` (object, version, definition, steps, apply_time) ` +
+		`VALUES (?, ?, ?, ?, ?) ON CONFLICT (object) DO UPDATE SET version = excluded.version, ` +
+		`definition = excluded.definition, steps = excluded.steps, apply_time = excluded.apply_time`
+	LedgerDelete = `DELETE FROM ` + Quote(driver.LedgerTable) + ` WHERE object = ?`
+	LedgerSelect = `SELECT object, version, definition, steps, apply_time FROM ` + Quote(driver.LedgerTable) +
+		` ORDER BY object`
+	LedgerSelectOne = `SELECT object, version, definition, steps, apply_time FROM ` + Quote(driver.LedgerTable) +
+		` WHERE object = ?`
+	// LedgerExists is 1 when the database has a ledger, 0 otherwise.
+	LedgerExists = `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + driver.LedgerTable + `'`
+)
+
+// LedgerArgs are LedgerUpsert's arguments for c.
+func LedgerArgs(c driver.Change) []any {
+	return []any{c.Object.Name, c.Object.Version, c.Definition, c.Applied, c.ApplyTime.UnixMicro()}
+}
+
+// ScanLedger reads one row of LedgerSelect.
+func ScanLedger(row driversql.Scanner) (driver.LedgerEntry, error) {
+	var e driver.LedgerEntry
+	var steps []byte
+	var at int64
+	if err := row.Scan(&e.Object, &e.Version, &e.Definition, &steps, &at); err != nil {
+		return e, err
+	}
+	e.Steps = steps
+	e.ApplyTime = time.UnixMicro(at).UTC()
+	return e, nil
+}
+
+// MapSchemaError turns SQLite's "no such column" and "no such table" into
+// a *driver.DriftError of obj (when known): a query names only defined
+// fields, so either means the table is not what the definition says. The
+// original error stays in the text, for the log.
+func MapSchemaError(obj *schema.Object, err error) error {
+	if obj == nil || err == nil {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no such column"):
+		return fmt.Errorf("%w (%v)", driver.Drift(obj.Name, "a field has no column"), err)
+	case strings.Contains(msg, "no such table"):
+		return fmt.Errorf("%w (%v)", driver.MissingTable(obj.Name), err)
+	}
+	return err
+}
+
+// Drift compares a table's columns (name → declared type, from PRAGMA
+// table_info; empty when there is no table) with obj.
+func Drift(obj *schema.Object, have map[string]string) error {
+	return driversql.Drift(obj, have, func(f schema.Field) string { return ColumnTypes[f.Type] })
 }
 
 func (Dialect) Encode(fieldType string, v any) (any, error) {
@@ -166,4 +232,55 @@ func RecordFrom(obj *schema.Object, row driversql.Scanner) (driver.Record, error
 // RecordsFrom is driversql.ScanRecords with this dialect.
 func RecordsFrom(obj *schema.Object, rows driversql.Rows, limit int) ([]driver.Record, error) {
 	return driversql.ScanRecords(Dialect{}, obj, rows, limit)
+}
+
+// Querier is what a pool, a connection and a transaction of database/sql offer.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// TableColumns returns the declared type of each column of table; empty
+// when there is no such table.
+func TableColumns(ctx context.Context, q Querier, table string) (map[string]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT name, type FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols := make(map[string]string)
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			return nil, err
+		}
+		cols[name] = typ
+	}
+	return cols, rows.Err()
+}
+
+// ReadLedger reads the whole schema ledger; driver.ErrNoLedger when the
+// database has none.
+func ReadLedger(ctx context.Context, q Querier) ([]driver.LedgerEntry, error) {
+	var n int
+	if err := q.QueryRowContext(ctx, LedgerExists).Scan(&n); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, driver.ErrNoLedger
+	}
+	rows, err := q.QueryContext(ctx, LedgerSelect)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []driver.LedgerEntry
+	for rows.Next() {
+		e, err := ScanLedger(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
