@@ -67,12 +67,15 @@ func (d *Driver) begin(ctx context.Context) error {
 	return nil
 }
 
-// lookup returns the named table, or an error naming the object: the
-// service may hold a definition whose table was never made or was dropped.
-func lookup(tables map[string]*table, name string) (*table, error) {
-	t, ok := tables[name]
-	if !ok {
-		return nil, fmt.Errorf("drivermem: object %q has no table", name)
+// lookup returns obj's table, or a *driver.DriftError when there is none
+// or it lacks a field's column: the service may hold a definition whose
+// table was never made, was dropped, or is not what it says, and a read
+// must fail then as it does on the SQL engines, not read the field as
+// empty.
+func lookup(tables map[string]*table, obj *schema.Object) (*table, error) {
+	t := tables[obj.Name]
+	if err := t.drift(obj); err != nil {
+		return nil, fmt.Errorf("drivermem: %w", err)
 	}
 	return t, nil
 }
@@ -197,7 +200,7 @@ func (d *Driver) Insert(ctx context.Context, obj *schema.Object, rec driver.Reco
 	}
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return err
 	}
@@ -212,7 +215,7 @@ func (d *Driver) Get(ctx context.Context, obj *schema.Object, id string) (driver
 	}
 	d.db.mu.RLock()
 	defer d.db.mu.RUnlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +233,7 @@ func (d *Driver) Query(ctx context.Context, obj *schema.Object, q driver.Query) 
 	}
 	d.db.mu.RLock()
 	defer d.db.mu.RUnlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return nil, err
 	}
@@ -252,7 +255,7 @@ func (d *Driver) Count(ctx context.Context, obj *schema.Object, f filter.Expr) (
 	}
 	d.db.mu.RLock()
 	defer d.db.mu.RUnlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return 0, err
 	}
@@ -266,7 +269,7 @@ func (d *Driver) Update(ctx context.Context, obj *schema.Object, id string, set 
 	}
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +287,7 @@ func (d *Driver) Delete(ctx context.Context, obj *schema.Object, id string, ifET
 	}
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
-	t, err := lookup(d.db.tables, obj.Name)
+	t, err := lookup(d.db.tables, obj)
 	if err != nil {
 		return err
 	}
@@ -322,7 +325,7 @@ func (d *Driver) apply(touched map[string]*table, op driver.Op) (driver.Record, 
 	}
 	t, ok := touched[op.Object.Name]
 	if !ok {
-		cur, err := lookup(d.db.tables, op.Object.Name)
+		cur, err := lookup(d.db.tables, op.Object)
 		if err != nil {
 			return nil, err
 		}

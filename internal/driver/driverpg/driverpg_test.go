@@ -3,6 +3,7 @@ package driverpg_test
 import (
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -21,6 +22,12 @@ import (
 // schema), as the suite requires, without a CREATE DATABASE per case, which
 // costs half a second each.
 func conformanceOpen(t *testing.T) func(t *testing.T) driver.Driver {
+	return conformanceOpenURLs(t, nil)
+}
+
+// conformanceOpenURLs is conformanceOpen recording each driver's URL in urls
+// (when not nil).
+func conformanceOpenURLs(t *testing.T, urls *sync.Map) func(t *testing.T) driver.Driver {
 	dbURL := pgtest.NewDatabase(t, "envplane_driver_")
 	return func(t *testing.T) driver.Driver {
 		t.Helper()
@@ -37,6 +44,9 @@ func conformanceOpen(t *testing.T) func(t *testing.T) driver.Driver {
 		if err != nil {
 			t.Fatalf("OpenURL: %v", err)
 		}
+		if urls != nil {
+			urls.Store(d, u.String())
+		}
 		t.Cleanup(func() { _ = d.Close() })
 		return d
 	}
@@ -44,4 +54,13 @@ func conformanceOpen(t *testing.T) func(t *testing.T) driver.Driver {
 
 func TestConformance(t *testing.T) {
 	drivertest.Run(t, conformanceOpen(t))
+}
+
+func TestLedger(t *testing.T) {
+	var urls sync.Map
+	drivertest.RunLedger(t, conformanceOpenURLs(t, &urls), func(t *testing.T, d driver.Driver, stmt string) {
+		t.Helper()
+		u, _ := urls.Load(d)
+		pgtest.Exec(t, t.Context(), u.(string), stmt)
+	})
 }

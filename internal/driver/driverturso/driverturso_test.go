@@ -16,3 +16,15 @@ func TestConformance(t *testing.T) {
 		return openServer(t, startServer(t))
 	})
 }
+
+func TestLedger(t *testing.T) {
+	drivertest.RunLedger(t, func(t *testing.T) driver.Driver {
+		t.Helper()
+		return openServer(t, startServer(t))
+	}, func(t *testing.T, d driver.Driver, stmt string) {
+		t.Helper()
+		if _, err := d.(*Driver).db.ExecContext(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	})
+}
