@@ -87,9 +87,13 @@ const LedgerTable = "_envplane_schema"
 // definition its table holds, written in the transaction that migrated the
 // table, so that the database itself says what it holds whatever happened
 // to the control plane after the migration.
+//
+// DropObject leaves a tombstone: an entry of Version 0 (and no
+// definition), so that the database says it dropped the object even when
+// the control plane still holds its definition.
 type LedgerEntry struct {
 	Object  string
-	Version int64
+	Version int64 // 0: dropped
 	// Definition and Steps are the change's Definition and Applied, as given.
 	Definition []byte
 	Steps      []byte
@@ -140,7 +144,7 @@ func (c Change) LedgerAccepts(have *LedgerEntry) bool {
 	if c.Repair != RepairNone {
 		return true
 	}
-	if have == nil {
+	if have == nil || have.Version == 0 {
 		return c.From == 0
 	}
 	return have.Version == c.From ||
@@ -215,8 +219,9 @@ type Driver interface {
 	// effect are skipped, so re-applying after a failure converges.
 	// ErrLedgerConflict, ErrUnknownTable, *DriftError (RepairAdopt).
 	Migrate(ctx context.Context, c Change) error
-	// DropObject drops the object's table (and its indexes) and its ledger
-	// entry in one transaction; a table already gone is success.
+	// DropObject drops the object's table (and its indexes) and leaves a
+	// tombstone in the ledger, in one transaction; a table already gone is
+	// success.
 	DropObject(ctx context.Context, name string) error
 	// Ledger reads the schema ledger, by object name; ErrNoLedger when the
 	// database has none yet.

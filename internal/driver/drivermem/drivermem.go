@@ -18,6 +18,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/filter"
@@ -104,7 +105,7 @@ func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	steps := c.Steps
 	switch c.Repair {
 	case driver.RepairNone:
-		if have == nil && t != nil {
+		if (have == nil || have.Version == 0) && t != nil {
 			return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
 		}
 	case driver.RepairAdopt:
@@ -151,8 +152,8 @@ func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	return nil
 }
 
-// DropObject drops the named table and its ledger entry; a missing table
-// is success.
+// DropObject drops the named table and leaves its tombstone in the
+// ledger; a missing table is success.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.begin(ctx); err != nil {
 		return err
@@ -160,7 +161,10 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 	d.db.mu.Lock()
 	defer d.db.mu.Unlock()
 	delete(d.db.tables, name)
-	delete(d.db.ledger, name)
+	if d.db.ledger == nil {
+		d.db.ledger = make(map[string]driver.LedgerEntry)
+	}
+	d.db.ledger[name] = driver.LedgerEntry{Object: name, ApplyTime: time.Now().UTC()}
 	return nil
 }
 

@@ -99,7 +99,7 @@ func prepareChange(ctx context.Context, tx pgx.Tx, c driver.Change) error {
 	}
 	switch c.Repair {
 	case driver.RepairNone:
-		if have == nil && len(cols) > 0 {
+		if (have == nil || have.Version == 0) && len(cols) > 0 {
 			return driver.ErrUnknownTable
 		}
 	case driver.RepairAdopt:
@@ -350,8 +350,8 @@ func tableColumns(ctx context.Context, q interface {
 	return cols, err
 }
 
-// DropObject drops the object's table and, with it, its indexes and its
-// ledger entry, in one transaction.
+// DropObject drops the object's table and, with it, its indexes, and
+// leaves its tombstone in the ledger, in one transaction.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
@@ -360,7 +360,9 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 		if _, err := tx.Exec(ctx, `DROP TABLE IF EXISTS `+quote(name)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `DELETE FROM `+quote(driver.LedgerTable)+` WHERE object = $1`, name)
+		_, err := tx.Exec(ctx, `INSERT INTO `+quote(driver.LedgerTable)+` (object, version, definition, steps, apply_time)
+			VALUES ($1, 0, '', NULL, now()) ON CONFLICT (object) DO UPDATE SET version = 0, definition = '',
+			steps = NULL, apply_time = excluded.apply_time`, name)
 		return err
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
@@ -70,7 +71,7 @@ func prepareChange(ctx context.Context, tx *sql.Tx, c driver.Change) error {
 	}
 	switch c.Repair {
 	case driver.RepairNone:
-		if have == nil && len(cols) > 0 {
+		if (have == nil || have.Version == 0) && len(cols) > 0 {
 			return driver.ErrUnknownTable
 		}
 	case driver.RepairAdopt:
@@ -316,8 +317,8 @@ func indexesOn(ctx context.Context, tx *sql.Tx, table, column string) ([]string,
 	return names, rows.Err()
 }
 
-// DropObject drops the object's table and, with it, its indexes and its
-// ledger entry, in one transaction.
+// DropObject drops the object's table and, with it, its indexes, and
+// leaves its tombstone in the ledger, in one transaction.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
@@ -332,7 +333,7 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 			return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
 		}
 	}
-	if _, err := tx.ExecContext(ctx, sqlitedialect.LedgerDelete, name); err != nil {
+	if _, err := tx.ExecContext(ctx, sqlitedialect.LedgerTombstone, name, time.Now().UnixMicro()); err != nil {
 		return fmt.Errorf("driversqlite: drop %s: %w", name, mapError(nil, err))
 	}
 	if err := tx.Commit(); err != nil {

@@ -86,8 +86,13 @@ func testLedgerRecordsChanges(t *testing.T, d driver.Driver, _ Raw) {
 	if err := d.DropObject(t.Context(), "notes"); err != nil {
 		t.Fatalf("DropObject: %v", err)
 	}
-	if e, ok := ledgerEntry(t, d, "notes"); ok {
-		t.Errorf("ledger after DropObject still holds %+v", e)
+	if e, ok := ledgerEntry(t, d, "notes"); !ok || e.Version != 0 || len(e.Definition) != 0 {
+		t.Errorf("ledger after DropObject = %+v, %v; want a tombstone (version 0, no definition)", e, ok)
+	}
+	stale := Next(t, d, v2, nil)
+	stale.From, stale.Object.Version = 2, 3
+	if err := d.Migrate(t.Context(), stale); !errors.Is(err, driver.ErrLedgerConflict) {
+		t.Errorf("a change of the dropped object = %v; want ErrLedgerConflict", err)
 	}
 	// A new object of the name starts again from nothing.
 	if err := d.Migrate(t.Context(), Next(t, d, v1, schema.Plan(nil, v1))); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/driversql"
@@ -47,7 +48,7 @@ func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 		s.add(`SELECT abs(CASE WHEN `+ledgerKey+` IS ? THEN 0 ELSE ? END)`, obj.Name, t.ledgerKey(), overflow)
 		switch c.Repair {
 		case driver.RepairNone:
-			if t.ledger == nil && t.exists() {
+			if (t.ledger == nil || t.ledger.Version == 0) && t.exists() {
 				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
 			}
 		case driver.RepairAdopt:
@@ -365,8 +366,8 @@ func (t *table) createIndex(sc *script, obj *schema.Object, idx schema.Index) {
 	t.indexes[name] = slices.Clone(idx.Fields)
 }
 
-// DropObject drops the object's table and, with it, its indexes and its
-// ledger entry, as one script.
+// DropObject drops the object's table and, with it, its indexes, and
+// leaves its tombstone in the ledger, as one script.
 func (d *Driver) DropObject(ctx context.Context, name string) error {
 	if err := d.check(); err != nil {
 		return err
@@ -376,7 +377,7 @@ func (d *Driver) DropObject(ctx context.Context, name string) error {
 	var s script
 	s.add(`DROP TABLE IF EXISTS ` + quote(name))
 	s.add(sqlitedialect.LedgerDDL)
-	s.add(sqlitedialect.LedgerDelete, name)
+	s.add(sqlitedialect.LedgerTombstone, name, time.Now().UnixMicro())
 	if err := s.exec(ctx, d.db, s.len(), commit); err != nil {
 		return fmt.Errorf("driverturso: drop %s: %w", name, mapError(ctx, nil, err))
 	}

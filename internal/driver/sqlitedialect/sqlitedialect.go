@@ -75,7 +75,11 @@ var (
 	LedgerUpsert = `INSERT INTO ` + Quote(driver.LedgerTable) + ` (object, version, definition, steps, apply_time) ` +
 		`VALUES (?, ?, ?, ?, ?) ON CONFLICT (object) DO UPDATE SET version = excluded.version, ` +
 		`definition = excluded.definition, steps = excluded.steps, apply_time = excluded.apply_time`
-	LedgerDelete = `DELETE FROM ` + Quote(driver.LedgerTable) + ` WHERE object = ?`
+	// LedgerTombstone records the drop of the object named by its first
+	// argument at the time (microseconds) of its second.
+	LedgerTombstone = `INSERT INTO ` + Quote(driver.LedgerTable) + ` (object, version, definition, steps, apply_time) ` +
+		`VALUES (?, 0, x'', NULL, ?) ON CONFLICT (object) DO UPDATE SET version = 0, definition = x'', steps = NULL, ` +
+		`apply_time = excluded.apply_time`
 	LedgerSelect = `SELECT object, version, definition, steps, apply_time FROM ` + Quote(driver.LedgerTable) +
 		` ORDER BY object`
 	LedgerSelectOne = `SELECT object, version, definition, steps, apply_time FROM ` + Quote(driver.LedgerTable) +
