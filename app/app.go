@@ -207,8 +207,13 @@ var RoutingModule = fx.Module("routing",
 		func(cfg config.Config, store controlplane.Store, events invalidate.Subscriber, log *slog.Logger) *resolve.Resolver {
 			return resolve.New(store, events, resolve.Options{RootDomain: cfg.RootDomain, APIHostnames: cfg.APIHostnames}, log)
 		},
-		func(store controlplane.Store, kr *secrets.Keyring, lite *provision.SQLite, mem *engine.Memory) *engine.Opener {
-			return engine.New(store, kr, lite, mem)
+		func(store controlplane.Store, kr *secrets.Keyring, lite *provision.SQLite, mem *engine.Memory, events invalidate.Publisher, log *slog.Logger) *engine.Opener {
+			o := engine.New(store, kr, lite, mem)
+			// Every database is reconciled with the control plane's
+			// definitions as it opens: a crash between migrating a
+			// database and storing its definition converges there.
+			o.Reconcile = metadata.NewReconciler(store, events, log).Reconcile
+			return o
 		},
 		func(lc fx.Lifecycle, cfg config.Config, o *engine.Opener, events invalidate.Subscriber, log *slog.Logger) *registry.Registry {
 			r := registry.New(o.Open, registry.Options{MaxOpen: cfg.MaxOpenEnvironments, IdleTTL: cfg.IdleTTL}, log)

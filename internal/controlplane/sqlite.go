@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -725,6 +726,16 @@ var sentinels = []error{
 	ErrOrganizationMissing, ErrRequestReused, ErrVersionConflict, ErrStatusMismatch,
 }
 
+// storageFull reports whether err is a database refusing a write for want
+// of room: SQLite's SQLITE_FULL, PostgreSQL's disk_full, or ENOSPC itself.
+func storageFull(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return true
+	}
+	return pgCode(err) == "53100" || errors.Is(err, syscall.ENOSPC)
+}
+
 // wrapErr adds the operation to err for the caller. A missing row becomes
 // ErrNotFound; a sentinel keeps its own text, so callers see which rule was
 // broken and nothing of the SQL behind it; anything else is an unexpected
@@ -732,6 +743,9 @@ var sentinels = []error{
 func wrapErr(op string, err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
+	}
+	if storageFull(err) {
+		return fmt.Errorf("controlplane: %s: %w: %w", op, ErrStorageFull, err)
 	}
 	for _, s := range sentinels {
 		if errors.Is(err, s) {

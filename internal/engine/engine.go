@@ -38,6 +38,11 @@ type Opener struct {
 	memory  *Memory
 	// PostgresMaxConns bounds each postgres environment's pool.
 	PostgresMaxConns int32
+	// Reconcile, when set, sees every driver opened before the registry
+	// does and returns the driver to use: the metadata service's
+	// Reconciler. recreate says the database was just made empty (a memory
+	// environment after a restart of the process).
+	Reconcile func(ctx context.Context, environmentID string, d driver.Driver, recreate bool) driver.Driver
 }
 
 // New returns an Opener.
@@ -45,54 +50,69 @@ func New(rows Rows, keyring *secrets.Keyring, sqlite *provision.SQLite, memory *
 	return &Opener{rows: rows, keyring: keyring, sqlite: sqlite, memory: memory, PostgresMaxConns: 4}
 }
 
-// Open opens the driver of environment id from its current row and credential.
+// Open opens the driver of environment id from its current row and
+// credential, reconciled (see Reconcile).
 func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
+	d, recreate, err := o.open(ctx, id)
+	if err != nil || o.Reconcile == nil {
+		return d, err
+	}
+	return o.Reconcile(ctx, id, d, recreate), nil
+}
+
+func (o *Opener) open(ctx context.Context, id string) (d driver.Driver, recreate bool, err error) {
 	env, err := o.rows.GetEnvironment(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// Only an environment that was provisioned and is not going away has a
 	// database to open: a call that raced a delete must not open (for
 	// SQLite: create again) the database being removed.
 	if env.Status != controlplane.StatusActive && env.Status != controlplane.StatusSuspended {
-		return nil, fmt.Errorf("%w: the environment is %s", ErrNotProvisioned, env.Status)
+		if env.Status == controlplane.StatusDeleting {
+			return nil, false, fmt.Errorf("%w: %w", driver.ErrGone, ErrNotProvisioned)
+		}
+		return nil, false, fmt.Errorf("%w: the environment is %s", ErrNotProvisioned, env.Status)
 	}
 	switch env.Driver {
 	case provision.DriverMemory:
-		d, ok := o.memory.Driver(env.ID)
-		if !ok {
-			return nil, fmt.Errorf("%w: memory environments live in the process that created them", ErrNotProvisioned)
-		}
-		return d, nil
+		// A memory database does not outlive its process: after a restart
+		// the environment comes back empty, and reconciling creates its
+		// objects' tables again from their definitions.
+		d, fresh := o.memory.Open(env.ID)
+		return d, fresh, nil
 	case provision.DriverSQLite:
 		// Opening creates a missing file: a file that is gone must not come
 		// back as an empty database that looks like the environment's.
 		path := o.sqlite.Path(env.ID)
 		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("%w: its database file: %w", ErrNotProvisioned, err)
+			return nil, false, fmt.Errorf("%w: its database file: %w", ErrNotProvisioned, err)
 		}
-		return driversqlite.Open(ctx, path)
+		d, err := driversqlite.Open(ctx, path)
+		return d, false, err
 	case provision.DriverPostgres:
 		secret, err := o.secret(env)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		cfg, err := provision.PostgresConnConfig(env.DatabaseURL, secret)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if o.PostgresMaxConns > 0 {
 			cfg.MaxConns = o.PostgresMaxConns
 		}
-		return driverpg.Open(ctx, cfg)
+		d, err := driverpg.Open(ctx, cfg)
+		return d, false, err
 	case provision.DriverTurso:
 		token, err := o.secret(env)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return driverturso.Open(ctx, env.DatabaseURL, token)
+		d, err := driverturso.Open(ctx, env.DatabaseURL, token)
+		return d, false, err
 	default:
-		return nil, fmt.Errorf("%w: driver %q", ErrNotProvisioned, env.Driver)
+		return nil, false, fmt.Errorf("%w: driver %q", ErrNotProvisioned, env.Driver)
 	}
 }
 
@@ -140,16 +160,18 @@ func (m *Memory) Deprovision(_ context.Context, env controlplane.Environment) er
 	return nil
 }
 
-// Driver returns a handle on the environment's database whose Close leaves
-// the data in place.
-func (m *Memory) Driver(environmentID string) (driver.Driver, bool) {
+// Open returns a handle on the environment's database whose Close leaves
+// the data in place, making an empty database when the process has none
+// for it (fresh true): the process that made it has ended.
+func (m *Memory) Open(environmentID string) (d driver.Driver, fresh bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	d, ok := m.dbs[environmentID]
+	db, ok := m.dbs[environmentID]
 	if !ok {
-		return nil, false
+		db = drivermem.New()
+		m.dbs[environmentID] = db
 	}
-	return keepOpen{d}, true
+	return keepOpen{db}, !ok
 }
 
 // keepOpen is a memory database handle whose Close does not drop the data.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -276,4 +277,25 @@ func validateIndexes(v *violations, o *Object) {
 			inIndex[name] = true
 		}
 	}
+}
+
+// ReservedObjectName reports whether name collides with an engine's system
+// catalogs: PostgreSQL finds its pg_ relations before any table of the
+// search path by an unqualified name, and SQLite keeps sqlite_ for its own
+// tables. Every engine refuses all of them, so a definition moves between
+// engines unchanged. (envplane's own table, driver.LedgerTable, starts
+// with an underscore, which no valid name does.)
+func ReservedObjectName(name string) bool {
+	return strings.HasPrefix(name, "pg_") || strings.HasPrefix(name, "sqlite_")
+}
+
+// ReservedFieldName reports whether name is a system column of an engine:
+// PostgreSQL's (a table cannot have a column of that name) or SQLite's
+// rowid aliases (a column of that name hides the row's rowid).
+func ReservedFieldName(name string) bool {
+	switch name {
+	case "oid", "tableoid", "xmin", "xmax", "cmin", "cmax", "ctid", "rowid":
+		return true
+	}
+	return false
 }

@@ -16,6 +16,7 @@ import (
 	accessv1 "github.com/envplane/envplane/gen/envplane/access/v1"
 	"github.com/envplane/envplane/gen/envplane/access/v1/accessv1connect"
 	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/idempotency"
@@ -258,6 +259,10 @@ func organizationNotFound() error {
 }
 
 func (s *Service) internal(ctx context.Context, err error) error {
+	if known := dberror.ControlPlane(err); known != nil {
+		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full")
+		return known
+	}
 	reqlog.Logger(ctx, s.log).Error("access service failed", "error", err)
 	return apierr.Internal()
 }

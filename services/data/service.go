@@ -24,6 +24,7 @@ import (
 	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
 	"github.com/envplane/envplane/gen/envplane/data/v1/datav1connect"
 	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/registry"
@@ -321,6 +322,9 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 
 // writeError maps a driver error to the client's; obj may be nil.
 func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error) error {
+	if known := dberror.Error(err); known != nil {
+		return known
+	}
 	var uv *driver.UniqueViolationError
 	switch {
 	case errors.As(err, &uv):
@@ -397,12 +401,19 @@ func newETag() string {
 }
 
 func (s *Service) unavailable(ctx context.Context, err error) error {
+	if known := dberror.Error(err); known != nil {
+		return known
+	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
 	return apierr.New(connect.CodeUnavailable, ReasonDatabaseUnavailable, "the environment's database cannot be reached now; retry")
 }
 
 func (s *Service) internal(ctx context.Context, err error) error {
+	if known := dberror.ControlPlane(err); known != nil {
+		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full")
+		return known
+	}
 	reqlog.Logger(ctx, s.log).Error("data service failed", "error", err)
 	return apierr.Internal()
 }

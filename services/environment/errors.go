@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/provision"
@@ -69,6 +70,10 @@ func (s *Service) toConnect(ctx context.Context, err error, attrs ...any) error 
 		return connect.NewError(connect.CodeCanceled, errors.New("request canceled"))
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
+	}
+	if known := dberror.ControlPlane(err); known != nil {
+		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full", attrs...)
+		return known
 	}
 	reqlog.Logger(ctx, s.log).Error("environment service failed", append(attrs, "error", err)...)
 	return apierr.Internal()

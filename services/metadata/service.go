@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/dberror"
+	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/pagetoken"
@@ -39,6 +42,14 @@ const (
 	ReasonMigrationFailed           = "MIGRATION_FAILED"
 	ReasonDatabaseUnavailable       = "DATABASE_UNAVAILABLE"
 	ReasonInvalidPageToken          = "INVALID_PAGE_TOKEN"
+	// ReasonObjectNameReserved: the name is one of an engine's system
+	// catalogs (pg_…, sqlite_…).
+	ReasonObjectNameReserved = "OBJECT_NAME_RESERVED"
+	// ReasonFieldNameReserved: the name is a system column of an engine.
+	ReasonFieldNameReserved = "FIELD_NAME_RESERVED"
+	// ReasonObjectTableExists: a table of the object's name exists that no
+	// definition describes; PutObject does not take it over unasked.
+	ReasonObjectTableExists = "OBJECT_TABLE_EXISTS"
 )
 
 // migrationTimeout bounds one migration of an environment's database.
@@ -79,6 +90,9 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		return nil, err
 	}
 	m := req.Msg
+	if err := reserved(m.GetName(), m.GetObject()); err != nil {
+		return nil, err
+	}
 	next, violations := objectFromProto(m.GetName(), m.GetObject())
 	if n := m.GetObject().GetName(); n != "" && n != m.GetName() {
 		violations = append(violations, apierr.FieldViolation{Field: "object.name", Description: "must be empty or equal the name in the path"})
@@ -86,6 +100,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	if len(violations) > 0 {
 		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition, "the object definition is invalid: "+violations[0].Field+": "+violations[0].Description, violations...)
 	}
+	repair := repairFromProto(m.GetRepair())
 	if !m.GetValidateOnly() {
 		unlock, err := s.changes.lock(ctx, env.ID+"/"+m.GetName())
 		if err != nil {
@@ -98,7 +113,9 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		return nil, err
 	}
 	steps := schema.Plan(current, next)
-	if current != nil && len(steps) == 0 && !schema.Changed(current, next) {
+	// A repair always records a new version: other replicas, which found the
+	// drift at their own open, lift it when they see a later version.
+	if repair == driver.RepairNone && current != nil && len(steps) == 0 && !schema.Changed(current, next) {
 		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(current)}), nil
 	}
 	now := s.now()
@@ -133,32 +150,48 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		return nil, s.databaseError(ctx, err)
 	}
 	defer lease.Release()
-	if current != nil {
+	if current != nil && repair == driver.RepairNone {
 		if err := s.checkRequiredFields(ctx, lease, current, steps); err != nil {
 			return nil, err
 		}
-	}
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrationTimeout)
-	defer cancel()
-	if err := lease.Driver.Migrate(mctx, next, steps); err != nil {
-		reqlog.Logger(ctx, s.log).Warn("migration failed; the previous definition stays in place",
-			"environment_id", env.ID, "object", next.Name, "version", next.Version)
-		reqlog.Logger(ctx, s.log).Debug("migration failure cause", "error", err)
-		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonMigrationFailed,
-			"the environment's database refused the change (for a unique index: duplicate values?); nothing was changed")
 	}
 	encoded, err := encode(next)
 	if err != nil {
 		return nil, s.internal(ctx, err)
 	}
+	ledgerDef, err := ledgerDefinition(next)
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
 	stepsJSON, _ := json.Marshal(stepsToProto(steps))
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), migrationTimeout)
+	defer cancel()
+	// The database first, recording the change in its ledger in the same
+	// transaction; then the control plane. A crash in between leaves the
+	// ledger a version ahead, which the next open of the database stores
+	// (see Reconciler): the change is never half made.
+	err = lease.Driver.Migrate(mctx, driver.Change{
+		Object: next, Steps: steps, From: expected, Repair: repair,
+		Definition: ledgerDef, Applied: stepsJSON, ApplyTime: now,
+	})
+	if err != nil {
+		return nil, s.migrationError(ctx, env.ID, next, steps, err)
+	}
 	_, err = s.store.PutObjectDefinition(mctx, controlplane.ObjectDefinition{
 		EnvironmentID: env.ID, Name: next.Name, Definition: encoded, Version: next.Version,
 		CreateTime: next.CreateTime, UpdateTime: next.UpdateTime,
 	}, expected, controlplane.ObjectMigration{
 		EnvironmentID: env.ID, Name: next.Name, Version: next.Version, Steps: stepsJSON, ApplyTime: now,
 	})
+	if errors.Is(err, controlplane.ErrVersionConflict) && s.storedAlready(mctx, env.ID, next, ledgerDef) {
+		err = nil // another replica's open reconciled this very change first
+	}
 	if err != nil {
+		// The database holds the change and the control plane does not:
+		// reopening the database reconciles the two (storing the
+		// definition from the ledger) as soon as the control plane takes
+		// writes again, and a retry of this call converges meanwhile.
+		s.registry.Invalidate(env.ID)
 		if errors.Is(err, controlplane.ErrVersionConflict) {
 			return nil, apierr.New(connect.CodeAborted, ReasonConcurrentModification,
 				"the object changed while this change was applied; read it and apply again (re-applying converges)")
@@ -167,8 +200,82 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	}
 	s.publish(ctx, env.ID, next.Name)
 	reqlog.Logger(ctx, s.log).Info("object definition applied", "environment_id", env.ID, "object", next.Name,
-		"version", next.Version, "steps", len(steps))
+		"version", next.Version, "steps", len(steps), "repair", m.GetRepair().String())
 	return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps), Applied: true}), nil
+}
+
+// reserved refuses names an engine keeps for itself, before anything else
+// is looked at: no engine may be asked to create them.
+func reserved(name string, obj *metadatav1.ObjectDefinition) error {
+	if schema.ReservedObjectName(name) {
+		return apierr.InvalidArgument(ReasonObjectNameReserved,
+			"object name "+name+" is reserved: names starting with pg_ or sqlite_ are an engine's own",
+			apierr.FieldViolation{Field: "name", Description: "is reserved (pg_…, sqlite_…)"})
+	}
+	for i, f := range obj.GetFields() {
+		if schema.ReservedFieldName(f.GetName()) {
+			field := fmt.Sprintf("object.fields[%d].name", i)
+			return apierr.InvalidArgument(ReasonFieldNameReserved,
+				"field name "+f.GetName()+" is reserved: it is a system column of a database engine",
+				apierr.FieldViolation{Field: field, Description: "is a system column name (oid, tableoid, xmin, xmax, cmin, cmax, ctid, rowid)"})
+		}
+	}
+	return nil
+}
+
+func repairFromProto(r metadatav1.Repair) driver.Repair {
+	switch r {
+	case metadatav1.Repair_REPAIR_REAPPLY:
+		return driver.RepairReapply
+	case metadatav1.Repair_REPAIR_ADOPT:
+		return driver.RepairAdopt
+	}
+	return driver.RepairNone
+}
+
+// storedAlready reports whether the control plane holds next (by version
+// and definition): what a reconcile of another open stores when it finds
+// this change in the ledger before this call stored it.
+func (s *Service) storedAlready(ctx context.Context, environmentID string, next *schema.Object, ledgerDef []byte) bool {
+	cur, err := s.current(ctx, environmentID, next.Name)
+	if err != nil || cur == nil || cur.Version != next.Version {
+		return false
+	}
+	def, err := ledgerDefinition(cur)
+	return err == nil && string(def) == string(ledgerDef)
+}
+
+// migrationError answers a migration the database refused; nothing of it
+// was applied.
+func (s *Service) migrationError(ctx context.Context, environmentID string, next *schema.Object, steps []schema.Step, err error) error {
+	log := reqlog.Logger(ctx, s.log)
+	switch {
+	case errors.Is(err, driver.ErrLedgerConflict):
+		return apierr.New(connect.CodeAborted, ReasonConcurrentModification,
+			"the object changed while this change was applied; read it and apply again (re-applying converges)")
+	case errors.Is(err, driver.ErrUnknownTable):
+		return apierr.New(connect.CodeFailedPrecondition, ReasonObjectTableExists,
+			"the environment's database has a table "+next.Name+" that no definition describes (left by an earlier "+
+				"delete that did not finish, or made by hand); drop it with DeleteObject and force, or take it over "+
+				"with repair REPAIR_ADOPT (its columns must match)", "object", next.Name)
+	case errors.Is(err, driver.ErrUnavailable):
+		return s.databaseError(ctx, err)
+	}
+	if known := dberror.Error(err); known != nil {
+		return known
+	}
+	log.Warn("migration failed; the previous definition stays in place",
+		"environment_id", environmentID, "object", next.Name, "version", next.Version)
+	log.Debug("migration failure cause", "error", err)
+	msg := "the environment's database refused the change; nothing was changed"
+	for _, st := range steps {
+		if (st.Kind == schema.StepAddIndex && st.Index != nil && st.Index.Unique) ||
+			(st.Kind == schema.StepChangeField && st.Field != nil && st.Field.Unique) {
+			msg = "the environment's database refused the change (a unique index over duplicate values?); nothing was changed"
+			break
+		}
+	}
+	return apierr.New(connect.CodeFailedPrecondition, ReasonMigrationFailed, msg)
 }
 
 // checkRequiredFields refuses a new required field without a default on an
@@ -200,7 +307,27 @@ func (s *Service) GetObject(ctx context.Context, req *connect.Request[metadatav1
 	if obj == nil {
 		return nil, notDefined(req.Msg.GetName())
 	}
-	return connect.NewResponse(&metadatav1.GetObjectResponse{Object: objectToProto(obj)}), nil
+	p := objectToProto(obj)
+	s.showDrift(ctx, env.ID, []*schema.Object{obj}, []*metadatav1.ObjectDefinition{p})
+	return connect.NewResponse(&metadatav1.GetObjectResponse{Object: p}), nil
+}
+
+// showDrift sets the drift of each object the environment's database
+// found at its open (see Reconciler). It opens the database if needed; a
+// database that cannot be opened shows none (its calls say why).
+func (s *Service) showDrift(ctx context.Context, environmentID string, objs []*schema.Object, out []*metadatav1.ObjectDefinition) {
+	lease, err := s.registry.Acquire(ctx, environmentID)
+	if err != nil {
+		return
+	}
+	defer lease.Release()
+	g, ok := lease.Driver.(interface{ Drift(*schema.Object) string })
+	if !ok {
+		return
+	}
+	for i, obj := range objs {
+		out[i].Drift = g.Drift(obj)
+	}
 }
 
 // ListObjects implements MetadataService.ListObjects.
@@ -221,12 +348,17 @@ func (s *Service) ListObjects(ctx context.Context, req *connect.Request[metadata
 		defs = defs[:size]
 		resp.NextPageToken = pagetoken.Encode(defs[size-1].Name, "objects", env.ID)
 	}
+	objs := make([]*schema.Object, 0, len(defs))
 	for _, d := range defs {
 		obj, err := decode(d)
 		if err != nil {
 			return nil, s.internal(ctx, err)
 		}
+		objs = append(objs, obj)
 		resp.Objects = append(resp.Objects, objectToProto(obj))
+	}
+	if len(objs) > 0 {
+		s.showDrift(ctx, env.ID, objs, resp.Objects)
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -247,14 +379,17 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 	if err != nil {
 		return nil, err
 	}
-	if obj == nil {
-		return nil, notDefined(name)
-	}
 	lease, err := s.registry.Acquire(ctx, env.ID)
 	if err != nil {
+		if obj == nil {
+			return nil, notDefined(name)
+		}
 		return nil, s.databaseError(ctx, err)
 	}
 	defer lease.Release()
+	if obj == nil {
+		return s.dropOrphan(ctx, lease, env.ID, name, req.Msg.GetForce())
+	}
 	if !req.Msg.GetForce() {
 		n, err := lease.Driver.Count(ctx, obj, filter.Expr(nil))
 		if err != nil {
@@ -265,17 +400,52 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 				"the object has records; delete them or pass force to drop the table with them", "object", name)
 		}
 	}
-	// The definition goes first: a crash after it leaves an orphan table
-	// (harmless, dropped again by a later delete of a redefined object), never
-	// a definition without its table.
-	if err := s.store.DeleteObjectDefinition(ctx, env.ID, name); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
-		return nil, s.internal(ctx, err)
-	}
-	s.publish(ctx, env.ID, name)
+	// The table goes first, with a tombstone in the ledger in the same
+	// transaction; then the definition. A failure of the first changes
+	// nothing; a crash between them leaves the tombstone, from which the
+	// next open of the database removes the definition (see Reconciler):
+	// no definition outlives its table, no table its definition.
 	if err := lease.Driver.DropObject(context.WithoutCancel(ctx), name); err != nil {
 		return nil, s.databaseError(ctx, err)
 	}
+	if err := s.store.DeleteObjectDefinition(context.WithoutCancel(ctx), env.ID, name); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		s.registry.Invalidate(env.ID)
+		return nil, s.internal(ctx, err)
+	}
+	s.publish(ctx, env.ID, name)
 	reqlog.Logger(ctx, s.log).Info("object deleted", "environment_id", env.ID, "object", name)
+	return connect.NewResponse(&metadatav1.DeleteObjectResponse{}), nil
+}
+
+// dropOrphan deletes an object that has no definition: with force, a table
+// (or ledger entry) of the name that the database holds without one is
+// dropped; otherwise, or when there is nothing, the object is not defined.
+func (s *Service) dropOrphan(ctx context.Context, lease *registry.Lease, environmentID, name string, force bool) (*connect.Response[metadatav1.DeleteObjectResponse], error) {
+	if !force {
+		return nil, notDefined(name)
+	}
+	held := false
+	if err := lease.Driver.Check(ctx, &schema.Object{Name: name}); err == nil {
+		held = true
+	} else if !errors.Is(err, driver.ErrNoTable) {
+		return nil, s.databaseError(ctx, err)
+	}
+	if !held {
+		entries, err := lease.Driver.Ledger(ctx)
+		if err != nil && !errors.Is(err, driver.ErrNoLedger) {
+			return nil, s.databaseError(ctx, err)
+		}
+		for _, e := range entries {
+			held = held || (e.Object == name && e.Version > 0)
+		}
+	}
+	if !held {
+		return nil, notDefined(name)
+	}
+	if err := lease.Driver.DropObject(context.WithoutCancel(ctx), name); err != nil {
+		return nil, s.databaseError(ctx, err)
+	}
+	reqlog.Logger(ctx, s.log).Warn("dropped a table no definition described", "environment_id", environmentID, "object", name)
 	return connect.NewResponse(&metadatav1.DeleteObjectResponse{}), nil
 }
 
@@ -307,12 +477,19 @@ func notDefined(name string) error {
 }
 
 func (s *Service) databaseError(ctx context.Context, err error) error {
+	if known := dberror.Error(err); known != nil {
+		return known
+	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
 	return apierr.New(connect.CodeUnavailable, ReasonDatabaseUnavailable, "the environment's database cannot be reached now; retry")
 }
 
 func (s *Service) internal(ctx context.Context, err error) error {
+	if known := dberror.ControlPlane(err); known != nil {
+		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full")
+		return known
+	}
 	reqlog.Logger(ctx, s.log).Error("metadata service failed", "error", err)
 	return apierr.Internal()
 }

@@ -25,6 +25,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Repair is how PutObject treats a database that does not hold the
+// definition it changes.
+type Repair int32
+
+const (
+	// REPAIR_UNSPECIFIED changes only a table that holds the stored
+	// definition, and never takes over a table no definition describes.
+	Repair_REPAIR_UNSPECIFIED Repair = 0
+	// REPAIR_REAPPLY makes the table match the definition as it is:
+	// missing columns and indexes are created (a column that was lost comes
+	// back empty), whatever the database recorded.
+	Repair_REPAIR_REAPPLY Repair = 1
+	// REPAIR_ADOPT takes the table as it is for this definition, only when it
+	// has every field's column with the field's type; its rows stay.
+	Repair_REPAIR_ADOPT Repair = 2
+)
+
+// Enum value maps for Repair.
+var (
+	Repair_name = map[int32]string{
+		0: "REPAIR_UNSPECIFIED",
+		1: "REPAIR_REAPPLY",
+		2: "REPAIR_ADOPT",
+	}
+	Repair_value = map[string]int32{
+		"REPAIR_UNSPECIFIED": 0,
+		"REPAIR_REAPPLY":     1,
+		"REPAIR_ADOPT":       2,
+	}
+)
+
+func (x Repair) Enum() *Repair {
+	p := new(Repair)
+	*p = x
+	return p
+}
+
+func (x Repair) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Repair) Descriptor() protoreflect.EnumDescriptor {
+	return file_envplane_metadata_v1_metadata_proto_enumTypes[0].Descriptor()
+}
+
+func (Repair) Type() protoreflect.EnumType {
+	return &file_envplane_metadata_v1_metadata_proto_enumTypes[0]
+}
+
+func (x Repair) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Repair.Descriptor instead.
+func (Repair) EnumDescriptor() ([]byte, []int) {
+	return file_envplane_metadata_v1_metadata_proto_rawDescGZIP(), []int{0}
+}
+
 // ObjectDefinition describes one object (a table) of an environment.
 type ObjectDefinition struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -38,7 +96,13 @@ type ObjectDefinition struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// indexes beyond the single-field ones that Field.indexed and Field.unique ask for.
-	Indexes       []*Index `protobuf:"bytes,8,rep,name=indexes,proto3" json:"indexes,omitempty"`
+	Indexes []*Index `protobuf:"bytes,8,rep,name=indexes,proto3" json:"indexes,omitempty"`
+	// drift is set (output only) when the environment's database does not
+	// hold this definition and envplane could not bring the two together by
+	// itself: it says how they differ. While it is set, data calls on the
+	// object answer FAILED_PRECONDITION SCHEMA_DRIFT; PutObject with a
+	// repair mends it. Empty when the table matches.
+	Drift         string `protobuf:"bytes,9,opt,name=drift,proto3" json:"drift,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,6 +191,13 @@ func (x *ObjectDefinition) GetIndexes() []*Index {
 		return x.Indexes
 	}
 	return nil
+}
+
+func (x *ObjectDefinition) GetDrift() string {
+	if x != nil {
+		return x.Drift
+	}
+	return ""
 }
 
 // Index is a (possibly multi-field) index of an object's table.
@@ -389,7 +460,11 @@ type PutObjectRequest struct {
 	// tighten constraints on existing rows.
 	AllowDestructive bool `protobuf:"varint,4,opt,name=allow_destructive,json=allowDestructive,proto3" json:"allow_destructive,omitempty"`
 	// validate_only plans the change and returns its steps without applying it.
-	ValidateOnly  bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	ValidateOnly bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// repair mends an object whose table does not hold its definition (see
+	// ObjectDefinition.drift), or adopts a table left without a definition.
+	// A repair always records a new version.
+	Repair        Repair `protobuf:"varint,6,opt,name=repair,proto3,enum=envplane.metadata.v1.Repair" json:"repair,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +532,13 @@ func (x *PutObjectRequest) GetValidateOnly() bool {
 		return x.ValidateOnly
 	}
 	return false
+}
+
+func (x *PutObjectRequest) GetRepair() Repair {
+	if x != nil {
+		return x.Repair
+	}
+	return Repair_REPAIR_UNSPECIFIED
 }
 
 type PutObjectResponse struct {
@@ -832,7 +914,7 @@ var File_envplane_metadata_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"\n" +
-	"#envplane/metadata/v1/metadata.proto\x12\x14envplane.metadata.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n" +
+	"#envplane/metadata/v1/metadata.proto\x12\x14envplane.metadata.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x03\n" +
 	"\x10ObjectDefinition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12 \n" +
@@ -843,7 +925,8 @@ const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12?\n" +
-	"\aindexes\x18\b \x03(\v2\x1b.envplane.metadata.v1.IndexB\b\xbaH\x05\x92\x01\x02\x10@R\aindexes\"\x92\x01\n" +
+	"\aindexes\x18\b \x03(\v2\x1b.envplane.metadata.v1.IndexB\b\xbaH\x05\x92\x01\x02\x10@R\aindexes\x12\x14\n" +
+	"\x05drift\x18\t \x01(\tR\x05drift\"\x92\x01\n" +
 	"\x05Index\x121\n" +
 	"\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12>\n" +
 	"\x06fields\x18\x02 \x03(\tB&\xbaH#\x92\x01 \b\x01\x10\x10\"\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x06fields\x12\x16\n" +
@@ -863,13 +946,14 @@ const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"\aoptions\x18\x06 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\x10\xf4\x03\x18\x01\"\ar\x05\x10\x01\x18\xc8\x01R\aoptions\x12*\n" +
 	"\vdescription\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\vdescription\x12;\n" +
 	"\rdefault_value\x18\b \x01(\v2\x16.google.protobuf.ValueR\fdefaultValue\x12\x18\n" +
-	"\aindexed\x18\t \x01(\bR\aindexed\"\x93\x02\n" +
+	"\aindexed\x18\t \x01(\bR\aindexed\"\xd3\x02\n" +
 	"\x10PutObjectRequest\x122\n" +
 	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x121\n" +
 	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12F\n" +
 	"\x06object\x18\x03 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x06object\x12+\n" +
 	"\x11allow_destructive\x18\x04 \x01(\bR\x10allowDestructive\x12#\n" +
-	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\"\xa8\x01\n" +
+	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\x12>\n" +
+	"\x06repair\x18\x06 \x01(\x0e2\x1c.envplane.metadata.v1.RepairB\b\xbaH\x05\x82\x01\x02\x10\x01R\x06repair\"\xa8\x01\n" +
 	"\x11PutObjectResponse\x12>\n" +
 	"\x06object\x18\x01 \x01(\v2&.envplane.metadata.v1.ObjectDefinitionR\x06object\x129\n" +
 	"\x05steps\x18\x02 \x03(\v2#.envplane.metadata.v1.MigrationStepR\x05steps\x12\x18\n" +
@@ -891,7 +975,11 @@ const file_envplane_metadata_v1_metadata_proto_rawDesc = "" +
 	"\x0eenvironment_id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x121\n" +
 	"\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x182\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\"\x16\n" +
-	"\x14DeleteObjectResponse2\xb6\x06\n" +
+	"\x14DeleteObjectResponse*F\n" +
+	"\x06Repair\x12\x16\n" +
+	"\x12REPAIR_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eREPAIR_REAPPLY\x10\x01\x12\x10\n" +
+	"\fREPAIR_ADOPT\x10\x022\xb6\x06\n" +
 	"\x0fMetadataService\x12\xce\x01\n" +
 	"\tPutObject\x12&.envplane.metadata.v1.PutObjectRequest\x1a'.envplane.metadata.v1.PutObjectResponse\"p\x82\xd3\xe4\x93\x02j:\x06objectZC:\x06object\x1a9/api/v1/environments/{environment_id}/meta/objects/{name}\x1a\x1b/api/v1/meta/objects/{name}\x12\xce\x01\n" +
 	"\tGetObject\x12&.envplane.metadata.v1.GetObjectRequest\x1a'.envplane.metadata.v1.GetObjectResponse\"p\x82\xd3\xe4\x93\x02jZCb\x06object\x129/api/v1/environments/{environment_id}/meta/objects/{name}b\x06object\x12\x1b/api/v1/meta/objects/{name}\x12\xb6\x01\n" +
@@ -910,47 +998,50 @@ func file_envplane_metadata_v1_metadata_proto_rawDescGZIP() []byte {
 	return file_envplane_metadata_v1_metadata_proto_rawDescData
 }
 
+var file_envplane_metadata_v1_metadata_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_envplane_metadata_v1_metadata_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_envplane_metadata_v1_metadata_proto_goTypes = []any{
-	(*ObjectDefinition)(nil),      // 0: envplane.metadata.v1.ObjectDefinition
-	(*Index)(nil),                 // 1: envplane.metadata.v1.Index
-	(*MigrationStep)(nil),         // 2: envplane.metadata.v1.MigrationStep
-	(*Field)(nil),                 // 3: envplane.metadata.v1.Field
-	(*PutObjectRequest)(nil),      // 4: envplane.metadata.v1.PutObjectRequest
-	(*PutObjectResponse)(nil),     // 5: envplane.metadata.v1.PutObjectResponse
-	(*GetObjectRequest)(nil),      // 6: envplane.metadata.v1.GetObjectRequest
-	(*GetObjectResponse)(nil),     // 7: envplane.metadata.v1.GetObjectResponse
-	(*ListObjectsRequest)(nil),    // 8: envplane.metadata.v1.ListObjectsRequest
-	(*ListObjectsResponse)(nil),   // 9: envplane.metadata.v1.ListObjectsResponse
-	(*DeleteObjectRequest)(nil),   // 10: envplane.metadata.v1.DeleteObjectRequest
-	(*DeleteObjectResponse)(nil),  // 11: envplane.metadata.v1.DeleteObjectResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*structpb.Value)(nil),        // 13: google.protobuf.Value
+	(Repair)(0),                   // 0: envplane.metadata.v1.Repair
+	(*ObjectDefinition)(nil),      // 1: envplane.metadata.v1.ObjectDefinition
+	(*Index)(nil),                 // 2: envplane.metadata.v1.Index
+	(*MigrationStep)(nil),         // 3: envplane.metadata.v1.MigrationStep
+	(*Field)(nil),                 // 4: envplane.metadata.v1.Field
+	(*PutObjectRequest)(nil),      // 5: envplane.metadata.v1.PutObjectRequest
+	(*PutObjectResponse)(nil),     // 6: envplane.metadata.v1.PutObjectResponse
+	(*GetObjectRequest)(nil),      // 7: envplane.metadata.v1.GetObjectRequest
+	(*GetObjectResponse)(nil),     // 8: envplane.metadata.v1.GetObjectResponse
+	(*ListObjectsRequest)(nil),    // 9: envplane.metadata.v1.ListObjectsRequest
+	(*ListObjectsResponse)(nil),   // 10: envplane.metadata.v1.ListObjectsResponse
+	(*DeleteObjectRequest)(nil),   // 11: envplane.metadata.v1.DeleteObjectRequest
+	(*DeleteObjectResponse)(nil),  // 12: envplane.metadata.v1.DeleteObjectResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*structpb.Value)(nil),        // 14: google.protobuf.Value
 }
 var file_envplane_metadata_v1_metadata_proto_depIdxs = []int32{
-	3,  // 0: envplane.metadata.v1.ObjectDefinition.fields:type_name -> envplane.metadata.v1.Field
-	12, // 1: envplane.metadata.v1.ObjectDefinition.create_time:type_name -> google.protobuf.Timestamp
-	12, // 2: envplane.metadata.v1.ObjectDefinition.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 3: envplane.metadata.v1.ObjectDefinition.indexes:type_name -> envplane.metadata.v1.Index
-	13, // 4: envplane.metadata.v1.Field.default_value:type_name -> google.protobuf.Value
-	0,  // 5: envplane.metadata.v1.PutObjectRequest.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	0,  // 6: envplane.metadata.v1.PutObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	2,  // 7: envplane.metadata.v1.PutObjectResponse.steps:type_name -> envplane.metadata.v1.MigrationStep
-	0,  // 8: envplane.metadata.v1.GetObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
-	0,  // 9: envplane.metadata.v1.ListObjectsResponse.objects:type_name -> envplane.metadata.v1.ObjectDefinition
-	4,  // 10: envplane.metadata.v1.MetadataService.PutObject:input_type -> envplane.metadata.v1.PutObjectRequest
-	6,  // 11: envplane.metadata.v1.MetadataService.GetObject:input_type -> envplane.metadata.v1.GetObjectRequest
-	8,  // 12: envplane.metadata.v1.MetadataService.ListObjects:input_type -> envplane.metadata.v1.ListObjectsRequest
-	10, // 13: envplane.metadata.v1.MetadataService.DeleteObject:input_type -> envplane.metadata.v1.DeleteObjectRequest
-	5,  // 14: envplane.metadata.v1.MetadataService.PutObject:output_type -> envplane.metadata.v1.PutObjectResponse
-	7,  // 15: envplane.metadata.v1.MetadataService.GetObject:output_type -> envplane.metadata.v1.GetObjectResponse
-	9,  // 16: envplane.metadata.v1.MetadataService.ListObjects:output_type -> envplane.metadata.v1.ListObjectsResponse
-	11, // 17: envplane.metadata.v1.MetadataService.DeleteObject:output_type -> envplane.metadata.v1.DeleteObjectResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 0: envplane.metadata.v1.ObjectDefinition.fields:type_name -> envplane.metadata.v1.Field
+	13, // 1: envplane.metadata.v1.ObjectDefinition.create_time:type_name -> google.protobuf.Timestamp
+	13, // 2: envplane.metadata.v1.ObjectDefinition.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 3: envplane.metadata.v1.ObjectDefinition.indexes:type_name -> envplane.metadata.v1.Index
+	14, // 4: envplane.metadata.v1.Field.default_value:type_name -> google.protobuf.Value
+	1,  // 5: envplane.metadata.v1.PutObjectRequest.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	0,  // 6: envplane.metadata.v1.PutObjectRequest.repair:type_name -> envplane.metadata.v1.Repair
+	1,  // 7: envplane.metadata.v1.PutObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	3,  // 8: envplane.metadata.v1.PutObjectResponse.steps:type_name -> envplane.metadata.v1.MigrationStep
+	1,  // 9: envplane.metadata.v1.GetObjectResponse.object:type_name -> envplane.metadata.v1.ObjectDefinition
+	1,  // 10: envplane.metadata.v1.ListObjectsResponse.objects:type_name -> envplane.metadata.v1.ObjectDefinition
+	5,  // 11: envplane.metadata.v1.MetadataService.PutObject:input_type -> envplane.metadata.v1.PutObjectRequest
+	7,  // 12: envplane.metadata.v1.MetadataService.GetObject:input_type -> envplane.metadata.v1.GetObjectRequest
+	9,  // 13: envplane.metadata.v1.MetadataService.ListObjects:input_type -> envplane.metadata.v1.ListObjectsRequest
+	11, // 14: envplane.metadata.v1.MetadataService.DeleteObject:input_type -> envplane.metadata.v1.DeleteObjectRequest
+	6,  // 15: envplane.metadata.v1.MetadataService.PutObject:output_type -> envplane.metadata.v1.PutObjectResponse
+	8,  // 16: envplane.metadata.v1.MetadataService.GetObject:output_type -> envplane.metadata.v1.GetObjectResponse
+	10, // 17: envplane.metadata.v1.MetadataService.ListObjects:output_type -> envplane.metadata.v1.ListObjectsResponse
+	12, // 18: envplane.metadata.v1.MetadataService.DeleteObject:output_type -> envplane.metadata.v1.DeleteObjectResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_envplane_metadata_v1_metadata_proto_init() }
@@ -963,13 +1054,14 @@ func file_envplane_metadata_v1_metadata_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envplane_metadata_v1_metadata_proto_rawDesc), len(file_envplane_metadata_v1_metadata_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_envplane_metadata_v1_metadata_proto_goTypes,
 		DependencyIndexes: file_envplane_metadata_v1_metadata_proto_depIdxs,
+		EnumInfos:         file_envplane_metadata_v1_metadata_proto_enumTypes,
 		MessageInfos:      file_envplane_metadata_v1_metadata_proto_msgTypes,
 	}.Build()
 	File_envplane_metadata_v1_metadata_proto = out.File

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#envplane/metadata/v1/metadata.proto\x12\x14\x65nvplane.metadata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n\x10ObjectDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12>\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1b.envplane.metadata.v1.FieldB\t\xbaH\x06\x92\x01\x03\x10\xf4\x03R\x06\x66ields\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12?\n\x07indexes\x18\x08 \x03(\x0b\x32\x1b.envplane.metadata.v1.IndexB\x08\xbaH\x05\x92\x01\x02\x10@R\x07indexes\"\x92\x01\n\x05Index\x12\x31\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12>\n\x06\x66ields\x18\x02 \x03(\tB&\xbaH#\x92\x01 \x08\x01\x10\x10\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x06\x66ields\x12\x16\n\x06unique\x18\x03 \x01(\x08R\x06unique\"\x7f\n\rMigrationStep\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n\x06target\x18\x02 \x01(\tR\x06target\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12 \n\x0b\x64\x65structive\x18\x04 \x01(\x08R\x0b\x64\x65structive\"\xa3\x03\n\x05\x46ield\x12\x31\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12X\n\x04type\x18\x02 \x01(\tBD\xbaHAr?R\x04textR\x07integerR\x06numberR\x07\x62ooleanR\ttimestampR\x04\x64\x61teR\x04jsonR\x06selectR\x04type\x12\x1a\n\x08required\x18\x03 \x01(\x08R\x08required\x12\x16\n\x06unique\x18\x04 \x01(\x08R\x06unique\x12&\n\nmax_length\x18\x05 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00R\tmaxLength\x12.\n\x07options\x18\x06 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\x10\xf4\x03\x18\x01\"\x07r\x05\x10\x01\x18\xc8\x01R\x07options\x12*\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xe8\x07R\x0b\x64\x65scription\x12;\n\rdefault_value\x18\x08 \x01(\x0b\x32\x16.google.protobuf.ValueR\x0c\x64\x65\x66\x61ultValue\x12\x18\n\x07indexed\x18\t \x01(\x08R\x07indexed\"\x93\x02\n\x10PutObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x46\n\x06object\x18\x03 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x06object\x12+\n\x11\x61llow_destructive\x18\x04 \x01(\x08R\x10\x61llowDestructive\x12#\n\rvalidate_only\x18\x05 \x01(\x08R\x0cvalidateOnly\"\xa8\x01\n\x11PutObjectResponse\x12>\n\x06object\x18\x01 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x06object\x12\x39\n\x05steps\x18\x02 \x03(\x0b\x32#.envplane.metadata.v1.MigrationStepR\x05steps\x12\x18\n\x07\x61pplied\x18\x03 \x01(\x08R\x07\x61pplied\"y\n\x10GetObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\"S\n\x11GetObjectResponse\x12>\n\x06object\x18\x01 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x06object\"\x97\x01\n\x12ListObjectsRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12$\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08R\tpageToken\"\x7f\n\x13ListObjectsResponse\x12@\n\x07objects\x18\x01 \x03(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x07objects\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x92\x01\n\x13\x44\x65leteObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x14\n\x05\x66orce\x18\x03 \x01(\x08R\x05\x66orce\"\x16\n\x14\x44\x65leteObjectResponse2\xb6\x06\n\x0fMetadataService\x12\xce\x01\n\tPutObject\x12&.envplane.metadata.v1.PutObjectRequest\x1a\'.envplane.metadata.v1.PutObjectResponse\"p\x82\xd3\xe4\x93\x02j:\x06objectZC:\x06object\x1a\x39/api/v1/environments/{environment_id}/meta/objects/{name}\x1a\x1b/api/v1/meta/objects/{name}\x12\xce\x01\n\tGetObject\x12&.envplane.metadata.v1.GetObjectRequest\x1a\'.envplane.metadata.v1.GetObjectResponse\"p\x82\xd3\xe4\x93\x02jZCb\x06object\x12\x39/api/v1/environments/{environment_id}/meta/objects/{name}b\x06object\x12\x1b/api/v1/meta/objects/{name}\x12\xb6\x01\n\x0bListObjects\x12(.envplane.metadata.v1.ListObjectsRequest\x1a).envplane.metadata.v1.ListObjectsResponse\"R\x82\xd3\xe4\x93\x02LZ4\x12\x32/api/v1/environments/{environment_id}/meta/objects\x12\x14/api/v1/meta/objects\x12\xc7\x01\n\x0c\x44\x65leteObject\x12).envplane.metadata.v1.DeleteObjectRequest\x1a*.envplane.metadata.v1.DeleteObjectResponse\"`\x82\xd3\xe4\x93\x02ZZ;*9/api/v1/environments/{environment_id}/meta/objects/{name}*\x1b/api/v1/meta/objects/{name}BBZ@github.com/envplane/envplane/gen/envplane/metadata/v1;metadatav1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#envplane/metadata/v1/metadata.proto\x12\x14\x65nvplane.metadata.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x03\n\x10ObjectDefinition\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12!\n\x0c\x64isplay_name\x18\x02 \x01(\tR\x0b\x64isplayName\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12>\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x1b.envplane.metadata.v1.FieldB\t\xbaH\x06\x92\x01\x03\x10\xf4\x03R\x06\x66ields\x12\x18\n\x07version\x18\x05 \x01(\x03R\x07version\x12;\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12?\n\x07indexes\x18\x08 \x03(\x0b\x32\x1b.envplane.metadata.v1.IndexB\x08\xbaH\x05\x92\x01\x02\x10@R\x07indexes\x12\x14\n\x05\x64rift\x18\t \x01(\tR\x05\x64rift\"\x92\x01\n\x05Index\x12\x31\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12>\n\x06\x66ields\x18\x02 \x03(\tB&\xbaH#\x92\x01 \x08\x01\x10\x10\"\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x06\x66ields\x12\x16\n\x06unique\x18\x03 \x01(\x08R\x06unique\"\x7f\n\rMigrationStep\x12\x12\n\x04kind\x18\x01 \x01(\tR\x04kind\x12\x16\n\x06target\x18\x02 \x01(\tR\x06target\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12 \n\x0b\x64\x65structive\x18\x04 \x01(\x08R\x0b\x64\x65structive\"\xa3\x03\n\x05\x46ield\x12\x31\n\x04name\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12X\n\x04type\x18\x02 \x01(\tBD\xbaHAr?R\x04textR\x07integerR\x06numberR\x07\x62ooleanR\ttimestampR\x04\x64\x61teR\x04jsonR\x06selectR\x04type\x12\x1a\n\x08required\x18\x03 \x01(\x08R\x08required\x12\x16\n\x06unique\x18\x04 \x01(\x08R\x06unique\x12&\n\nmax_length\x18\x05 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00R\tmaxLength\x12.\n\x07options\x18\x06 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\x10\xf4\x03\x18\x01\"\x07r\x05\x10\x01\x18\xc8\x01R\x07options\x12*\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xe8\x07R\x0b\x64\x65scription\x12;\n\rdefault_value\x18\x08 \x01(\x0b\x32\x16.google.protobuf.ValueR\x0c\x64\x65\x66\x61ultValue\x12\x18\n\x07indexed\x18\t \x01(\x08R\x07indexed\"\xd3\x02\n\x10PutObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x46\n\x06object\x18\x03 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionB\x06\xbaH\x03\xc8\x01\x01R\x06object\x12+\n\x11\x61llow_destructive\x18\x04 \x01(\x08R\x10\x61llowDestructive\x12#\n\rvalidate_only\x18\x05 \x01(\x08R\x0cvalidateOnly\x12>\n\x06repair\x18\x06 \x01(\x0e\x32\x1c.envplane.metadata.v1.RepairB\x08\xbaH\x05\x82\x01\x02\x10\x01R\x06repair\"\xa8\x01\n\x11PutObjectResponse\x12>\n\x06object\x18\x01 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x06object\x12\x39\n\x05steps\x18\x02 \x03(\x0b\x32#.envplane.metadata.v1.MigrationStepR\x05steps\x12\x18\n\x07\x61pplied\x18\x03 \x01(\x08R\x07\x61pplied\"y\n\x10GetObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\"S\n\x11GetObjectResponse\x12>\n\x06object\x18\x01 \x01(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x06object\"\x97\x01\n\x12ListObjectsRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12$\n\tpage_size\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00R\x08pageSize\x12\'\n\npage_token\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08R\tpageToken\"\x7f\n\x13ListObjectsResponse\x12@\n\x07objects\x18\x01 \x03(\x0b\x32&.envplane.metadata.v1.ObjectDefinitionR\x07objects\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x92\x01\n\x13\x44\x65leteObjectRequest\x12\x32\n\x0e\x65nvironment_id\x18\x01 \x01(\tB\x0b\xbaH\x08\xd8\x01\x01r\x03\xb0\x01\x01R\renvironmentId\x12\x31\n\x04name\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[a-z][a-z0-9_]{0,62}$R\x04name\x12\x14\n\x05\x66orce\x18\x03 \x01(\x08R\x05\x66orce\"\x16\n\x14\x44\x65leteObjectResponse*F\n\x06Repair\x12\x16\n\x12REPAIR_UNSPECIFIED\x10\x00\x12\x12\n\x0eREPAIR_REAPPLY\x10\x01\x12\x10\n\x0cREPAIR_ADOPT\x10\x02\x32\xb6\x06\n\x0fMetadataService\x12\xce\x01\n\tPutObject\x12&.envplane.metadata.v1.PutObjectRequest\x1a\'.envplane.metadata.v1.PutObjectResponse\"p\x82\xd3\xe4\x93\x02j:\x06objectZC:\x06object\x1a\x39/api/v1/environments/{environment_id}/meta/objects/{name}\x1a\x1b/api/v1/meta/objects/{name}\x12\xce\x01\n\tGetObject\x12&.envplane.metadata.v1.GetObjectRequest\x1a\'.envplane.metadata.v1.GetObjectResponse\"p\x82\xd3\xe4\x93\x02jZCb\x06object\x12\x39/api/v1/environments/{environment_id}/meta/objects/{name}b\x06object\x12\x1b/api/v1/meta/objects/{name}\x12\xb6\x01\n\x0bListObjects\x12(.envplane.metadata.v1.ListObjectsRequest\x1a).envplane.metadata.v1.ListObjectsResponse\"R\x82\xd3\xe4\x93\x02LZ4\x12\x32/api/v1/environments/{environment_id}/meta/objects\x12\x14/api/v1/meta/objects\x12\xc7\x01\n\x0c\x44\x65leteObject\x12).envplane.metadata.v1.DeleteObjectRequest\x1a*.envplane.metadata.v1.DeleteObjectResponse\"`\x82\xd3\xe4\x93\x02ZZ;*9/api/v1/environments/{environment_id}/meta/objects/{name}*\x1b/api/v1/meta/objects/{name}BBZ@github.com/envplane/envplane/gen/envplane/metadata/v1;metadatav1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'envplane.metadata.v1.metadata_pb2', globals())
@@ -49,6 +49,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _PUTOBJECTREQUEST.fields_by_name['name']._serialized_options = b'\272H\032r\0302\026^[a-z][a-z0-9_]{0,62}$'
   _PUTOBJECTREQUEST.fields_by_name['object']._options = None
   _PUTOBJECTREQUEST.fields_by_name['object']._serialized_options = b'\272H\003\310\001\001'
+  _PUTOBJECTREQUEST.fields_by_name['repair']._options = None
+  _PUTOBJECTREQUEST.fields_by_name['repair']._serialized_options = b'\272H\005\202\001\002\020\001'
   _GETOBJECTREQUEST.fields_by_name['environment_id']._options = None
   _GETOBJECTREQUEST.fields_by_name['environment_id']._serialized_options = b'\272H\010\330\001\001r\003\260\001\001'
   _GETOBJECTREQUEST.fields_by_name['name']._options = None
@@ -71,30 +73,32 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _METADATASERVICE.methods_by_name['ListObjects']._serialized_options = b'\202\323\344\223\002LZ4\0222/api/v1/environments/{environment_id}/meta/objects\022\024/api/v1/meta/objects'
   _METADATASERVICE.methods_by_name['DeleteObject']._options = None
   _METADATASERVICE.methods_by_name['DeleteObject']._serialized_options = b'\202\323\344\223\002ZZ;*9/api/v1/environments/{environment_id}/meta/objects/{name}*\033/api/v1/meta/objects/{name}'
+  _REPAIR._serialized_start=2469
+  _REPAIR._serialized_end=2539
   _OBJECTDEFINITION._serialized_start=184
-  _OBJECTDEFINITION._serialized_end=568
-  _INDEX._serialized_start=571
-  _INDEX._serialized_end=717
-  _MIGRATIONSTEP._serialized_start=719
-  _MIGRATIONSTEP._serialized_end=846
-  _FIELD._serialized_start=849
-  _FIELD._serialized_end=1268
-  _PUTOBJECTREQUEST._serialized_start=1271
-  _PUTOBJECTREQUEST._serialized_end=1546
-  _PUTOBJECTRESPONSE._serialized_start=1549
-  _PUTOBJECTRESPONSE._serialized_end=1717
-  _GETOBJECTREQUEST._serialized_start=1719
-  _GETOBJECTREQUEST._serialized_end=1840
-  _GETOBJECTRESPONSE._serialized_start=1842
-  _GETOBJECTRESPONSE._serialized_end=1925
-  _LISTOBJECTSREQUEST._serialized_start=1928
-  _LISTOBJECTSREQUEST._serialized_end=2079
-  _LISTOBJECTSRESPONSE._serialized_start=2081
-  _LISTOBJECTSRESPONSE._serialized_end=2208
-  _DELETEOBJECTREQUEST._serialized_start=2211
-  _DELETEOBJECTREQUEST._serialized_end=2357
-  _DELETEOBJECTRESPONSE._serialized_start=2359
-  _DELETEOBJECTRESPONSE._serialized_end=2381
-  _METADATASERVICE._serialized_start=2384
-  _METADATASERVICE._serialized_end=3206
+  _OBJECTDEFINITION._serialized_end=590
+  _INDEX._serialized_start=593
+  _INDEX._serialized_end=739
+  _MIGRATIONSTEP._serialized_start=741
+  _MIGRATIONSTEP._serialized_end=868
+  _FIELD._serialized_start=871
+  _FIELD._serialized_end=1290
+  _PUTOBJECTREQUEST._serialized_start=1293
+  _PUTOBJECTREQUEST._serialized_end=1632
+  _PUTOBJECTRESPONSE._serialized_start=1635
+  _PUTOBJECTRESPONSE._serialized_end=1803
+  _GETOBJECTREQUEST._serialized_start=1805
+  _GETOBJECTREQUEST._serialized_end=1926
+  _GETOBJECTRESPONSE._serialized_start=1928
+  _GETOBJECTRESPONSE._serialized_end=2011
+  _LISTOBJECTSREQUEST._serialized_start=2014
+  _LISTOBJECTSREQUEST._serialized_end=2165
+  _LISTOBJECTSRESPONSE._serialized_start=2167
+  _LISTOBJECTSRESPONSE._serialized_end=2294
+  _DELETEOBJECTREQUEST._serialized_start=2297
+  _DELETEOBJECTREQUEST._serialized_end=2443
+  _DELETEOBJECTRESPONSE._serialized_start=2445
+  _DELETEOBJECTRESPONSE._serialized_end=2467
+  _METADATASERVICE._serialized_start=2542
+  _METADATASERVICE._serialized_end=3364
 # @@protoc_insertion_point(module_scope)

@@ -3,11 +3,15 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+REPAIR_ADOPT: Repair
+REPAIR_REAPPLY: Repair
+REPAIR_UNSPECIFIED: Repair
 
 class DeleteObjectRequest(_message.Message):
     __slots__ = ["environment_id", "force", "name"]
@@ -100,10 +104,11 @@ class MigrationStep(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., target: _Optional[str] = ..., description: _Optional[str] = ..., destructive: bool = ...) -> None: ...
 
 class ObjectDefinition(_message.Message):
-    __slots__ = ["create_time", "description", "display_name", "fields", "indexes", "name", "update_time", "version"]
+    __slots__ = ["create_time", "description", "display_name", "drift", "fields", "indexes", "name", "update_time", "version"]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     FIELDS_FIELD_NUMBER: _ClassVar[int]
     INDEXES_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -112,26 +117,29 @@ class ObjectDefinition(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     description: str
     display_name: str
+    drift: str
     fields: _containers.RepeatedCompositeFieldContainer[Field]
     indexes: _containers.RepeatedCompositeFieldContainer[Index]
     name: str
     update_time: _timestamp_pb2.Timestamp
     version: int
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., indexes: _Optional[_Iterable[_Union[Index, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., fields: _Optional[_Iterable[_Union[Field, _Mapping]]] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., indexes: _Optional[_Iterable[_Union[Index, _Mapping]]] = ..., drift: _Optional[str] = ...) -> None: ...
 
 class PutObjectRequest(_message.Message):
-    __slots__ = ["allow_destructive", "environment_id", "name", "object", "validate_only"]
+    __slots__ = ["allow_destructive", "environment_id", "name", "object", "repair", "validate_only"]
     ALLOW_DESTRUCTIVE_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
     VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     allow_destructive: bool
     environment_id: str
     name: str
     object: ObjectDefinition
+    repair: Repair
     validate_only: bool
-    def __init__(self, environment_id: _Optional[str] = ..., name: _Optional[str] = ..., object: _Optional[_Union[ObjectDefinition, _Mapping]] = ..., allow_destructive: bool = ..., validate_only: bool = ...) -> None: ...
+    def __init__(self, environment_id: _Optional[str] = ..., name: _Optional[str] = ..., object: _Optional[_Union[ObjectDefinition, _Mapping]] = ..., allow_destructive: bool = ..., validate_only: bool = ..., repair: _Optional[_Union[Repair, str]] = ...) -> None: ...
 
 class PutObjectResponse(_message.Message):
     __slots__ = ["applied", "object", "steps"]
@@ -142,3 +150,6 @@ class PutObjectResponse(_message.Message):
     object: ObjectDefinition
     steps: _containers.RepeatedCompositeFieldContainer[MigrationStep]
     def __init__(self, object: _Optional[_Union[ObjectDefinition, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[MigrationStep, _Mapping]]] = ..., applied: bool = ...) -> None: ...
+
+class Repair(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

@@ -2,8 +2,8 @@
 // @generated from file envplane/metadata/v1/metadata.proto (package envplane.metadata.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_google_api_annotations } from "../../../google/api/annotations_pb.js";
 import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file envplane/metadata/v1/metadata.proto.
  */
 export const file_envplane_metadata_v1_metadata: GenFile = /*@__PURE__*/
-  fileDesc("CiNlbnZwbGFuZS9tZXRhZGF0YS92MS9tZXRhZGF0YS5wcm90bxIUZW52cGxhbmUubWV0YWRhdGEudjEirgIKEE9iamVjdERlZmluaXRpb24SDAoEbmFtZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSNgoGZmllbGRzGAQgAygLMhsuZW52cGxhbmUubWV0YWRhdGEudjEuRmllbGRCCbpIBpIBAxD0AxIPCgd2ZXJzaW9uGAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoHaW5kZXhlcxgIIAMoCzIbLmVudnBsYW5lLm1ldGFkYXRhLnYxLkluZGV4Qgi6SAWSAQIQQCJ8CgVJbmRleBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBI2CgZmaWVsZHMYAiADKAlCJrpII5IBIAgBEBAiGnIYMhZeW2Etel1bYS16MC05X117MCw2Mn0kEg4KBnVuaXF1ZRgDIAEoCCJXCg1NaWdyYXRpb25TdGVwEgwKBGtpbmQYASABKAkSDgoGdGFyZ2V0GAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhMKC2Rlc3RydWN0aXZlGAQgASgIIs0CCgVGaWVsZBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBJSCgR0eXBlGAIgASgJQkS6SEFyP1IEdGV4dFIHaW50ZWdlclIGbnVtYmVyUgdib29sZWFuUgl0aW1lc3RhbXBSBGRhdGVSBGpzb25SBnNlbGVjdBIQCghyZXF1aXJlZBgDIAEoCBIOCgZ1bmlxdWUYBCABKAgSGwoKbWF4X2xlbmd0aBgFIAEoBUIHukgEGgIoABIlCgdvcHRpb25zGAYgAygJQhS6SBGSAQ4Q9AMYASIHcgUQARjIARIdCgtkZXNjcmlwdGlvbhgHIAEoCUIIukgFcgMY6AcSLQoNZGVmYXVsdF92YWx1ZRgIIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgdpbmRleGVkGAkgASgIItYBChBQdXRPYmplY3RSZXF1ZXN0EiMKDmVudmlyb25tZW50X2lkGAEgASgJQgu6SAjYAQFyA7ABARIrCgRuYW1lGAIgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBI+CgZvYmplY3QYAyABKAsyJi5lbnZwbGFuZS5tZXRhZGF0YS52MS5PYmplY3REZWZpbml0aW9uQga6SAPIAQESGQoRYWxsb3dfZGVzdHJ1Y3RpdmUYBCABKAgSFQoNdmFsaWRhdGVfb25seRgFIAEoCCKQAQoRUHV0T2JqZWN0UmVzcG9uc2USNgoGb2JqZWN0GAEgASgLMiYuZW52cGxhbmUubWV0YWRhdGEudjEuT2JqZWN0RGVmaW5pdGlvbhIyCgVzdGVwcxgCIAMoCzIjLmVudnBsYW5lLm1ldGFkYXRhLnYxLk1pZ3JhdGlvblN0ZXASDwoHYXBwbGllZBgDIAEoCCJkChBHZXRPYmplY3RSZXF1ZXN0EiMKDmVudmlyb25tZW50X2lkGAEgASgJQgu6SAjYAQFyA7ABARIrCgRuYW1lGAIgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JCJLChFHZXRPYmplY3RSZXNwb25zZRI2CgZvYmplY3QYASABKAsyJi5lbnZwbGFuZS5tZXRhZGF0YS52MS5PYmplY3REZWZpbml0aW9uInMKEkxpc3RPYmplY3RzUmVxdWVzdBIjCg5lbnZpcm9ubWVudF9pZBgBIAEoCUILukgI2AEBcgOwAQESGgoJcGFnZV9zaXplGAIgASgFQge6SAQaAigAEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIAIImcKE0xpc3RPYmplY3RzUmVzcG9uc2USNwoHb2JqZWN0cxgBIAMoCzImLmVudnBsYW5lLm1ldGFkYXRhLnYxLk9iamVjdERlZmluaXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInYKE0RlbGV0ZU9iamVjdFJlcXVlc3QSIwoOZW52aXJvbm1lbnRfaWQYASABKAlCC7pICNgBAXIDsAEBEisKBG5hbWUYAiABKAlCHbpIGnIYMhZeW2Etel1bYS16MC05X117MCw2Mn0kEg0KBWZvcmNlGAMgASgIIhYKFERlbGV0ZU9iamVjdFJlc3BvbnNlMrYGCg9NZXRhZGF0YVNlcnZpY2USzgEKCVB1dE9iamVjdBImLmVudnBsYW5lLm1ldGFkYXRhLnYxLlB1dE9iamVjdFJlcXVlc3QaJy5lbnZwbGFuZS5tZXRhZGF0YS52MS5QdXRPYmplY3RSZXNwb25zZSJwgtPkkwJqOgZvYmplY3RaQzoGb2JqZWN0GjkvYXBpL3YxL2Vudmlyb25tZW50cy97ZW52aXJvbm1lbnRfaWR9L21ldGEvb2JqZWN0cy97bmFtZX0aGy9hcGkvdjEvbWV0YS9vYmplY3RzL3tuYW1lfRLOAQoJR2V0T2JqZWN0EiYuZW52cGxhbmUubWV0YWRhdGEudjEuR2V0T2JqZWN0UmVxdWVzdBonLmVudnBsYW5lLm1ldGFkYXRhLnYxLkdldE9iamVjdFJlc3BvbnNlInCC0+STAmpaQ2IGb2JqZWN0EjkvYXBpL3YxL2Vudmlyb25tZW50cy97ZW52aXJvbm1lbnRfaWR9L21ldGEvb2JqZWN0cy97bmFtZX1iBm9iamVjdBIbL2FwaS92MS9tZXRhL29iamVjdHMve25hbWV9ErYBCgtMaXN0T2JqZWN0cxIoLmVudnBsYW5lLm1ldGFkYXRhLnYxLkxpc3RPYmplY3RzUmVxdWVzdBopLmVudnBsYW5lLm1ldGFkYXRhLnYxLkxpc3RPYmplY3RzUmVzcG9uc2UiUoLT5JMCTFo0EjIvYXBpL3YxL2Vudmlyb25tZW50cy97ZW52aXJvbm1lbnRfaWR9L21ldGEvb2JqZWN0cxIUL2FwaS92MS9tZXRhL29iamVjdHMSxwEKDERlbGV0ZU9iamVjdBIpLmVudnBsYW5lLm1ldGFkYXRhLnYxLkRlbGV0ZU9iamVjdFJlcXVlc3QaKi5lbnZwbGFuZS5tZXRhZGF0YS52MS5EZWxldGVPYmplY3RSZXNwb25zZSJggtPkkwJaWjsqOS9hcGkvdjEvZW52aXJvbm1lbnRzL3tlbnZpcm9ubWVudF9pZH0vbWV0YS9vYmplY3RzL3tuYW1lfSobL2FwaS92MS9tZXRhL29iamVjdHMve25hbWV9QkJaQGdpdGh1Yi5jb20vZW52cGxhbmUvZW52cGxhbmUvZ2VuL2VudnBsYW5lL21ldGFkYXRhL3YxO21ldGFkYXRhdjFiBnByb3RvMw", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiNlbnZwbGFuZS9tZXRhZGF0YS92MS9tZXRhZGF0YS5wcm90bxIUZW52cGxhbmUubWV0YWRhdGEudjEivQIKEE9iamVjdERlZmluaXRpb24SDAoEbmFtZRgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSNgoGZmllbGRzGAQgAygLMhsuZW52cGxhbmUubWV0YWRhdGEudjEuRmllbGRCCbpIBpIBAxD0AxIPCgd2ZXJzaW9uGAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoHaW5kZXhlcxgIIAMoCzIbLmVudnBsYW5lLm1ldGFkYXRhLnYxLkluZGV4Qgi6SAWSAQIQQBINCgVkcmlmdBgJIAEoCSJ8CgVJbmRleBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBI2CgZmaWVsZHMYAiADKAlCJrpII5IBIAgBEBAiGnIYMhZeW2Etel1bYS16MC05X117MCw2Mn0kEg4KBnVuaXF1ZRgDIAEoCCJXCg1NaWdyYXRpb25TdGVwEgwKBGtpbmQYASABKAkSDgoGdGFyZ2V0GAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhMKC2Rlc3RydWN0aXZlGAQgASgIIs0CCgVGaWVsZBIrCgRuYW1lGAEgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBJSCgR0eXBlGAIgASgJQkS6SEFyP1IEdGV4dFIHaW50ZWdlclIGbnVtYmVyUgdib29sZWFuUgl0aW1lc3RhbXBSBGRhdGVSBGpzb25SBnNlbGVjdBIQCghyZXF1aXJlZBgDIAEoCBIOCgZ1bmlxdWUYBCABKAgSGwoKbWF4X2xlbmd0aBgFIAEoBUIHukgEGgIoABIlCgdvcHRpb25zGAYgAygJQhS6SBGSAQ4Q9AMYASIHcgUQARjIARIdCgtkZXNjcmlwdGlvbhgHIAEoCUIIukgFcgMY6AcSLQoNZGVmYXVsdF92YWx1ZRgIIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgdpbmRleGVkGAkgASgIIo4CChBQdXRPYmplY3RSZXF1ZXN0EiMKDmVudmlyb25tZW50X2lkGAEgASgJQgu6SAjYAQFyA7ABARIrCgRuYW1lGAIgASgJQh26SBpyGDIWXlthLXpdW2EtejAtOV9dezAsNjJ9JBI+CgZvYmplY3QYAyABKAsyJi5lbnZwbGFuZS5tZXRhZGF0YS52MS5PYmplY3REZWZpbml0aW9uQga6SAPIAQESGQoRYWxsb3dfZGVzdHJ1Y3RpdmUYBCABKAgSFQoNdmFsaWRhdGVfb25seRgFIAEoCBI2CgZyZXBhaXIYBiABKA4yHC5lbnZwbGFuZS5tZXRhZGF0YS52MS5SZXBhaXJCCLpIBYIBAhABIpABChFQdXRPYmplY3RSZXNwb25zZRI2CgZvYmplY3QYASABKAsyJi5lbnZwbGFuZS5tZXRhZGF0YS52MS5PYmplY3REZWZpbml0aW9uEjIKBXN0ZXBzGAIgAygLMiMuZW52cGxhbmUubWV0YWRhdGEudjEuTWlncmF0aW9uU3RlcBIPCgdhcHBsaWVkGAMgASgIImQKEEdldE9iamVjdFJlcXVlc3QSIwoOZW52aXJvbm1lbnRfaWQYASABKAlCC7pICNgBAXIDsAEBEisKBG5hbWUYAiABKAlCHbpIGnIYMhZeW2Etel1bYS16MC05X117MCw2Mn0kIksKEUdldE9iamVjdFJlc3BvbnNlEjYKBm9iamVjdBgBIAEoCzImLmVudnBsYW5lLm1ldGFkYXRhLnYxLk9iamVjdERlZmluaXRpb24icwoSTGlzdE9iamVjdHNSZXF1ZXN0EiMKDmVudmlyb25tZW50X2lkGAEgASgJQgu6SAjYAQFyA7ABARIaCglwYWdlX3NpemUYAiABKAVCB7pIBBoCKAASHAoKcGFnZV90b2tlbhgDIAEoCUIIukgFcgMYgAgiZwoTTGlzdE9iamVjdHNSZXNwb25zZRI3CgdvYmplY3RzGAEgAygLMiYuZW52cGxhbmUubWV0YWRhdGEudjEuT2JqZWN0RGVmaW5pdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkidgoTRGVsZXRlT2JqZWN0UmVxdWVzdBIjCg5lbnZpcm9ubWVudF9pZBgBIAEoCUILukgI2AEBcgOwAQESKwoEbmFtZRgCIAEoCUIdukgachgyFl5bYS16XVthLXowLTlfXXswLDYyfSQSDQoFZm9yY2UYAyABKAgiFgoURGVsZXRlT2JqZWN0UmVzcG9uc2UqRgoGUmVwYWlyEhYKElJFUEFJUl9VTlNQRUNJRklFRBAAEhIKDlJFUEFJUl9SRUFQUExZEAESEAoMUkVQQUlSX0FET1BUEAIytgYKD01ldGFkYXRhU2VydmljZRLOAQoJUHV0T2JqZWN0EiYuZW52cGxhbmUubWV0YWRhdGEudjEuUHV0T2JqZWN0UmVxdWVzdBonLmVudnBsYW5lLm1ldGFkYXRhLnYxLlB1dE9iamVjdFJlc3BvbnNlInCC0+STAmo6Bm9iamVjdFpDOgZvYmplY3QaOS9hcGkvdjEvZW52aXJvbm1lbnRzL3tlbnZpcm9ubWVudF9pZH0vbWV0YS9vYmplY3RzL3tuYW1lfRobL2FwaS92MS9tZXRhL29iamVjdHMve25hbWV9Es4BCglHZXRPYmplY3QSJi5lbnZwbGFuZS5tZXRhZGF0YS52MS5HZXRPYmplY3RSZXF1ZXN0GicuZW52cGxhbmUubWV0YWRhdGEudjEuR2V0T2JqZWN0UmVzcG9uc2UicILT5JMCalpDYgZvYmplY3QSOS9hcGkvdjEvZW52aXJvbm1lbnRzL3tlbnZpcm9ubWVudF9pZH0vbWV0YS9vYmplY3RzL3tuYW1lfWIGb2JqZWN0EhsvYXBpL3YxL21ldGEvb2JqZWN0cy97bmFtZX0StgEKC0xpc3RPYmplY3RzEiguZW52cGxhbmUubWV0YWRhdGEudjEuTGlzdE9iamVjdHNSZXF1ZXN0GikuZW52cGxhbmUubWV0YWRhdGEudjEuTGlzdE9iamVjdHNSZXNwb25zZSJSgtPkkwJMWjQSMi9hcGkvdjEvZW52aXJvbm1lbnRzL3tlbnZpcm9ubWVudF9pZH0vbWV0YS9vYmplY3RzEhQvYXBpL3YxL21ldGEvb2JqZWN0cxLHAQoMRGVsZXRlT2JqZWN0EikuZW52cGxhbmUubWV0YWRhdGEudjEuRGVsZXRlT2JqZWN0UmVxdWVzdBoqLmVudnBsYW5lLm1ldGFkYXRhLnYxLkRlbGV0ZU9iamVjdFJlc3BvbnNlImCC0+STAlpaOyo5L2FwaS92MS9lbnZpcm9ubWVudHMve2Vudmlyb25tZW50X2lkfS9tZXRhL29iamVjdHMve25hbWV9KhsvYXBpL3YxL21ldGEvb2JqZWN0cy97bmFtZX1CQlpAZ2l0aHViLmNvbS9lbnZwbGFuZS9lbnZwbGFuZS9nZW4vZW52cGxhbmUvbWV0YWRhdGEvdjE7bWV0YWRhdGF2MWIGcHJvdG8z", [file_buf_validate_validate, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * ObjectDefinition describes one object (a table) of an environment.
@@ -67,6 +67,17 @@ export type ObjectDefinition = Message<"envplane.metadata.v1.ObjectDefinition"> 
    * @generated from field: repeated envplane.metadata.v1.Index indexes = 8;
    */
   indexes: Index[];
+
+  /**
+   * drift is set (output only) when the environment's database does not
+   * hold this definition and envplane could not bring the two together by
+   * itself: it says how they differ. While it is set, data calls on the
+   * object answer FAILED_PRECONDITION SCHEMA_DRIFT; PutObject with a
+   * repair mends it. Empty when the table matches.
+   *
+   * @generated from field: string drift = 9;
+   */
+  drift: string;
 };
 
 /**
@@ -253,6 +264,15 @@ export type PutObjectRequest = Message<"envplane.metadata.v1.PutObjectRequest"> 
    * @generated from field: bool validate_only = 5;
    */
   validateOnly: boolean;
+
+  /**
+   * repair mends an object whose table does not hold its definition (see
+   * ObjectDefinition.drift), or adopts a table left without a definition.
+   * A repair always records a new version.
+   *
+   * @generated from field: envplane.metadata.v1.Repair repair = 6;
+   */
+  repair: Repair;
 };
 
 /**
@@ -426,6 +446,45 @@ export type DeleteObjectResponse = Message<"envplane.metadata.v1.DeleteObjectRes
  */
 export const DeleteObjectResponseSchema: GenMessage<DeleteObjectResponse> = /*@__PURE__*/
   messageDesc(file_envplane_metadata_v1_metadata, 11);
+
+/**
+ * Repair is how PutObject treats a database that does not hold the
+ * definition it changes.
+ *
+ * @generated from enum envplane.metadata.v1.Repair
+ */
+export enum Repair {
+  /**
+   * REPAIR_UNSPECIFIED changes only a table that holds the stored
+   * definition, and never takes over a table no definition describes.
+   *
+   * @generated from enum value: REPAIR_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * REPAIR_REAPPLY makes the table match the definition as it is:
+   * missing columns and indexes are created (a column that was lost comes
+   * back empty), whatever the database recorded.
+   *
+   * @generated from enum value: REPAIR_REAPPLY = 1;
+   */
+  REAPPLY = 1,
+
+  /**
+   * REPAIR_ADOPT takes the table as it is for this definition, only when it
+   * has every field's column with the field's type; its rows stay.
+   *
+   * @generated from enum value: REPAIR_ADOPT = 2;
+   */
+  ADOPT = 2,
+}
+
+/**
+ * Describes the enum envplane.metadata.v1.Repair.
+ */
+export const RepairSchema: GenEnum<Repair> = /*@__PURE__*/
+  enumDesc(file_envplane_metadata_v1_metadata, 0);
 
 /**
  * MetadataService holds each environment's object definitions and migrates

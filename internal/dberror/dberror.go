@@ -1,0 +1,70 @@
+// Package dberror turns the errors of an environment's database that mean
+// the same to every service (storage full, storage limit, schema drift, a
+// database gone with its environment) into the errors clients see, so the
+// data and metadata services answer them alike. Errors only one service
+// knows stay with that service.
+package dberror
+
+import (
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/envplane/envplane/internal/apierr"
+	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/driver"
+)
+
+// Reasons.
+const (
+	// ReasonStorageFull: the storage of the environment's database (or of
+	// the control plane) has no room; nothing of the write was kept.
+	ReasonStorageFull = "STORAGE_FULL"
+	// ReasonStorageLimitExceeded: the write would take the environment's
+	// database past its storage_limit_mb; nothing of it was kept.
+	ReasonStorageLimitExceeded = "STORAGE_LIMIT_EXCEEDED"
+	// ReasonSchemaDrift: the object's table does not hold its definition.
+	ReasonSchemaDrift = "SCHEMA_DRIFT"
+	// ReasonEnvironmentDeleting: the environment (and so its database) is
+	// going away.
+	ReasonEnvironmentDeleting = "ENVIRONMENT_DELETING"
+)
+
+// Error returns the client's error for err, or nil when err is not one of
+// the errors this package knows.
+func Error(err error) error {
+	var drift *driver.DriftError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, driver.ErrStorageLimit):
+		return apierr.New(connect.CodeResourceExhausted, ReasonStorageLimitExceeded,
+			"the environment's database reached its storage limit; nothing was written: delete records or raise storage_limit_mb")
+	case errors.Is(err, driver.ErrStorageFull):
+		return StorageFull()
+	case errors.As(err, &drift):
+		return apierr.New(connect.CodeFailedPrecondition, ReasonSchemaDrift,
+			"the table of object "+drift.Object+" does not match its definition: "+drift.Reason+
+				"; repair it with PutObject and repair REPAIR_REAPPLY or REPAIR_ADOPT",
+			"object", drift.Object, "drift", drift.Reason)
+	case errors.Is(err, driver.ErrGone):
+		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentDeleting,
+			"the environment's database is gone: the environment is being deleted")
+	}
+	return nil
+}
+
+// ControlPlane returns the client's error for a control-plane error that
+// means the same to every service (its storage is full), nil otherwise.
+func ControlPlane(err error) error {
+	if errors.Is(err, controlplane.ErrStorageFull) {
+		return StorageFull()
+	}
+	return nil
+}
+
+// StorageFull is the error of a write that found no room.
+func StorageFull() error {
+	return apierr.New(connect.CodeResourceExhausted, ReasonStorageFull,
+		"the storage is full; nothing was written: free space, then retry")
+}
