@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"go.uber.org/fx"
@@ -239,7 +240,64 @@ var RoutingModule = fx.Module("routing",
 		},
 		func(store controlplane.Store) controlplane.ObjectStore { return store },
 	),
+	fx.Invoke(func(lc fx.Lifecycle, store controlplane.Store, log *slog.Logger) {
+		ctx, cancel := context.WithCancel(context.Background())
+		lc.Append(fx.Hook{
+			OnStart: func(context.Context) error { go warnMemoryEnvironments(ctx, store, log); return nil },
+			OnStop:  func(context.Context) error { cancel(); return nil },
+		})
+	}),
 )
+
+// warnMemoryEnvironments says at start which memory environments lost
+// their records with the process that held them: they come back empty,
+// their objects re-created from the definitions at first use.
+func warnMemoryEnvironments(ctx context.Context, store controlplane.Store, log *slog.Logger) {
+	var ids []string
+	err := eachEnvironment(ctx, store, func(env controlplane.Environment) {
+		if env.Driver == provision.DriverMemory && env.Status == controlplane.StatusActive {
+			ids = append(ids, env.ID)
+		}
+	})
+	if err != nil {
+		log.Debug("listing memory environments at start failed", "error", err)
+		return
+	}
+	if len(ids) > 0 {
+		log.Warn("memory environments come back empty after a restart: their records are gone, their objects are re-created from their definitions",
+			"environments", strings.Join(ids, ","), "count", len(ids))
+	}
+}
+
+// eachEnvironment calls fn for every environment of every organization.
+func eachEnvironment(ctx context.Context, store controlplane.Store, fn func(controlplane.Environment)) error {
+	const size = 500
+	for org := ""; ; {
+		orgs, err := store.ListOrganizations(ctx, controlplane.Page{After: org, Limit: size})
+		if err != nil {
+			return err
+		}
+		for _, o := range orgs {
+			for after := ""; ; {
+				envs, err := store.ListEnvironments(ctx, o.ID, controlplane.Page{After: after, Limit: size})
+				if err != nil {
+					return err
+				}
+				for _, e := range envs {
+					fn(e)
+				}
+				if len(envs) < size {
+					break
+				}
+				after = envs[len(envs)-1].ID
+			}
+		}
+		if len(orgs) < size {
+			return nil
+		}
+		org = orgs[len(orgs)-1].ID
+	}
+}
 
 // AuthModule authenticates every call. On a control plane that never had a
 // token it first mints the platform-admin token into <data-dir>/admin.token;

@@ -88,6 +88,9 @@ func (o *Opener) open(ctx context.Context, id string) (d driver.Driver, recreate
 		if _, err := os.Stat(path); err != nil {
 			return nil, false, fmt.Errorf("%w: its database file: %w", ErrNotProvisioned, err)
 		}
+		if err := o.sqlite.Private(env.ID); err != nil {
+			return nil, false, fmt.Errorf("engine: the database file's mode: %w", err)
+		}
 		d, err := driversqlite.Open(ctx, path)
 		return d, false, err
 	case provision.DriverPostgres:

@@ -47,7 +47,16 @@ func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (R
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return Result{}, &Error{Public: "could not create the directory for environment databases", Err: err, NothingCreated: true}
 	}
-	// sql.Open only checks its arguments: the file is made by the first statement.
+	// The file is made here, readable by this user only, as the control
+	// plane's is: SQLite makes its -wal and -shm files with the mode of the
+	// database file. (sql.Open only checks its arguments.)
+	f, err := os.OpenFile(s.Path(env.ID), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return Result{}, &Error{Public: "could not create the environment's database file", Err: err, NothingCreated: true}
+	}
+	if err := f.Close(); err != nil {
+		return Result{}, &Error{Public: "could not create the environment's database file", Err: err}
+	}
 	db, err := sql.Open("sqlite", SQLiteDSN(s.Path(env.ID)))
 	if err != nil {
 		return Result{}, &Error{Public: "could not open the environment's database file", Err: err, NothingCreated: true}
@@ -67,6 +76,27 @@ func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (R
 		return Result{}, &Error{Public: "the environment's database file belongs to another environment", Err: fmt.Errorf("owner %s", owner)}
 	}
 	return Result{DatabaseURL: s.DatabaseURL(env.ID)}, nil
+}
+
+// Private makes the environment's database files readable by this user
+// only, for files made before envplane made them so.
+func (s *SQLite) Private(environmentID string) error {
+	path := s.Path(environmentID)
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		info, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Deprovision removes the file and its WAL companions.

@@ -91,16 +91,20 @@ func (s *Service) begin(ctx context.Context, object, role string) (*call, error)
 	if err := auth.From(ctx).RequireRole(role); err != nil {
 		return nil, err
 	}
-	obj, err := s.objects.Object(ctx, env.ID, object)
-	if errors.Is(err, metadata.ErrObjectNotDefined) {
-		return nil, apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+object, "object", object)
-	}
-	if err != nil {
-		return nil, s.internal(ctx, err)
-	}
+	// The database opens first: opening reconciles it with the control
+	// plane (see metadata.Reconciler), which may store a newer definition
+	// that the read below must see.
 	lease, err := s.registry.Acquire(ctx, env.ID)
 	if err != nil {
 		return nil, s.unavailable(ctx, err)
+	}
+	obj, err := s.objects.Object(ctx, env.ID, object)
+	if err != nil {
+		lease.Release()
+		if errors.Is(err, metadata.ErrObjectNotDefined) {
+			return nil, apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+object, "object", object)
+		}
+		return nil, s.internal(ctx, err)
 	}
 	return &call{env: env.ID, obj: obj, lease: lease}, nil
 }
@@ -254,6 +258,12 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 		return nil, apierr.InvalidArgument(ReasonBatchTooLarge, fmt.Sprintf("a batch holds at most %d writes", MaxBatchWrites),
 			apierr.FieldViolation{Field: "writes", Description: fmt.Sprintf("%d writes, more than %d", len(writes), MaxBatchWrites)})
 	}
+	// The database opens first, as in begin.
+	lease, err := s.registry.Acquire(ctx, env.ID)
+	if err != nil {
+		return nil, s.unavailable(ctx, err)
+	}
+	defer lease.Release()
 	ops := make([]driver.Op, len(writes))
 	objs := make([]*schema.Object, len(writes))
 	for i, w := range writes {
@@ -297,11 +307,6 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 			ops[i] = driver.Op{Kind: driver.OpDelete, Object: obj, ID: op.Delete.GetId(), IfETag: op.Delete.GetEtag()}
 		}
 	}
-	lease, err := s.registry.Acquire(ctx, env.ID)
-	if err != nil {
-		return nil, s.unavailable(ctx, err)
-	}
-	defer lease.Release()
 	recs, err := lease.Driver.Batch(ctx, ops)
 	if err != nil {
 		var be *driver.BatchError

@@ -424,10 +424,13 @@ func (s *Service) dropOrphan(ctx context.Context, lease *registry.Lease, environ
 	if !force {
 		return nil, notDefined(name)
 	}
+	// Check of a bare object: nil or drift for a table that exists.
 	held := false
-	if err := lease.Driver.Check(ctx, &schema.Object{Name: name}); err == nil {
+	switch err := lease.Driver.Check(ctx, &schema.Object{Name: name}); {
+	case errors.Is(err, driver.ErrNoTable):
+	case err == nil || errors.Is(err, driver.ErrSchemaDrift):
 		held = true
-	} else if !errors.Is(err, driver.ErrNoTable) {
+	default:
 		return nil, s.databaseError(ctx, err)
 	}
 	if !held {

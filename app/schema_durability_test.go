@@ -1,0 +1,342 @@
+package app_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/envplane/envplane/app/apptest"
+	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
+	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
+	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/internal/dberror"
+	"github.com/envplane/envplane/services/metadata"
+)
+
+// lockSQLite holds the write lock of the SQLite file at path, as another
+// process's BEGIN IMMEDIATE would, until the returned function runs.
+func lockSQLite(t *testing.T, path string) (release func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatalf("BEGIN IMMEDIATE on %s: %v", path, err)
+	}
+	done := false
+	release = func() {
+		if done {
+			return
+		}
+		done = true
+		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		_ = conn.Close()
+		_ = db.Close()
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// sqliteEnv makes an organization with one sqlite environment.
+func sqliteEnv(t *testing.T, env *apptest.Env, orgSlug string) *environmentv1.Environment {
+	t.Helper()
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, orgSlug)
+	return createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "sqlite"})
+}
+
+func listErr(c dataClient, environmentID, object, filter string) ([]string, error) {
+	resp, err := c.ListRecords(context.Background(), connect.NewRequest(&datav1.ListRecordsRequest{
+		EnvironmentId: environmentID, Object: object, Filter: filter, PageSize: 1000,
+	}))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range resp.Msg.GetRecords() {
+		out = append(out, fmt.Sprint(dataUserFields(r)))
+	}
+	return out, nil
+}
+
+// TestDeleteObjectFinishesOrChangesNothing is issue 18's first case: a
+// forced delete that the database refuses leaves the definition and its
+// rows, and a later definition of the name never serves the rows of a table
+// it did not make.
+func TestDeleteObjectFinishesOrChangesNothing(t *testing.T) {
+	env := apptest.Start(t)
+	e := sqliteEnv(t, env, "victims")
+	id := e.GetId()
+	meta := env.MetadataClient(apptest.ConnectJSON, env.AdminToken())
+	data := env.DataClient(apptest.ConnectJSON, env.AdminToken())
+	dataDefine(t, env, id, "victim", dataField("title", "text"))
+	for i := range 20 {
+		dataCreate(t, data, id, "victim", map[string]any{"title": fmt.Sprintf("row %d", i)})
+	}
+
+	release := lockSQLite(t, env.SQLitePath(id))
+	_, err := meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "victim", Force: true}))
+	apptest.WantError(t, err, connect.CodeUnavailable, metadata.ReasonDatabaseUnavailable)
+	release()
+	// Nothing of the refused delete happened: the definition and every row stay.
+	if got := metaGet(t, meta, id, "victim"); got.GetVersion() != 1 {
+		t.Errorf("after the refused delete the definition is %v; want version 1", got)
+	}
+	if rows, err := listErr(data, id, "victim", ""); err != nil || len(rows) != 20 {
+		t.Errorf("after the refused delete: %d rows, %v; want 20", len(rows), err)
+	}
+
+	// The delete done, a new object of the name starts empty.
+	if _, err := meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "victim", Force: true})); err != nil {
+		t.Fatalf("DeleteObject: %v", err)
+	}
+	put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "victim", Object: metaObject(metaText("title"), metaText("other"))})
+	if !put.GetApplied() || put.GetObject().GetVersion() != 1 {
+		t.Errorf("PutObject after the delete = %v; want version 1 applied", put)
+	}
+	if rows, err := listErr(data, id, "victim", ""); err != nil || len(rows) != 0 {
+		t.Errorf("the new victim serves %d rows, %v; want none", len(rows), err)
+	}
+
+	// A table no definition describes (what the crash of an earlier
+	// envplane between the two halves of a delete left) is never taken
+	// over unasked.
+	env.SQLiteExec(t, id, "CREATE TABLE stray (id TEXT PRIMARY KEY NOT NULL, created_at TIMESTAMP_INTEGER, updated_at TIMESTAMP_INTEGER, etag TEXT, title TEXT)")
+	env.SQLiteExec(t, id, "INSERT INTO stray VALUES ('old', 1, 1, 'e', 'left behind')")
+	_, err = meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "stray", Object: metaObject(metaText("title"))}))
+	apptest.WantError(t, err, connect.CodeFailedPrecondition, metadata.ReasonObjectTableExists)
+	if names := metaNames(t, meta, id); slices.Contains(names, "stray") {
+		t.Errorf("the refused PutObject defined stray: %v", names)
+	}
+	// Adopting asks for the columns to match.
+	_, err = meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "stray",
+		Object: metaObject(metaText("title"), metaField("n", "integer")), Repair: metadatav1.Repair_REPAIR_ADOPT}))
+	apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
+	metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "stray", Object: metaObject(metaText("title")), Repair: metadatav1.Repair_REPAIR_ADOPT})
+	if rows, err := listErr(data, id, "stray", ""); err != nil || len(rows) != 1 {
+		t.Errorf("the adopted stray serves %v, %v; want its one row", rows, err)
+	}
+
+	// Or dropped: a forced delete of a name without a definition drops its
+	// table; without force the name is not defined.
+	env.SQLiteExec(t, id, "CREATE TABLE stray2 (id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "stray2"}))
+	apptest.WantError(t, err, connect.CodeNotFound, metadata.ReasonObjectNotDefined)
+	if _, err := meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "stray2", Force: true})); err != nil {
+		t.Fatalf("DeleteObject(stray2, force): %v", err)
+	}
+	if tables := env.SQLiteTables(t, id); slices.Contains(tables, "stray2") {
+		t.Errorf("stray2 is still a table: %v", tables)
+	}
+	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "stray2", Force: true}))
+	apptest.WantError(t, err, connect.CodeNotFound, metadata.ReasonObjectNotDefined)
+}
+
+// TestChangeInterruptedBeforeItsDefinitionConverges is issue 18's second
+// case: the database migrated, the control plane could not store the
+// definition, the server stopped. After the restart the stored definition
+// is the one the table holds, and the object works.
+func TestChangeInterruptedBeforeItsDefinitionConverges(t *testing.T) {
+	dir := t.TempDir()
+	env := apptest.StartDir(t, dir)
+	e := sqliteEnv(t, env, "interrupted")
+	id := e.GetId()
+	meta := env.MetadataClient(apptest.ConnectProto, env.AdminToken())
+	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+	dataDefine(t, env, id, "notes", dataField("title", "text"), dataField("a", "text"), dataField("b", "text"))
+	dataCreate(t, data, id, "notes", map[string]any{"title": "kept", "a": "x", "b": "y"})
+
+	release := lockSQLite(t, env.Config.ControlPlanePath())
+	_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{
+		EnvironmentId: id, Name: "notes", Object: metaObject(metaText("title")), AllowDestructive: true,
+	}))
+	if err == nil {
+		t.Fatal("PutObject with the control plane locked succeeded")
+	}
+	env.Stop(t)
+	release()
+
+	env = apptest.StartDir(t, dir)
+	meta = env.MetadataClient(apptest.ConnectProto, env.AdminToken())
+	data = env.DataClient(apptest.ConnectProto, env.AdminToken())
+	// The first call opens the database, which reconciles.
+	if rows, err := listErr(data, id, "notes", ""); err != nil || len(rows) != 1 {
+		t.Fatalf("ListRecords after the restart = %v, %v; want the one record", rows, err)
+	}
+	got := metaGet(t, meta, id, "notes")
+	if got.GetVersion() != 2 || !slices.Equal(metaFieldNames(got), []string{"title"}) || got.GetDrift() != "" {
+		t.Errorf("after the restart notes = %v; want version 2 with field title only, no drift", got)
+	}
+	if cols := env.SQLiteColumns(t, id, "notes"); slices.Contains(cols, "a") || slices.Contains(cols, "b") {
+		t.Errorf("the table has columns %v; want a and b dropped", cols)
+	}
+	dataCreate(t, data, id, "notes", map[string]any{"title": "after"})
+	if !strings.Contains(env.Logs.String(), "a change whose definition was not stored") {
+		t.Errorf("the log does not say the change was reconciled:\n%s", env.Logs)
+	}
+	// Putting the same definition again changes nothing.
+	if put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes", Object: metaObject(metaText("title"))}); put.GetApplied() {
+		t.Errorf("re-putting the reconciled definition applied %v", put.GetSteps())
+	}
+}
+
+// TestSchemaDriftIsReportedAndRepaired is issue 18's third case: a field
+// whose column is missing makes every call on the object answer
+// SCHEMA_DRIFT, never the field's name as its value, until a repair.
+func TestSchemaDriftIsReportedAndRepaired(t *testing.T) {
+	dir := t.TempDir()
+	env := apptest.StartDir(t, dir)
+	e := sqliteEnv(t, env, "drifting")
+	id := e.GetId()
+	data := env.DataClient(apptest.ConnectJSON, env.AdminToken())
+	dataDefine(t, env, id, "notes", dataField("title", "text"), dataField("note", "text"))
+	dataCreate(t, data, id, "notes", map[string]any{"title": "a", "note": "x"})
+	env.SQLiteExec(t, id, "ALTER TABLE notes DROP COLUMN note")
+
+	// Before any reconcile the engine itself refuses to read the field.
+	for _, f := range []string{"", `note = "note"`} {
+		rows, err := listErr(data, id, "notes", f)
+		apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
+		if len(rows) > 0 {
+			t.Errorf("filter %q served %v", f, rows)
+		}
+	}
+	env.Stop(t)
+	env = apptest.StartDir(t, dir)
+	for _, p := range []apptest.Protocol{apptest.ConnectJSON, apptest.GRPC, apptest.REST} {
+		meta := env.MetadataClient(p, env.AdminToken())
+		data := env.DataClient(p, env.AdminToken())
+		_, err := listErr(data, id, "notes", "")
+		apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
+		_, err = data.CreateRecord(t.Context(), connect.NewRequest(&datav1.CreateRecordRequest{EnvironmentId: id, Object: "notes", Record: dataRec(map[string]any{"title": "b"})}))
+		apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
+		if got := metaGet(t, meta, id, "notes"); !strings.Contains(got.GetDrift(), "note") {
+			t.Errorf("%s: GetObject drift = %q; want it to name the field", p, got.GetDrift())
+		}
+		resp, err := meta.ListObjects(t.Context(), connect.NewRequest(&metadatav1.ListObjectsRequest{EnvironmentId: id}))
+		if err != nil || len(resp.Msg.GetObjects()) != 1 || resp.Msg.GetObjects()[0].GetDrift() == "" {
+			t.Errorf("%s: ListObjects = %v, %v; want notes with its drift", p, resp, err)
+		}
+	}
+	meta := env.MetadataClient(apptest.ConnectJSON, env.AdminToken())
+	data = env.DataClient(apptest.ConnectJSON, env.AdminToken())
+	put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
+		Object: metaObject(metaText("title"), metaText("note")), Repair: metadatav1.Repair_REPAIR_REAPPLY})
+	if !put.GetApplied() || put.GetObject().GetVersion() != 2 {
+		t.Errorf("the repair = %v; want version 2 applied", put)
+	}
+	if got := metaGet(t, meta, id, "notes"); got.GetDrift() != "" {
+		t.Errorf("after the repair drift = %q", got.GetDrift())
+	}
+	rows, err := listErr(data, id, "notes", "")
+	if err != nil || len(rows) != 1 || strings.Contains(rows[0], "note:x") {
+		t.Errorf("after the repair the records are %v, %v; want the record, its lost note empty", rows, err)
+	}
+	dataCreate(t, data, id, "notes", map[string]any{"title": "b", "note": "back"})
+}
+
+// TestReservedNames is issue 18's fourth case on every engine: names of
+// the engines' system catalogs and columns are refused before any engine
+// sees them, and nothing is defined.
+func TestReservedNames(t *testing.T) {
+	env, pgURL := dataServer(t)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "reserved")
+	engines := []string{"memory", "sqlite"}
+	if pgURL != "" {
+		engines = append(engines, "postgres")
+	}
+	for _, engine := range engines {
+		e := dataEnv(t, admin, pgURL, org, engine, engine)
+		for _, p := range []apptest.Protocol{apptest.ConnectProto, apptest.REST} {
+			meta := env.MetadataClient(p, env.AdminToken())
+			for _, name := range []string{"pg_roles", "pg_class", "pg_database", "pg_x", "sqlite_master", "sqlite_x", "sqlite_sequence"} {
+				_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: e.GetId(), Name: name, Object: metaObject(metaText("title"))}))
+				if apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonObjectNameReserved) {
+					apptest.WantFieldViolation(t, err, "name")
+				}
+			}
+			for _, field := range []string{"xmin", "ctid", "oid", "tableoid", "rowid"} {
+				_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: e.GetId(), Name: "items", Object: metaObject(metaText("title"), metaText(field))}))
+				if apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonFieldNameReserved) {
+					apptest.WantFieldViolation(t, err, "object.fields[1].name")
+				}
+			}
+			if names := metaNames(t, meta, e.GetId()); len(names) != 0 {
+				t.Errorf("%s/%s: refused names defined %v", engine, p, names)
+			}
+		}
+	}
+}
+
+// TestMemoryEnvironmentAfterRestart is issue 18's fifth case: a memory
+// environment comes back empty, its objects there, and says so at start.
+func TestMemoryEnvironmentAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	env := apptest.StartDir(t, dir)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "volatile")
+	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "dev", Driver: "memory"})
+	id := e.GetId()
+	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+	dataDefine(t, env, id, "notes", dataField("title", "text", dataUnique))
+	dataCreate(t, data, id, "notes", map[string]any{"title": "gone after the restart"})
+	env.Stop(t)
+
+	env = apptest.StartDir(t, dir)
+	data = env.DataClient(apptest.ConnectProto, env.AdminToken())
+	rows, err := listErr(data, id, "notes", "")
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("ListRecords after the restart = %v, %v; want no records and no error", rows, err)
+	}
+	dataCreate(t, data, id, "notes", map[string]any{"title": "new"})
+	// The unique index came back with the table.
+	_, err = data.CreateRecord(t.Context(), connect.NewRequest(&datav1.CreateRecordRequest{EnvironmentId: id, Object: "notes", Record: dataRec(map[string]any{"title": "new"})}))
+	apptest.WantError(t, err, connect.CodeAlreadyExists, "")
+	warned := false
+	for _, rec := range env.Logs.Records() {
+		if rec["level"] == "WARN" && strings.Contains(fmt.Sprint(rec["environments"]), id) {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no WARN at start names the memory environment %s:\n%s", id, env.Logs)
+	}
+}
+
+// TestEnvironmentFilesArePrivate is issue 18's tenth case: an
+// environment's database file is readable by the server's user only, as
+// the control plane's is, and one made before is made so at its open.
+func TestEnvironmentFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	env := apptest.StartDir(t, dir)
+	e := sqliteEnv(t, env, "private")
+	dataDefine(t, env, e.GetId(), "notes", dataField("title", "text"))
+	path := env.SQLitePath(e.GetId())
+	for _, p := range []string{path, path + "-wal"} {
+		if info, err := os.Stat(p); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v; want mode 0600", p, info, err)
+		}
+	}
+	env.Stop(t)
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env = apptest.StartDir(t, dir)
+	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+	dataCreate(t, data, e.GetId(), "notes", map[string]any{"title": "x"})
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("after the reopen %s: %v, %v; want mode 0600", path, info, err)
+	}
+}
