@@ -21,10 +21,10 @@ const (
 
 // Errors returned by a Store, wrapped with context; compare with errors.Is.
 var (
-	ErrNotFound            = errors.New("controlplane: not found")
+	ErrNotFound = errors.New("controlplane: not found")
 	// ErrStorageFull means the control plane's storage had no room for a
 	// write (a full disk); the write changed nothing.
-	ErrStorageFull = errors.New("controlplane: storage full")
+	ErrStorageFull         = errors.New("controlplane: storage full")
 	ErrOrganizationExists  = errors.New("controlplane: organization slug taken")
 	ErrEnvironmentExists   = errors.New("controlplane: environment slug taken in organization")
 	ErrHostnameTaken       = errors.New("controlplane: hostname taken")

@@ -8,8 +8,8 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envplane/envplane/internal/apierr"
-	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/reqlog"
