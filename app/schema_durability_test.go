@@ -7,7 +7,9 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -15,7 +17,9 @@ import (
 	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/dberror"
+	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/services/metadata"
 )
 
@@ -338,5 +342,70 @@ func TestEnvironmentFilesArePrivate(t *testing.T) {
 	dataCreate(t, data, e.GetId(), "notes", map[string]any{"title": "x"})
 	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("after the reopen %s: %v, %v; want mode 0600", path, info, err)
+	}
+}
+
+// TestWritesRacingDeletion is issue 18's seventh case: writes that reach an
+// environment while it is deleted answer ENVIRONMENT_DELETING (or, once it
+// is gone, ENVIRONMENT_NOT_FOUND), never INTERNAL, on every engine.
+func TestWritesRacingDeletion(t *testing.T) {
+	env, pgURL := dataServer(t)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "racing")
+	engines := []string{"sqlite", "memory"}
+	if pgURL != "" {
+		engines = append(engines, "postgres")
+	}
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			e := dataEnv(t, admin, pgURL, org, "doomed-"+engine, engine)
+			id := e.GetId()
+			dataDefine(t, env, id, "notes", dataField("title", "text"))
+			data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+			stop := make(chan struct{})
+			errs := make(chan error, 10000)
+			var wg sync.WaitGroup
+			for range 8 {
+				wg.Go(func() {
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						_, err := data.CreateRecord(context.Background(), connect.NewRequest(&datav1.CreateRecordRequest{
+							EnvironmentId: id, Object: "notes", Record: dataRec(map[string]any{"title": "x"}),
+						}))
+						select {
+						case errs <- err:
+						default:
+						}
+					}
+				})
+			}
+			time.Sleep(50 * time.Millisecond)
+			if _, err := admin.DeleteEnvironment(t.Context(), connect.NewRequest(&environmentv1.DeleteEnvironmentRequest{Id: id, Force: true})); err != nil {
+				t.Errorf("DeleteEnvironment: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			close(errs)
+			counts := map[string]int{}
+			for err := range errs {
+				if err == nil {
+					counts["ok"]++
+					continue
+				}
+				key := connect.CodeOf(err).String() + " " + apierr.Reason(err)
+				counts[key]++
+				switch apierr.Reason(err) {
+				case dberror.ReasonEnvironmentDeleting, resolve.ReasonEnvironmentNotFound:
+				default:
+					t.Errorf("a write racing the deletion answered %v", err)
+				}
+			}
+			t.Logf("answers: %v", counts)
+		})
 	}
 }

@@ -6,6 +6,7 @@
 package dberror
 
 import (
+	"context"
 	"errors"
 
 	"connectrpc.com/connect"
@@ -48,8 +49,7 @@ func Error(err error) error {
 				"; repair it with PutObject and repair REPAIR_REAPPLY or REPAIR_ADOPT",
 			"object", drift.Object, "drift", drift.Reason)
 	case errors.Is(err, driver.ErrGone):
-		return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentDeleting,
-			"the environment's database is gone: the environment is being deleted")
+		return deleting()
 	}
 	return nil
 }
@@ -61,6 +61,32 @@ func ControlPlane(err error) error {
 		return StorageFull()
 	}
 	return nil
+}
+
+// Environments reads an environment's current row.
+type Environments interface {
+	GetEnvironment(ctx context.Context, id string) (controlplane.Environment, error)
+}
+
+// Deleting returns ENVIRONMENT_DELETING when the environment is being
+// deleted or is gone, nil otherwise (or when that cannot be told): a call
+// whose database failed under it may have raced the deletion, and then
+// "retry" would be the wrong answer, whatever the database said (a
+// terminated connection, a role or file that is no longer there).
+func Deleting(ctx context.Context, envs Environments, environmentID string) error {
+	if envs == nil || environmentID == "" {
+		return nil
+	}
+	env, err := envs.GetEnvironment(context.WithoutCancel(ctx), environmentID)
+	if errors.Is(err, controlplane.ErrNotFound) || (err == nil && env.Status == controlplane.StatusDeleting) {
+		return deleting()
+	}
+	return nil
+}
+
+func deleting() error {
+	return apierr.New(connect.CodeFailedPrecondition, ReasonEnvironmentDeleting,
+		"the environment is being deleted")
 }
 
 // StorageFull is the error of a write that found no room.

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/envplane/envplane/gen/envplane/data/v1/datav1connect"
+	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/internal/secrets"
@@ -18,9 +19,9 @@ import (
 // Module serves DataService behind the environment resolver.
 var Module = fx.Module("data",
 	fx.Provide(
-		func(reg *registry.Registry, objects *metadata.Cache, kr *secrets.Keyring, log *slog.Logger) (*Service, error) {
+		func(reg *registry.Registry, objects *metadata.Cache, store controlplane.Store, kr *secrets.Keyring, log *slog.Logger) (*Service, error) {
 			// Page tokens are signed with a key every replica derives alike.
-			return New(reg, objects, kr.Derive("page tokens"), log)
+			return New(reg, objects, store, kr.Derive("page tokens"), log)
 		},
 		server.AsService(func(s *Service, r *resolve.Resolver) server.Service {
 			return server.Service{

@@ -57,6 +57,7 @@ const MaxBatchWrites = 500
 type Service struct {
 	registry *registry.Registry
 	objects  *metadata.Cache
+	envs     dberror.Environments
 	lists    *lister
 	log      *slog.Logger
 	now      func() time.Time
@@ -65,7 +66,7 @@ type Service struct {
 var _ datav1connect.DataServiceHandler = (*Service)(nil)
 
 // New returns the service. cursorKey authenticates page tokens.
-func New(reg *registry.Registry, objects *metadata.Cache, cursorKey []byte, log *slog.Logger) (*Service, error) {
+func New(reg *registry.Registry, objects *metadata.Cache, envs dberror.Environments, cursorKey []byte, log *slog.Logger) (*Service, error) {
 	lists, err := newLister(cursorKey)
 	if err != nil {
 		return nil, err
@@ -73,6 +74,7 @@ func New(reg *registry.Registry, objects *metadata.Cache, cursorKey []byte, log 
 	return &Service{
 		registry: reg,
 		objects:  objects,
+		envs:     envs,
 		lists:    lists,
 		log:      log.With("service", "data"),
 		now:      func() time.Time { return time.Now().UTC().Truncate(time.Microsecond) },
@@ -348,6 +350,10 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 	case errors.Is(err, driver.ErrUnavailable):
 		return s.unavailable(ctx, err)
 	}
+	env, _ := resolve.From(ctx)
+	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
+		return gone
+	}
 	return s.internal(ctx, err)
 }
 
@@ -408,6 +414,10 @@ func newETag() string {
 func (s *Service) unavailable(ctx context.Context, err error) error {
 	if known := dberror.Error(err); known != nil {
 		return known
+	}
+	env, _ := resolve.From(ctx)
+	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
+		return gone
 	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
