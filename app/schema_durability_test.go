@@ -20,6 +20,7 @@ import (
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/resolve"
+	"github.com/envplane/envplane/services/environment"
 	"github.com/envplane/envplane/services/metadata"
 )
 
@@ -407,5 +408,32 @@ func TestWritesRacingDeletion(t *testing.T) {
 			}
 			t.Logf("answers: %v", counts)
 		})
+	}
+}
+
+// TestBringYourOwnRefusesManagedDatabases is issue 18's ninth case: a
+// database brought by one organization may not be another environment's
+// managed database (reachable wherever the cluster trusts local logins),
+// nor be reached as a superuser, which reaches every database.
+func TestBringYourOwnRefusesManagedDatabases(t *testing.T) {
+	pgURL := apptest.PostgresURL(t)
+	env := apptest.Start(t, "--postgres-admin-url="+pgURL)
+	admin := env.Client(apptest.ConnectProto)
+	victims := createOrg(t, admin, "victims")
+	victim := dataEnv(t, admin, pgURL, victims, "prod", "postgres")
+	attackers := createOrg(t, admin, "attackers")
+	for _, p := range []apptest.Protocol{apptest.ConnectJSON, apptest.REST} {
+		c := env.Client(p)
+		for name, u := range map[string]string{"another environment's database": victim.GetDatabaseUrl(), "a superuser": pgURL} {
+			_, err := c.CreateEnvironment(t.Context(), connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
+				OrganizationId: attackers.GetId(), Slug: "stolen", Driver: "postgres", DatabaseUrl: u, DatabaseSecret: "guess",
+			}))
+			if apptest.WantError(t, err, connect.CodeInvalidArgument, environment.ReasonDatabaseURLManaged) {
+				apptest.WantFieldViolation(t, err, "database_url")
+			}
+			if envs := listEnvs(t, c, attackers.GetId()); len(envs) != 0 {
+				t.Errorf("%s/%s: the refused create left %v", p, name, envs)
+			}
+		}
 	}
 }

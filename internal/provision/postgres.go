@@ -569,11 +569,34 @@ func ValidatePostgres(ctx context.Context, databaseURL, secret string) error {
 		return &Error{Public: pgMsgValidateFailed, Err: err}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var one int
-	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+	// What the server says it connected to, not what the URL says: a
+	// default (PGDATABASE, the server's own user name) or a name's case
+	// cannot hide a database or role envplane manages, and a superuser
+	// would reach every database of its cluster, the control plane's too.
+	var database, user string
+	var super bool
+	err = conn.QueryRow(ctx, `SELECT current_database(), current_user,
+		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)`).Scan(&database, &user, &super)
+	if err != nil {
 		return &Error{Public: pgMsgValidateFailed, Err: err}
 	}
+	if ManagedPostgresName(database) || ManagedPostgresName(user) {
+		return &Error{Public: "the database or role is one envplane manages for an environment", Err: ErrManagedDatabase}
+	}
+	if super {
+		return &Error{Public: "the role is a superuser; bring a role that owns only its own database", Err: ErrManagedDatabase}
+	}
 	return nil
+}
+
+// ErrManagedDatabase means a database brought by a user is one envplane
+// manages, or is reached with a role that reaches those.
+var ErrManagedDatabase = errors.New("provision: the database brought is a managed one")
+
+// ManagedPostgresName reports whether name (a database or role) is one the
+// Postgres provisioner makes, in any case.
+func ManagedPostgresName(name string) bool {
+	return strings.HasPrefix(strings.ToLower(name), PostgresNamePrefix)
 }
 
 // classify wraps err as *Error with public, except a failure to reach the

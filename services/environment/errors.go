@@ -17,16 +17,19 @@ import (
 
 // ErrorInfo reasons of EnvironmentService.
 const (
-	ReasonOrganizationNotFound   = "ORGANIZATION_NOT_FOUND"
-	ReasonOrganizationSlugTaken  = "ORGANIZATION_SLUG_TAKEN"
-	ReasonEnvironmentNotFound    = "ENVIRONMENT_NOT_FOUND"
-	ReasonEnvironmentSlugTaken   = "ENVIRONMENT_SLUG_TAKEN"
-	ReasonHostnameTaken          = "HOSTNAME_TAKEN"
-	ReasonHostnameNotFound       = "HOSTNAME_NOT_FOUND"
-	ReasonInvalidHostname        = "INVALID_HOSTNAME"
-	ReasonDriverNotConfigured    = "DRIVER_NOT_CONFIGURED"
-	ReasonDriverNotSupported     = "DRIVER_NOT_SUPPORTED_HERE"
-	ReasonDatabaseURLNotAllowed  = "DATABASE_URL_NOT_ALLOWED"
+	ReasonOrganizationNotFound  = "ORGANIZATION_NOT_FOUND"
+	ReasonOrganizationSlugTaken = "ORGANIZATION_SLUG_TAKEN"
+	ReasonEnvironmentNotFound   = "ENVIRONMENT_NOT_FOUND"
+	ReasonEnvironmentSlugTaken  = "ENVIRONMENT_SLUG_TAKEN"
+	ReasonHostnameTaken         = "HOSTNAME_TAKEN"
+	ReasonHostnameNotFound      = "HOSTNAME_NOT_FOUND"
+	ReasonInvalidHostname       = "INVALID_HOSTNAME"
+	ReasonDriverNotConfigured   = "DRIVER_NOT_CONFIGURED"
+	ReasonDriverNotSupported    = "DRIVER_NOT_SUPPORTED_HERE"
+	ReasonDatabaseURLNotAllowed = "DATABASE_URL_NOT_ALLOWED"
+	// ReasonDatabaseURLManaged: a brought database is one envplane manages
+	// for an environment, or is reached as a superuser.
+	ReasonDatabaseURLManaged     = "DATABASE_URL_MANAGED"
 	ReasonRequestIDReused        = "REQUEST_ID_REUSED"
 	ReasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
 	ReasonEnvironmentProtected   = "ENVIRONMENT_PROTECTED"

@@ -720,6 +720,10 @@ func (s *Service) bringYourOwn(ctx context.Context, env *controlplane.Environmen
 	}
 	if err := validate(ctx, url, secret); err != nil {
 		reqlog.Logger(ctx, s.log).Debug("bring-your-own database check failed", "error", err)
+		if errors.Is(err, provision.ErrManagedDatabase) {
+			return apierr.InvalidArgument(ReasonDatabaseURLManaged, provision.PublicMessage(err)+": bring a database of your own",
+				apierr.FieldViolation{Field: "database_url", Description: "names a database or role envplane manages, or a superuser"})
+		}
 		return apierr.New(connect.CodeFailedPrecondition, ReasonDatabaseUnreachable,
 			provision.PublicMessage(err)+": check database_url and database_secret")
 	}
