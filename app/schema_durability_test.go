@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/envplane/envplane/app/apptest"
 	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
@@ -435,5 +436,78 @@ func TestBringYourOwnRefusesManagedDatabases(t *testing.T) {
 				t.Errorf("%s/%s: the refused create left %v", p, name, envs)
 			}
 		}
+	}
+}
+
+// TestStorageLimit is issue 18's eighth case on every engine: writes that
+// would take an environment past its storage_limit_mb are refused with
+// RESOURCE_EXHAUSTED STORAGE_LIMIT_EXCEEDED and change nothing; reads and
+// deletes keep working; raising the limit lets writes in again.
+func TestStorageLimit(t *testing.T) {
+	env, pgURL := dataServer(t)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "quota")
+	limits := map[string]int64{"memory": 1, "sqlite": 1}
+	if pgURL != "" {
+		// An empty PostgreSQL database takes about 8 MB on disk.
+		limits["postgres"] = 12
+	}
+	body := strings.Repeat("x", 2000)
+	for engine, limitMB := range limits {
+		t.Run(engine, func(t *testing.T) {
+			resp, err := admin.CreateEnvironment(t.Context(), connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
+				OrganizationId: org.GetId(), Slug: "q-" + engine, Driver: engine, StorageLimitMb: limitMB,
+			}))
+			if err != nil {
+				t.Fatalf("CreateEnvironment: %v", err)
+			}
+			e := resp.Msg.GetEnvironment()
+			if engine == "postgres" {
+				apptest.PostgresEnvironmentCleanup(t, pgURL, e.GetId())
+			}
+			id := e.GetId()
+			dataDefine(t, env, id, "notes", dataField("body", "text"))
+			data := env.DataClient(apptest.ConnectProto, env.AdminToken())
+			written := 0
+			var refused error
+			for range int(limitMB<<20) / (50 * len(body)) * 2 {
+				writes := make([]*datav1.RecordWrite, 50)
+				for i := range writes {
+					writes[i] = &datav1.RecordWrite{Operation: &datav1.RecordWrite_Create{Create: &datav1.CreateRecordRequest{Object: "notes", Record: dataRec(map[string]any{"body": body})}}}
+				}
+				_, err := data.BatchWriteRecords(t.Context(), connect.NewRequest(&datav1.BatchWriteRecordsRequest{EnvironmentId: id, Writes: writes}))
+				if err != nil {
+					refused = err
+					break
+				}
+				written += len(writes)
+			}
+			if !apptest.WantError(t, refused, connect.CodeResourceExhausted, dberror.ReasonStorageLimitExceeded) {
+				return
+			}
+			// A batch too big for the room left is refused whole; single
+			// records fill the rest, up to the limit.
+			for range 51 {
+				_, err = data.CreateRecord(t.Context(), connect.NewRequest(&datav1.CreateRecordRequest{EnvironmentId: id, Object: "notes", Record: dataRec(map[string]any{"body": body})}))
+				if err != nil {
+					break
+				}
+				written++
+			}
+			apptest.WantError(t, err, connect.CodeResourceExhausted, dberror.ReasonStorageLimitExceeded)
+			if bytes := written * len(body); bytes > int(limitMB<<20) {
+				t.Errorf("%d bytes of records were written under a limit of %d MB", bytes, limitMB)
+			}
+			// Nothing of the refused writes was kept; reads and deletes work.
+			rows := dataList(t, data, &datav1.ListRecordsRequest{EnvironmentId: id, Object: "notes", PageSize: 1000})
+			if len(rows) != written {
+				t.Fatalf("%d records stored; want the %d acknowledged", len(rows), written)
+			}
+			if _, err := data.DeleteRecord(t.Context(), connect.NewRequest(&datav1.DeleteRecordRequest{EnvironmentId: id, Object: "notes", Id: dataID(rows[0])})); err != nil {
+				t.Errorf("DeleteRecord at the limit: %v", err)
+			}
+			updateEnv(t, admin, &environmentv1.UpdateEnvironmentRequest{Id: id, StorageLimitMb: proto.Int64(limitMB * 4)})
+			dataCreate(t, data, id, "notes", map[string]any{"body": body})
+		})
 	}
 }

@@ -252,8 +252,35 @@ type Driver interface {
 	// records written (nil for deletes), or a *BatchError.
 	Batch(ctx context.Context, ops []Op) ([]Record, error)
 
+	// Size is how many bytes the database holds, as its engine counts them
+	// (SQLite and libSQL: the pages in use; PostgreSQL: the database's size
+	// on disk; memory: an estimate, RecordSize summed). It costs a query:
+	// call it now and then, not per write.
+	Size(ctx context.Context) (int64, error)
+
 	// Ping checks the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the database; calls after Close fail.
 	Close() error
+}
+
+// RecordSize estimates the bytes a record takes: its strings' lengths and
+// eight bytes for any other value, plus the field names. It is what a
+// storage limit counts between two measures of Size.
+func RecordSize(rec Record) int64 {
+	n := int64(16)
+	for k, v := range rec {
+		n += int64(len(k))
+		switch v := v.(type) {
+		case string:
+			n += int64(len(v))
+		case []byte:
+			n += int64(len(v))
+		case map[string]any, []any:
+			n += int64(len(fmt.Sprint(v)))
+		default:
+			n += 8
+		}
+	}
+	return n
 }

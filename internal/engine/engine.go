@@ -53,18 +53,22 @@ func New(rows Rows, keyring *secrets.Keyring, sqlite *provision.SQLite, memory *
 // Open opens the driver of environment id from its current row and
 // credential, reconciled (see Reconcile).
 func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
-	d, recreate, err := o.open(ctx, id)
-	if err != nil || o.Reconcile == nil {
-		return d, err
+	env, err := o.rows.GetEnvironment(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	d, recreate, err := o.open(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	d = limit(d, env.StorageLimitMB)
+	if o.Reconcile == nil {
+		return d, nil
 	}
 	return o.Reconcile(ctx, id, d, recreate), nil
 }
 
-func (o *Opener) open(ctx context.Context, id string) (d driver.Driver, recreate bool, err error) {
-	env, err := o.rows.GetEnvironment(ctx, id)
-	if err != nil {
-		return nil, false, err
-	}
+func (o *Opener) open(ctx context.Context, env controlplane.Environment) (d driver.Driver, recreate bool, err error) {
 	// Only an environment that was provisioned and is not going away has a
 	// database to open: a call that raced a delete must not open (for
 	// SQLite: create again) the database being removed.

@@ -429,7 +429,12 @@ func (s *Service) UpdateEnvironment(ctx context.Context, req *connect.Request[en
 	if err != nil {
 		return nil, s.notFound(ctx, err, environmentNotFound())
 	}
-	s.publish(ctx, routingEvents(after, before.Hostname)...)
+	events := routingEvents(after, before.Hostname)
+	if after.StorageLimitMB != before.StorageLimitMB {
+		// The limit is the open driver's: every replica reopens it.
+		events = append(events, invalidate.Event{Kind: invalidate.KindDatabase, EnvironmentID: after.ID})
+	}
+	s.publish(ctx, events...)
 	reqlog.Logger(ctx, s.log).Info("environment updated", "environment_id", after.ID,
 		"hostname", after.Hostname, "status", after.Status, "default", after.IsDefault)
 	return connect.NewResponse(&environmentv1.UpdateEnvironmentResponse{Environment: s.environmentToProto(after)}), nil

@@ -187,6 +187,22 @@ func (d *Driver) Ledger(ctx context.Context) ([]driver.LedgerEntry, error) {
 	return out, nil
 }
 
+// Size estimates the bytes the records take (driver.RecordSize summed).
+func (d *Driver) Size(ctx context.Context) (int64, error) {
+	if err := d.begin(ctx); err != nil {
+		return 0, err
+	}
+	d.db.mu.RLock()
+	defer d.db.mu.RUnlock()
+	var n int64
+	for _, t := range d.db.tables {
+		for _, r := range t.rows {
+			n += driver.RecordSize(r)
+		}
+	}
+	return n, nil
+}
+
 // Check compares obj's table with obj.
 func (d *Driver) Check(ctx context.Context, obj *schema.Object) error {
 	if err := d.begin(ctx); err != nil {

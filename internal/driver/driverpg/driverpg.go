@@ -63,6 +63,20 @@ func OpenURL(ctx context.Context, url string) (*Driver, error) {
 	return Open(ctx, cfg)
 }
 
+// Size is the database's size on disk (pg_database_size), which deletes
+// shrink only once VACUUM FULL has run: a deleted row's space is reused by
+// later writes, but the size does not fall.
+func (d *Driver) Size(ctx context.Context) (int64, error) {
+	if err := d.check(); err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := d.pool.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("driverpg: size: %w", mapError(nil, err))
+	}
+	return n, nil
+}
+
 // Ping checks the database answers.
 func (d *Driver) Ping(ctx context.Context) error {
 	if err := d.check(); err != nil {

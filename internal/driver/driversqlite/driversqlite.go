@@ -93,6 +93,18 @@ func (d *Driver) Ping(ctx context.Context) error {
 	return nil
 }
 
+// Size is the bytes of the pages the file uses.
+func (d *Driver) Size(ctx context.Context) (int64, error) {
+	if err := d.check(); err != nil {
+		return 0, err
+	}
+	var n int64
+	if err := d.reader.QueryRowContext(ctx, sqlitedialect.SizeQuery).Scan(&n); err != nil {
+		return 0, fmt.Errorf("driversqlite: size: %w", mapError(nil, err))
+	}
+	return n, nil
+}
+
 // Close closes both pools; calls after Close fail with ErrUnavailable, so a
 // request that raced a registry eviction is retried on a fresh driver.
 func (d *Driver) Close() error {

@@ -2,6 +2,9 @@ package drivertest
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +31,7 @@ func RunLedger(t *testing.T, open func(t *testing.T) driver.Driver, raw Raw) {
 		{"LedgerRecordsChanges", testLedgerRecordsChanges, false},
 		{"LedgerRefusesStaleChange", testLedgerRefusesStaleChange, false},
 		{"CheckMissingTable", testCheckMissingTable, false},
+		{"SizeCountsRecords", testSizeCountsRecords, false},
 		{"MissingColumnIsAnError", testMissingColumnIsAnError, false},
 		{"UnknownTableNotAdopted", testUnknownTableNotAdopted, true},
 		{"DriftAndRepair", testDriftAndRepair, true},
@@ -242,5 +246,38 @@ func testDriftAndRepair(t *testing.T, d driver.Driver, raw Raw) {
 	}
 	if e, _ := ledgerEntry(t, d, "notes"); e.Version != repair.Object.Version {
 		t.Errorf("ledger version after repair = %d; want %d", e.Version, repair.Object.Version)
+	}
+}
+
+// testSizeCountsRecords checks Size grows with what is written: storage
+// limits measure with it.
+func testSizeCountsRecords(t *testing.T, d driver.Driver, _ Raw) {
+	obj := object(t, "notes", []schema.Field{text("body")})
+	if err := d.Migrate(t.Context(), Next(t, d, obj, schema.Plan(nil, obj))); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	before, err := d.Size(t.Context())
+	if err != nil {
+		t.Fatalf("Size: %v", err)
+	}
+	// Bodies that do not compress (PostgreSQL compresses long values).
+	rnd := rand.New(rand.NewPCG(1, 2))
+	ops := make([]driver.Op, 250)
+	for i := range ops {
+		var b strings.Builder
+		for b.Len() < 2000 {
+			fmt.Fprintf(&b, "%016x", rnd.Uint64())
+		}
+		ops[i] = driver.Op{Kind: driver.OpInsert, Object: obj, Record: rec(fmt.Sprintf("n%03d", i), i, map[string]any{"body": b.String()})}
+	}
+	if _, err := d.Batch(t.Context(), ops); err != nil {
+		t.Fatalf("Batch: %v", err)
+	}
+	after, err := d.Size(t.Context())
+	if err != nil {
+		t.Fatalf("Size: %v", err)
+	}
+	if after-before < 250*2000 {
+		t.Errorf("Size grew by %d bytes with 250 records of 2000; want at least %d", after-before, 250*2000)
 	}
 }

@@ -155,6 +155,20 @@ func parseURL(dbURL string) (base, token string, err error) {
 	return u.String(), token, nil
 }
 
+// Size is the bytes of the pages the database uses.
+func (d *Driver) Size(ctx context.Context) (int64, error) {
+	if err := d.check(); err != nil {
+		return 0, err
+	}
+	ctx, cancel := d.call(ctx)
+	defer cancel()
+	var n int64
+	if err := d.db.QueryRowContext(ctx, sqlitedialect.SizeQuery).Scan(&n); err != nil {
+		return 0, fmt.Errorf("driverturso: size: %w", mapError(ctx, nil, err))
+	}
+	return n, nil
+}
+
 // Ping checks the database answers a query.
 func (d *Driver) Ping(ctx context.Context) error {
 	if err := d.check(); err != nil {

@@ -88,6 +88,10 @@ var (
 	LedgerExists = `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + driver.LedgerTable + `'`
 )
 
+// SizeQuery is the bytes of the pages a database of SQLite's family uses
+// (its free pages not counted: deleting records makes room at once).
+const SizeQuery = `SELECT (page_count - freelist_count) * page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`
+
 // LedgerArgs are LedgerUpsert's arguments for c.
 func LedgerArgs(c driver.Change) []any {
 	return []any{c.Object.Name, c.Object.Version, c.Definition, c.Applied, c.ApplyTime.UnixMicro()}
