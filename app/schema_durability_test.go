@@ -255,19 +255,28 @@ func TestSchemaDriftIsReportedAndRepaired(t *testing.T) {
 	dataCreate(t, data, id, "notes", map[string]any{"title": "b", "note": "back"})
 }
 
-// TestReservedNames is issue 18's fourth case on every engine: names of
+// TestReservedNames is issue 18's fourth case on every engine (turso on a
+// database brought with tursodb): names of
 // the engines' system catalogs and columns are refused before any engine
 // sees them, and nothing is defined.
 func TestReservedNames(t *testing.T) {
+	tursoURL := apptest.StartTursodb(t) // before the server, so it stops after it
 	env, pgURL := dataServer(t)
 	admin := env.Client(apptest.ConnectProto)
 	org := createOrg(t, admin, "reserved")
-	engines := []string{"memory", "sqlite"}
+	engines := []string{"memory", "sqlite", "turso"}
 	if pgURL != "" {
 		engines = append(engines, "postgres")
 	}
 	for _, engine := range engines {
-		e := dataEnv(t, admin, pgURL, org, engine, engine)
+		var e *environmentv1.Environment
+		if engine == "turso" {
+			e = createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{
+				OrganizationId: org.GetId(), Slug: engine, Driver: engine, DatabaseUrl: tursoURL, DatabaseSecret: "any",
+			})
+		} else {
+			e = dataEnv(t, admin, pgURL, org, engine, engine)
+		}
 		for _, p := range []apptest.Protocol{apptest.ConnectProto, apptest.REST} {
 			meta := env.MetadataClient(p, env.AdminToken())
 			for _, name := range []string{"pg_roles", "pg_class", "pg_database", "pg_x", "sqlite_master", "sqlite_x", "sqlite_sequence"} {
@@ -301,10 +310,19 @@ func TestMemoryEnvironmentAfterRestart(t *testing.T) {
 	data := env.DataClient(apptest.ConnectProto, env.AdminToken())
 	dataDefine(t, env, id, "notes", dataField("title", "text", dataUnique))
 	dataCreate(t, data, id, "notes", map[string]any{"title": "gone after the restart"})
+	if got := getEnv(t, admin, id); got.GetResetTime() != nil {
+		t.Errorf("before any restart reset_time = %v; want unset", got.GetResetTime())
+	}
 	env.Stop(t)
 
 	env = apptest.StartDir(t, dir)
 	data = env.DataClient(apptest.ConnectProto, env.AdminToken())
+	for _, p := range []apptest.Protocol{apptest.ConnectJSON, apptest.REST} {
+		got := getEnv(t, env.Client(p), id)
+		if got.GetResetTime() == nil || !got.GetResetTime().AsTime().After(got.GetProvisionTime().AsTime()) {
+			t.Errorf("%s: after the restart reset_time = %v (provisioned %v); want the restart's time", p, got.GetResetTime(), got.GetProvisionTime())
+		}
+	}
 	rows, err := listErr(data, id, "notes", "")
 	if err != nil || len(rows) != 0 {
 		t.Fatalf("ListRecords after the restart = %v, %v; want no records and no error", rows, err)
@@ -447,10 +465,11 @@ func TestBringYourOwnRefusesManagedDatabases(t *testing.T) {
 // RESOURCE_EXHAUSTED STORAGE_LIMIT_EXCEEDED and change nothing; reads and
 // deletes keep working; raising the limit lets writes in again.
 func TestStorageLimit(t *testing.T) {
+	tursoURL := apptest.StartTursodb(t) // before the server, so it stops after it
 	env, pgURL := dataServer(t)
 	admin := env.Client(apptest.ConnectProto)
 	org := createOrg(t, admin, "quota")
-	limits := map[string]int64{"memory": 1, "sqlite": 1}
+	limits := map[string]int64{"memory": 1, "sqlite": 1, "turso": 1}
 	if pgURL != "" {
 		// An empty PostgreSQL database takes about 8 MB on disk.
 		limits["postgres"] = 12
@@ -465,9 +484,11 @@ func TestStorageLimit(t *testing.T) {
 	body := b.String()
 	for engine, limitMB := range limits {
 		t.Run(engine, func(t *testing.T) {
-			resp, err := admin.CreateEnvironment(t.Context(), connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
-				OrganizationId: org.GetId(), Slug: "q-" + engine, Driver: engine, StorageLimitMb: limitMB,
-			}))
+			req := &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: "q-" + engine, Driver: engine, StorageLimitMb: limitMB}
+			if engine == "turso" {
+				req.DatabaseUrl, req.DatabaseSecret = tursoURL, "any"
+			}
+			resp, err := admin.CreateEnvironment(t.Context(), connect.NewRequest(req))
 			if err != nil {
 				t.Fatalf("CreateEnvironment: %v", err)
 			}

@@ -8,6 +8,7 @@ import (
 	environmentv1 "github.com/envplane/envplane/gen/envplane/environment/v1"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/ownership"
+	"github.com/envplane/envplane/internal/provision"
 )
 
 func organizationToProto(o controlplane.Organization) *environmentv1.Organization {
@@ -39,7 +40,19 @@ func (s *Service) environmentToProto(e controlplane.Environment) *environmentv1.
 		UpdateTime:           timestamp(e.UpdateTime),
 		ProvisionTime:        timestamp(e.ProvisionTime),
 		HostnameVerification: hostnameVerificationToProto(e, s.checks.Grace),
+		ResetTime:            timestamp(s.resetTime(e)),
 	}
+}
+
+// resetTime is when a memory environment last lost its records: the start
+// of this process, for one provisioned before it (memory environments run
+// on one server only, the one of the embedded control plane). Zero
+// otherwise.
+func (s *Service) resetTime(e controlplane.Environment) time.Time {
+	if e.Driver != provision.DriverMemory || e.ProvisionTime.IsZero() || !e.ProvisionTime.Before(s.started) {
+		return time.Time{}
+	}
+	return s.started
 }
 
 func hostnameVerificationToProto(e controlplane.Environment, grace time.Duration) *environmentv1.HostnameVerification {

@@ -49,6 +49,9 @@ const abandonedAfter = provisionTimeout + recordTimeout + time.Minute
 
 // Service implements environmentv1connect.EnvironmentServiceHandler.
 type Service struct {
+	// started is when this process started, the reset time of the memory
+	// environments provisioned before.
+	started     time.Time
 	store       controlplane.Store
 	provisioner *provision.Set
 	keyring     *secrets.Keyring
@@ -79,6 +82,7 @@ func New(store controlplane.Store, provisioner *provision.Set, keyring *secrets.
 		rootDomain:  rootDomain,
 		log:         log.With("service", "environment"),
 		now:         func() time.Time { return time.Now().UTC() },
+		started:     time.Now().UTC(),
 	}
 }
 

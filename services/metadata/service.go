@@ -59,6 +59,7 @@ const migrationTimeout = 2 * time.Minute
 // arrives resolved: resolve.From(ctx) is the environment.
 type Service struct {
 	store    controlplane.ObjectStore
+	envs     dberror.Environments
 	registry *registry.Registry
 	cache    *Cache
 	events   invalidate.Publisher
@@ -75,9 +76,9 @@ type Service struct {
 var _ metadatav1connect.MetadataServiceHandler = (*Service)(nil)
 
 // New returns the service.
-func New(store controlplane.ObjectStore, reg *registry.Registry, cache *Cache, events invalidate.Publisher, log *slog.Logger) *Service {
+func New(store controlplane.ObjectStore, envs dberror.Environments, reg *registry.Registry, cache *Cache, events invalidate.Publisher, log *slog.Logger) *Service {
 	return &Service{
-		store: store, registry: reg, cache: cache, events: events,
+		store: store, envs: envs, registry: reg, cache: cache, events: events,
 		log: log.With("service", "metadata"),
 		now: func() time.Time { return time.Now().UTC() },
 	}
@@ -482,6 +483,10 @@ func notDefined(name string) error {
 func (s *Service) databaseError(ctx context.Context, err error) error {
 	if known := dberror.Error(err); known != nil {
 		return known
+	}
+	env, _ := resolve.From(ctx)
+	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
+		return gone
 	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)

@@ -135,8 +135,12 @@ type Environment struct {
 	// hostname_verification says whether hostname routes, how it was
 	// verified, and how to prove ownership of a custom hostname.
 	HostnameVerification *HostnameVerification `protobuf:"bytes,17,opt,name=hostname_verification,json=hostnameVerification,proto3" json:"hostname_verification,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// reset_time is set for a memory environment whose records were lost with
+	// the server process that held them: it is when this server started (its
+	// objects are there, re-created empty). Unset for every other environment.
+	ResetTime     *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=reset_time,json=resetTime,proto3" json:"reset_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Environment) Reset() {
@@ -284,6 +288,13 @@ func (x *Environment) GetProvisionTime() *timestamppb.Timestamp {
 func (x *Environment) GetHostnameVerification() *HostnameVerification {
 	if x != nil {
 		return x.HostnameVerification
+	}
+	return nil
+}
+
+func (x *Environment) GetResetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetTime
 	}
 	return nil
 }
@@ -1835,7 +1846,7 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xa9\x05\n" +
+	"updateTime\"\xe4\x05\n" +
 	"\vEnvironment\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n" +
@@ -1857,7 +1868,9 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\vupdate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12A\n" +
 	"\x0eprovision_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\rprovisionTime\x12b\n" +
-	"\x15hostname_verification\x18\x11 \x01(\v2-.envplane.environment.v1.HostnameVerificationR\x14hostnameVerification\"\xae\x03\n" +
+	"\x15hostname_verification\x18\x11 \x01(\v2-.envplane.environment.v1.HostnameVerificationR\x14hostnameVerification\x129\n" +
+	"\n" +
+	"reset_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\tresetTime\"\xae\x03\n" +
 	"\x14HostnameVerification\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x14\n" +
@@ -2039,54 +2052,55 @@ var file_envplane_environment_v1_environment_proto_depIdxs = []int32{
 	29, // 3: envplane.environment.v1.Environment.update_time:type_name -> google.protobuf.Timestamp
 	29, // 4: envplane.environment.v1.Environment.provision_time:type_name -> google.protobuf.Timestamp
 	2,  // 5: envplane.environment.v1.Environment.hostname_verification:type_name -> envplane.environment.v1.HostnameVerification
-	29, // 6: envplane.environment.v1.HostnameVerification.verify_time:type_name -> google.protobuf.Timestamp
-	29, // 7: envplane.environment.v1.HostnameVerification.check_time:type_name -> google.protobuf.Timestamp
-	29, // 8: envplane.environment.v1.HostnameVerification.next_check_time:type_name -> google.protobuf.Timestamp
-	29, // 9: envplane.environment.v1.HostnameVerification.grace_expire_time:type_name -> google.protobuf.Timestamp
-	0,  // 10: envplane.environment.v1.CreateOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
-	0,  // 11: envplane.environment.v1.GetOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
-	0,  // 12: envplane.environment.v1.ListOrganizationsResponse.organizations:type_name -> envplane.environment.v1.Organization
-	1,  // 13: envplane.environment.v1.CreateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 14: envplane.environment.v1.GetEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 15: envplane.environment.v1.ListEnvironmentsResponse.environments:type_name -> envplane.environment.v1.Environment
-	1,  // 16: envplane.environment.v1.UpdateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 17: envplane.environment.v1.ActivateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 18: envplane.environment.v1.RotateCredentialResponse.environment:type_name -> envplane.environment.v1.Environment
-	29, // 19: envplane.environment.v1.RotateCredentialResponse.rotate_time:type_name -> google.protobuf.Timestamp
-	1,  // 20: envplane.environment.v1.RetryProvisioningResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 21: envplane.environment.v1.VerifyHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
-	1,  // 22: envplane.environment.v1.ResolveHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
-	3,  // 23: envplane.environment.v1.EnvironmentService.CreateOrganization:input_type -> envplane.environment.v1.CreateOrganizationRequest
-	5,  // 24: envplane.environment.v1.EnvironmentService.GetOrganization:input_type -> envplane.environment.v1.GetOrganizationRequest
-	7,  // 25: envplane.environment.v1.EnvironmentService.ListOrganizations:input_type -> envplane.environment.v1.ListOrganizationsRequest
-	9,  // 26: envplane.environment.v1.EnvironmentService.CreateEnvironment:input_type -> envplane.environment.v1.CreateEnvironmentRequest
-	11, // 27: envplane.environment.v1.EnvironmentService.GetEnvironment:input_type -> envplane.environment.v1.GetEnvironmentRequest
-	13, // 28: envplane.environment.v1.EnvironmentService.ListEnvironments:input_type -> envplane.environment.v1.ListEnvironmentsRequest
-	15, // 29: envplane.environment.v1.EnvironmentService.UpdateEnvironment:input_type -> envplane.environment.v1.UpdateEnvironmentRequest
-	17, // 30: envplane.environment.v1.EnvironmentService.DeleteEnvironment:input_type -> envplane.environment.v1.DeleteEnvironmentRequest
-	19, // 31: envplane.environment.v1.EnvironmentService.ActivateEnvironment:input_type -> envplane.environment.v1.ActivateEnvironmentRequest
-	21, // 32: envplane.environment.v1.EnvironmentService.RotateCredential:input_type -> envplane.environment.v1.RotateCredentialRequest
-	23, // 33: envplane.environment.v1.EnvironmentService.RetryProvisioning:input_type -> envplane.environment.v1.RetryProvisioningRequest
-	25, // 34: envplane.environment.v1.EnvironmentService.VerifyHostname:input_type -> envplane.environment.v1.VerifyHostnameRequest
-	27, // 35: envplane.environment.v1.EnvironmentService.ResolveHostname:input_type -> envplane.environment.v1.ResolveHostnameRequest
-	4,  // 36: envplane.environment.v1.EnvironmentService.CreateOrganization:output_type -> envplane.environment.v1.CreateOrganizationResponse
-	6,  // 37: envplane.environment.v1.EnvironmentService.GetOrganization:output_type -> envplane.environment.v1.GetOrganizationResponse
-	8,  // 38: envplane.environment.v1.EnvironmentService.ListOrganizations:output_type -> envplane.environment.v1.ListOrganizationsResponse
-	10, // 39: envplane.environment.v1.EnvironmentService.CreateEnvironment:output_type -> envplane.environment.v1.CreateEnvironmentResponse
-	12, // 40: envplane.environment.v1.EnvironmentService.GetEnvironment:output_type -> envplane.environment.v1.GetEnvironmentResponse
-	14, // 41: envplane.environment.v1.EnvironmentService.ListEnvironments:output_type -> envplane.environment.v1.ListEnvironmentsResponse
-	16, // 42: envplane.environment.v1.EnvironmentService.UpdateEnvironment:output_type -> envplane.environment.v1.UpdateEnvironmentResponse
-	18, // 43: envplane.environment.v1.EnvironmentService.DeleteEnvironment:output_type -> envplane.environment.v1.DeleteEnvironmentResponse
-	20, // 44: envplane.environment.v1.EnvironmentService.ActivateEnvironment:output_type -> envplane.environment.v1.ActivateEnvironmentResponse
-	22, // 45: envplane.environment.v1.EnvironmentService.RotateCredential:output_type -> envplane.environment.v1.RotateCredentialResponse
-	24, // 46: envplane.environment.v1.EnvironmentService.RetryProvisioning:output_type -> envplane.environment.v1.RetryProvisioningResponse
-	26, // 47: envplane.environment.v1.EnvironmentService.VerifyHostname:output_type -> envplane.environment.v1.VerifyHostnameResponse
-	28, // 48: envplane.environment.v1.EnvironmentService.ResolveHostname:output_type -> envplane.environment.v1.ResolveHostnameResponse
-	36, // [36:49] is the sub-list for method output_type
-	23, // [23:36] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	29, // 6: envplane.environment.v1.Environment.reset_time:type_name -> google.protobuf.Timestamp
+	29, // 7: envplane.environment.v1.HostnameVerification.verify_time:type_name -> google.protobuf.Timestamp
+	29, // 8: envplane.environment.v1.HostnameVerification.check_time:type_name -> google.protobuf.Timestamp
+	29, // 9: envplane.environment.v1.HostnameVerification.next_check_time:type_name -> google.protobuf.Timestamp
+	29, // 10: envplane.environment.v1.HostnameVerification.grace_expire_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: envplane.environment.v1.CreateOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
+	0,  // 12: envplane.environment.v1.GetOrganizationResponse.organization:type_name -> envplane.environment.v1.Organization
+	0,  // 13: envplane.environment.v1.ListOrganizationsResponse.organizations:type_name -> envplane.environment.v1.Organization
+	1,  // 14: envplane.environment.v1.CreateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 15: envplane.environment.v1.GetEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 16: envplane.environment.v1.ListEnvironmentsResponse.environments:type_name -> envplane.environment.v1.Environment
+	1,  // 17: envplane.environment.v1.UpdateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 18: envplane.environment.v1.ActivateEnvironmentResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 19: envplane.environment.v1.RotateCredentialResponse.environment:type_name -> envplane.environment.v1.Environment
+	29, // 20: envplane.environment.v1.RotateCredentialResponse.rotate_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: envplane.environment.v1.RetryProvisioningResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 22: envplane.environment.v1.VerifyHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
+	1,  // 23: envplane.environment.v1.ResolveHostnameResponse.environment:type_name -> envplane.environment.v1.Environment
+	3,  // 24: envplane.environment.v1.EnvironmentService.CreateOrganization:input_type -> envplane.environment.v1.CreateOrganizationRequest
+	5,  // 25: envplane.environment.v1.EnvironmentService.GetOrganization:input_type -> envplane.environment.v1.GetOrganizationRequest
+	7,  // 26: envplane.environment.v1.EnvironmentService.ListOrganizations:input_type -> envplane.environment.v1.ListOrganizationsRequest
+	9,  // 27: envplane.environment.v1.EnvironmentService.CreateEnvironment:input_type -> envplane.environment.v1.CreateEnvironmentRequest
+	11, // 28: envplane.environment.v1.EnvironmentService.GetEnvironment:input_type -> envplane.environment.v1.GetEnvironmentRequest
+	13, // 29: envplane.environment.v1.EnvironmentService.ListEnvironments:input_type -> envplane.environment.v1.ListEnvironmentsRequest
+	15, // 30: envplane.environment.v1.EnvironmentService.UpdateEnvironment:input_type -> envplane.environment.v1.UpdateEnvironmentRequest
+	17, // 31: envplane.environment.v1.EnvironmentService.DeleteEnvironment:input_type -> envplane.environment.v1.DeleteEnvironmentRequest
+	19, // 32: envplane.environment.v1.EnvironmentService.ActivateEnvironment:input_type -> envplane.environment.v1.ActivateEnvironmentRequest
+	21, // 33: envplane.environment.v1.EnvironmentService.RotateCredential:input_type -> envplane.environment.v1.RotateCredentialRequest
+	23, // 34: envplane.environment.v1.EnvironmentService.RetryProvisioning:input_type -> envplane.environment.v1.RetryProvisioningRequest
+	25, // 35: envplane.environment.v1.EnvironmentService.VerifyHostname:input_type -> envplane.environment.v1.VerifyHostnameRequest
+	27, // 36: envplane.environment.v1.EnvironmentService.ResolveHostname:input_type -> envplane.environment.v1.ResolveHostnameRequest
+	4,  // 37: envplane.environment.v1.EnvironmentService.CreateOrganization:output_type -> envplane.environment.v1.CreateOrganizationResponse
+	6,  // 38: envplane.environment.v1.EnvironmentService.GetOrganization:output_type -> envplane.environment.v1.GetOrganizationResponse
+	8,  // 39: envplane.environment.v1.EnvironmentService.ListOrganizations:output_type -> envplane.environment.v1.ListOrganizationsResponse
+	10, // 40: envplane.environment.v1.EnvironmentService.CreateEnvironment:output_type -> envplane.environment.v1.CreateEnvironmentResponse
+	12, // 41: envplane.environment.v1.EnvironmentService.GetEnvironment:output_type -> envplane.environment.v1.GetEnvironmentResponse
+	14, // 42: envplane.environment.v1.EnvironmentService.ListEnvironments:output_type -> envplane.environment.v1.ListEnvironmentsResponse
+	16, // 43: envplane.environment.v1.EnvironmentService.UpdateEnvironment:output_type -> envplane.environment.v1.UpdateEnvironmentResponse
+	18, // 44: envplane.environment.v1.EnvironmentService.DeleteEnvironment:output_type -> envplane.environment.v1.DeleteEnvironmentResponse
+	20, // 45: envplane.environment.v1.EnvironmentService.ActivateEnvironment:output_type -> envplane.environment.v1.ActivateEnvironmentResponse
+	22, // 46: envplane.environment.v1.EnvironmentService.RotateCredential:output_type -> envplane.environment.v1.RotateCredentialResponse
+	24, // 47: envplane.environment.v1.EnvironmentService.RetryProvisioning:output_type -> envplane.environment.v1.RetryProvisioningResponse
+	26, // 48: envplane.environment.v1.EnvironmentService.VerifyHostname:output_type -> envplane.environment.v1.VerifyHostnameResponse
+	28, // 49: envplane.environment.v1.EnvironmentService.ResolveHostname:output_type -> envplane.environment.v1.ResolveHostnameResponse
+	37, // [37:50] is the sub-list for method output_type
+	24, // [24:37] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_envplane_environment_v1_environment_proto_init() }

@@ -83,7 +83,7 @@ class DeleteEnvironmentResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Environment(_message.Message):
-    __slots__ = ["create_time", "database_url", "display_name", "driver", "hostname", "hostname_verification", "id", "is_default", "organization_id", "provision_time", "region", "slug", "status", "status_message", "storage_limit_mb", "type", "update_time"]
+    __slots__ = ["create_time", "database_url", "display_name", "driver", "hostname", "hostname_verification", "id", "is_default", "organization_id", "provision_time", "region", "reset_time", "slug", "status", "status_message", "storage_limit_mb", "type", "update_time"]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DATABASE_URL_FIELD_NUMBER: _ClassVar[int]
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class Environment(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     PROVISION_TIME_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
+    RESET_TIME_FIELD_NUMBER: _ClassVar[int]
     SLUG_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -112,13 +113,14 @@ class Environment(_message.Message):
     organization_id: str
     provision_time: _timestamp_pb2.Timestamp
     region: str
+    reset_time: _timestamp_pb2.Timestamp
     slug: str
     status: str
     status_message: str
     storage_limit_mb: int
     type: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., slug: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., driver: _Optional[str] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., is_default: bool = ..., hostname: _Optional[str] = ..., region: _Optional[str] = ..., storage_limit_mb: _Optional[int] = ..., database_url: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., provision_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., hostname_verification: _Optional[_Union[HostnameVerification, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., organization_id: _Optional[str] = ..., slug: _Optional[str] = ..., display_name: _Optional[str] = ..., type: _Optional[str] = ..., driver: _Optional[str] = ..., status: _Optional[str] = ..., status_message: _Optional[str] = ..., is_default: bool = ..., hostname: _Optional[str] = ..., region: _Optional[str] = ..., storage_limit_mb: _Optional[int] = ..., database_url: _Optional[str] = ..., create_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., provision_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., hostname_verification: _Optional[_Union[HostnameVerification, _Mapping]] = ..., reset_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetEnvironmentRequest(_message.Message):
     __slots__ = ["id"]
