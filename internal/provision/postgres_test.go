@@ -513,8 +513,10 @@ func TestPostgresValidate(t *testing.T) {
 	env, res := provisionEnv(t, p)
 	name := mustName(t, env)
 
-	if err := p.Validate(ctx, res.DatabaseURL, res.Secret); err != nil {
-		t.Fatalf("Validate of a good URL: %v", err)
+	// A database this provisioner manages is never one a user may bring
+	// (the app's bring-your-own tests validate a database of a user's own).
+	if err := p.Validate(ctx, res.DatabaseURL, res.Secret); !errors.Is(err, ErrManagedDatabase) {
+		t.Fatalf("Validate of a managed database = %v; want ErrManagedDatabase", err)
 	}
 	u, _ := url.Parse(res.DatabaseURL)
 	badDB := *u
