@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/dberror"
+	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/services/environment"
 	"github.com/envplane/envplane/services/metadata"
@@ -139,7 +141,15 @@ func TestDeleteObjectFinishesOrChangesNothing(t *testing.T) {
 
 	// Or dropped: a forced delete of a name without a definition drops its
 	// table; without force the name is not defined.
-	env.SQLiteExec(t, id, "CREATE TABLE stray2 (id TEXT PRIMARY KEY NOT NULL, title TEXT)")
+	env.SQLiteExec(t, id, "CREATE TABLE stray2 (id TEXT PRIMARY KEY NOT NULL, created_at TIMESTAMP_INTEGER, updated_at TIMESTAMP_INTEGER, etag TEXT, title TEXT)")
+	// A table envplane never made (no system columns: a user's own, in a
+	// database brought) is not envplane's to drop.
+	env.SQLiteExec(t, id, "CREATE TABLE keep_me (n INTEGER)")
+	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "keep_me", Force: true}))
+	apptest.WantError(t, err, connect.CodeNotFound, metadata.ReasonObjectNotDefined)
+	if tables := env.SQLiteTables(t, id); !slices.Contains(tables, "keep_me") {
+		t.Errorf("keep_me was dropped: %v", tables)
+	}
 	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "stray2"}))
 	apptest.WantError(t, err, connect.CodeNotFound, metadata.ReasonObjectNotDefined)
 	if _, err := meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "stray2", Force: true})); err != nil {
@@ -197,6 +207,27 @@ func TestChangeInterruptedBeforeItsDefinitionConverges(t *testing.T) {
 	// Putting the same definition again changes nothing.
 	if put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes", Object: metaObject(metaText("title"))}); put.GetApplied() {
 		t.Errorf("re-putting the reconciled definition applied %v", put.GetSteps())
+	}
+
+	// The same for a delete: the table dropped, the definition not removed.
+	release = lockSQLite(t, env.Config.ControlPlanePath())
+	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "notes", Force: true}))
+	if err == nil {
+		t.Fatal("DeleteObject with the control plane locked succeeded")
+	}
+	env.Stop(t)
+	release()
+	env = apptest.StartDir(t, dir)
+	meta = env.MetadataClient(apptest.ConnectProto, env.AdminToken())
+	data = env.DataClient(apptest.ConnectProto, env.AdminToken())
+	_, err = listErr(data, id, "notes", "")
+	apptest.WantError(t, err, connect.CodeNotFound, "OBJECT_NOT_DEFINED")
+	metaWantMissing(t, meta, id, "notes")
+	if put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes", Object: metaObject(metaText("title"))}); put.GetObject().GetVersion() != 1 {
+		t.Errorf("defining notes again = %v; want version 1", put.GetObject())
+	}
+	if rows, err := listErr(data, id, "notes", ""); err != nil || len(rows) != 0 {
+		t.Errorf("the new notes serves %v, %v; want nothing", rows, err)
 	}
 }
 
@@ -429,6 +460,9 @@ func TestWritesRacingDeletion(t *testing.T) {
 				}
 			}
 			t.Logf("answers: %v", counts)
+			if counts["ok"] == 0 || len(counts) < 2 {
+				t.Errorf("answers %v: want writes both before and after the deletion", counts)
+			}
 		})
 	}
 }
@@ -444,9 +478,42 @@ func TestBringYourOwnRefusesManagedDatabases(t *testing.T) {
 	victims := createOrg(t, admin, "victims")
 	victim := dataEnv(t, admin, pgURL, victims, "prod", "postgres")
 	attackers := createOrg(t, admin, "attackers")
+	// Roles that reach beyond their own database: one that may create
+	// roles, one that is a member of the victim's managed role.
+	su := apptest.PostgresPool(t, pgURL)
+	managedRole, err := provision.PostgresName(victim.GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roleURL := func(role string) string {
+		u, err := url.Parse(pgURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.User(role)
+		return u.String()
+	}
+	creator := apptest.RandomName("envplane_apptest_creator_")
+	member := apptest.RandomName("envplane_apptest_member_")
+	t.Cleanup(func() { apptest.DropPostgresObjects(t, pgURL, creator); apptest.DropPostgresObjects(t, pgURL, member) })
+	for _, stmt := range []string{
+		"CREATE ROLE " + creator + " LOGIN CREATEROLE",
+		"CREATE ROLE " + member + " LOGIN",
+		"GRANT " + managedRole + " TO " + member,
+	} {
+		if _, err := su.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	brought := map[string]string{
+		"another environment's database":    victim.GetDatabaseUrl(),
+		"a superuser":                       pgURL,
+		"a role that creates roles":         roleURL(creator),
+		"a member of an environment's role": roleURL(member),
+	}
 	for _, p := range []apptest.Protocol{apptest.ConnectJSON, apptest.REST} {
 		c := env.Client(p)
-		for name, u := range map[string]string{"another environment's database": victim.GetDatabaseUrl(), "a superuser": pgURL} {
+		for name, u := range brought {
 			_, err := c.CreateEnvironment(t.Context(), connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
 				OrganizationId: attackers.GetId(), Slug: "stolen", Driver: "postgres", DatabaseUrl: u, DatabaseSecret: "guess",
 			}))

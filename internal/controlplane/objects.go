@@ -67,4 +67,10 @@ type ObjectStore interface {
 	ListObjectMigrations(ctx context.Context, environmentID, name string) ([]ObjectMigration, error)
 	// DeleteObjectDefinition removes the definition and its migrations; ErrNotFound.
 	DeleteObjectDefinition(ctx context.Context, environmentID, name string) error
+	// DeleteObjectDefinitionIf removes the definition and its migrations
+	// only while it is the one the caller read: version and createTime
+	// (which tells a re-created object from the one before). A definition
+	// changed or re-created since is ErrVersionConflict and stays; one gone
+	// is ErrNotFound.
+	DeleteObjectDefinitionIf(ctx context.Context, environmentID, name string, version int64, createTime time.Time) error
 }

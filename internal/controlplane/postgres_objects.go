@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -124,6 +125,27 @@ func (s *Postgres) DeleteObjectDefinition(ctx context.Context, environmentID, na
 		return wrapErr(objectOp("delete", environmentID, name), err)
 	}
 	return nil
+}
+
+// DeleteObjectDefinitionIf implements Store.
+func (s *Postgres) DeleteObjectDefinitionIf(ctx context.Context, environmentID, name string, version int64, createTime time.Time) error {
+	var deleted, exists bool
+	err := s.pool.QueryRow(ctx, `WITH gone AS (
+			DELETE FROM object_definitions
+			WHERE environment_id = $1 AND name = $2 AND version = $3 AND create_time = $4
+			RETURNING 1)
+		SELECT EXISTS (SELECT 1 FROM gone),
+			EXISTS (SELECT 1 FROM object_definitions WHERE environment_id = $1 AND name = $2)`,
+		environmentID, name, version, createTime).Scan(&deleted, &exists)
+	switch {
+	case err != nil:
+		return wrapErr(objectOp("delete", environmentID, name), err)
+	case deleted:
+		return nil
+	case exists:
+		return wrapErr(objectOp("delete", environmentID, name), ErrVersionConflict)
+	}
+	return wrapErr(objectOp("delete", environmentID, name), ErrNotFound)
 }
 
 // scanPgObjectDefinition reads one object_definitions row selected with

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"strconv"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -139,6 +140,32 @@ func (s *SQLite) DeleteObjectDefinition(ctx context.Context, environmentID, name
 		return wrapErr(op, ErrNotFound)
 	}
 	return nil
+}
+
+// DeleteObjectDefinitionIf implements Store.
+func (s *SQLite) DeleteObjectDefinitionIf(ctx context.Context, environmentID, name string, version int64, createTime time.Time) error {
+	op := objectOp("delete", environmentID, name)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM object_definitions
+			WHERE environment_id = ? AND name = ? AND version = ? AND create_time = ?`,
+			environmentID, name, version, formatTime(createTime))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM object_definitions WHERE environment_id = ? AND name = ?)`,
+			environmentID, name).Scan(&exists); err != nil {
+			return err
+		}
+		if exists {
+			return ErrVersionConflict
+		}
+		return ErrNotFound
+	})
+	return wrapErrIf(op, err)
 }
 
 // collectSQLite scans every row of a query with scan; rows and err are what

@@ -8,6 +8,7 @@ package dberror
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"connectrpc.com/connect"
 
@@ -61,6 +62,28 @@ func ControlPlane(err error) error {
 		return StorageFull()
 	}
 	return nil
+}
+
+// Classify is the client's error for a failure of a call on an
+// environment's database or the control plane that means the same to every
+// service: Error's, the control plane's full storage, or a deletion the
+// call raced (Deleting: asked only for errors that may be one). nil when it
+// is none of them; log hears about a full control plane.
+func Classify(ctx context.Context, envs Environments, environmentID string, err error, log *slog.Logger) error {
+	if err == nil {
+		return nil
+	}
+	if known := Error(err); known != nil {
+		return known
+	}
+	if known := ControlPlane(err); known != nil {
+		log.Error("the control plane's storage is full")
+		return known
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	return Deleting(ctx, envs, environmentID)
 }
 
 // Environments reads an environment's current row.

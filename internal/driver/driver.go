@@ -114,7 +114,9 @@ const (
 	RepairReapply
 	// RepairAdopt takes the table as it is for the change's definition,
 	// only when it has every field's column of the right type (a
-	// *DriftError otherwise); missing indexes are created.
+	// *DriftError otherwise); missing indexes are created. Unlike
+	// RepairReapply it keeps the ledger rule of From, and a table the
+	// ledger does not know is what it is for.
 	RepairAdopt
 )
 
@@ -141,7 +143,7 @@ type Change struct {
 // LedgerAccepts reports whether a ledger entry (nil: none) lets c apply,
 // for engines that read the entry in the change's transaction.
 func (c Change) LedgerAccepts(have *LedgerEntry) bool {
-	if c.Repair != RepairNone {
+	if c.Repair == RepairReapply {
 		return true
 	}
 	if have == nil || have.Version == 0 {

@@ -42,7 +42,7 @@ type Opener struct {
 	// does and returns the driver to use: the metadata service's
 	// Reconciler. recreate says the database was just made empty (a memory
 	// environment after a restart of the process).
-	Reconcile func(ctx context.Context, environmentID string, d driver.Driver, recreate bool) driver.Driver
+	Reconcile func(ctx context.Context, environmentID string, d driver.Driver, recreate bool) (driver.Driver, error)
 }
 
 // New returns an Opener.
@@ -65,7 +65,12 @@ func (o *Opener) Open(ctx context.Context, id string) (driver.Driver, error) {
 	if o.Reconcile == nil {
 		return d, nil
 	}
-	return o.Reconcile(ctx, id, d, recreate), nil
+	reconciled, err := o.Reconcile(ctx, id, d, recreate)
+	if err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("%w: %w", driver.ErrUnavailable, err)
+	}
+	return reconciled, nil
 }
 
 func (o *Opener) open(ctx context.Context, env controlplane.Environment) (d driver.Driver, recreate bool, err error) {

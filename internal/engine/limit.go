@@ -26,9 +26,10 @@ type limited struct {
 	driver.Driver
 	limit int64
 
-	mu       sync.Mutex
-	measured time.Time
-	size     int64 // bytes: the last measure plus the writes since
+	mu        sync.Mutex
+	measured  time.Time
+	measuring bool  // one write measures; the others use the last measure
+	size      int64 // bytes: the last measure plus the writes since
 }
 
 func limit(d driver.Driver, megabytes int64) driver.Driver {
@@ -39,17 +40,27 @@ func limit(d driver.Driver, megabytes int64) driver.Driver {
 }
 
 // room fails with ErrStorageLimit when the database is at its limit, and
-// otherwise counts adding bytes to its size.
+// otherwise counts adding bytes to its size. The write that finds the
+// measure stale measures, outside the lock; the writes meanwhile count on
+// the last measure.
 func (l *limited) room(ctx context.Context, adding int64) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if time.Since(l.measured) >= sizeInterval {
+	if !l.measuring && time.Since(l.measured) >= sizeInterval {
+		l.measuring = true
+		first := l.measured.IsZero()
+		l.mu.Unlock()
 		n, err := l.Driver.Size(ctx)
-		if err != nil {
+		l.mu.Lock()
+		l.measuring = false
+		if err != nil && first {
+			l.mu.Unlock()
 			return err
 		}
-		l.size, l.measured = n, time.Now()
+		if err == nil {
+			l.size, l.measured = n, time.Now()
+		}
 	}
+	defer l.mu.Unlock()
 	if l.size+adding > l.limit {
 		return fmt.Errorf("%w: %d of %d bytes used", driver.ErrStorageLimit, l.size, l.limit)
 	}

@@ -574,20 +574,32 @@ func ValidatePostgres(ctx context.Context, databaseURL, secret string) error {
 	// cannot hide a database or role envplane manages, and a superuser
 	// would reach every database of its cluster, the control plane's too.
 	var database, user string
-	var super bool
-	err = conn.QueryRow(ctx, `SELECT current_database(), current_user,
-		coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)`).Scan(&database, &user, &super)
-	if err != nil {
+	var powerful bool
+	if err := conn.QueryRow(ctx, postgresRoleCheck).Scan(&database, &user, &powerful); err != nil {
 		return &Error{Public: pgMsgValidateFailed, Err: err}
 	}
 	if ManagedPostgresName(database) || ManagedPostgresName(user) {
 		return &Error{Public: "the database or role is one envplane manages for an environment", Err: ErrManagedDatabase}
 	}
-	if super {
-		return &Error{Public: "the role is a superuser; bring a role that owns only its own database", Err: ErrManagedDatabase}
+	if powerful {
+		return &Error{Public: "the role reaches beyond its own database (a superuser, CREATEROLE, or a member of such a role or of an environment's role); bring a role that owns only its own database", Err: ErrManagedDatabase}
 	}
 	return nil
 }
+
+// postgresRoleCheck answers the database and role a connection reached,
+// and whether the role reaches other databases: a superuser or a role that
+// may create roles, or a member of one, of an environment's managed role,
+// or of a predefined role that reads or writes everything or the server's
+// files.
+const postgresRoleCheck = `SELECT current_database(), current_user,
+	r.rolsuper OR r.rolcreaterole OR EXISTS (
+		SELECT 1 FROM pg_roles AS m
+		WHERE m.oid <> r.oid AND pg_has_role(r.oid, m.oid, 'MEMBER') AND (
+			m.rolsuper OR m.rolcreaterole OR left(lower(m.rolname), 13) = 'envplane_env_' OR
+			m.rolname IN ('pg_read_all_data', 'pg_write_all_data', 'pg_read_server_files',
+				'pg_write_server_files', 'pg_execute_server_program')))
+	FROM pg_roles AS r WHERE r.rolname = current_user`
 
 // ErrManagedDatabase means a database brought by a user is one envplane
 // manages, or is reached with a role that reaches those.

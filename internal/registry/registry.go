@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -104,7 +105,7 @@ func (r *Registry) Acquire(ctx context.Context, environmentID string) (*Lease, e
 
 		// The first caller opens and inserts; every caller of the same flight
 		// gets the inserted lease and takes its reference below.
-		v, err, _ := r.group.Do(environmentID, func() (any, error) {
+		flight := r.group.DoChan(environmentID, func() (any, error) {
 			r.mu.Lock()
 			// A flight that ended between this caller's miss and its Do
 			// inserted the driver already: opening another would replace
@@ -121,8 +122,17 @@ func (r *Registry) Acquire(ctx context.Context, environmentID string) (*Lease, e
 			}
 			return r.insert(environmentID, d, gen), nil
 		})
-		if err != nil {
-			return nil, err
+		// A caller that gives up stops waiting; the open goes on for the
+		// others (and the next call), uncanceled.
+		var v any
+		select {
+		case res := <-flight:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+			v = res.Val
+		case <-ctx.Done():
+			return nil, fmt.Errorf("registry: gave up waiting for the database to open: %w", ctx.Err())
 		}
 		if l, _ := v.(*Lease); l != nil {
 			r.mu.Lock()

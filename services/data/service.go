@@ -329,7 +329,15 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 
 // writeError maps a driver error to the client's; obj may be nil.
 func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error) error {
-	if known := dberror.Error(err); known != nil {
+	env, _ := resolve.From(ctx)
+	if obj != nil && errors.Is(err, driver.ErrNoTable) {
+		// Deleted meanwhile (on another replica, say): the object is not
+		// defined, which no repair should bring back.
+		if defined, derr := s.objects.Defined(ctx, env.ID, obj.Name); derr == nil && !defined {
+			return apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+obj.Name, "object", obj.Name)
+		}
+	}
+	if known := s.classify(ctx, env.ID, err); known != nil {
 		return known
 	}
 	var uv *driver.UniqueViolationError
@@ -349,10 +357,6 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
 	case errors.Is(err, driver.ErrUnavailable):
 		return s.unavailable(ctx, err)
-	}
-	env, _ := resolve.From(ctx)
-	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
-		return gone
 	}
 	return s.internal(ctx, err)
 }
@@ -412,21 +416,23 @@ func newETag() string {
 }
 
 func (s *Service) unavailable(ctx context.Context, err error) error {
-	if known := dberror.Error(err); known != nil {
-		return known
-	}
 	env, _ := resolve.From(ctx)
-	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
-		return gone
+	if known := s.classify(ctx, env.ID, err); known != nil {
+		return known
 	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
 	return apierr.New(connect.CodeUnavailable, ReasonDatabaseUnavailable, "the environment's database cannot be reached now; retry")
 }
 
+// classify is dberror.Classify with this service's log.
+func (s *Service) classify(ctx context.Context, environmentID string, err error) error {
+	return dberror.Classify(ctx, s.envs, environmentID, err, reqlog.Logger(ctx, s.log))
+}
+
 func (s *Service) internal(ctx context.Context, err error) error {
-	if known := dberror.ControlPlane(err); known != nil {
-		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full")
+	env, _ := resolve.From(ctx)
+	if known := s.classify(ctx, env.ID, err); known != nil {
 		return known
 	}
 	reqlog.Logger(ctx, s.log).Error("data service failed", "error", err)

@@ -97,6 +97,17 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 	return obj, nil
 }
 
+// Defined reports whether the control plane defines the object now,
+// bypassing the cache: what a call that found no table asks before it
+// calls the table missing (drift) rather than the object deleted.
+func (c *Cache) Defined(ctx context.Context, environmentID, name string) (bool, error) {
+	_, err := c.store.GetObjectDefinition(ctx, environmentID, name)
+	if errors.Is(err, controlplane.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // add caches what a read that started at generation gen found, unless an
 // invalidation happened since.
 func (c *Cache) add(gen uint64, key string, obj *schema.Object) {

@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
 
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/driver"
@@ -47,25 +50,33 @@ func NewReconciler(store controlplane.ObjectStore, events invalidate.Publisher, 
 	return &Reconciler{store: store, events: events, log: log.With("component", "reconcile")}
 }
 
+// reconcileTimeout bounds one reconcile, which runs inside a database's open.
+const reconcileTimeout = 30 * time.Second
+
 // Reconcile reconciles the environment's definitions with d's ledger and
 // returns d guarded by what drifted. recreate says d was just made empty
 // (a memory database after a restart): every defined object's table is
-// created again. Reconciling that fails (the control plane cannot be
-// reached, say) is logged and d returned unguarded: reads still check
-// their columns, and the next open tries again.
-func (r *Reconciler) Reconcile(ctx context.Context, environmentID string, d driver.Driver, recreate bool) driver.Driver {
-	g := &Guarded{Driver: d}
+// created again. A reconcile that fails (the control plane cannot be
+// reached, say) fails the open: the database is not served unreconciled,
+// and the next call opens and reconciles again.
+func (r *Reconciler) Reconcile(ctx context.Context, environmentID string, d driver.Driver, recreate bool) (driver.Driver, error) {
+	ctx, cancel := context.WithTimeout(ctx, reconcileTimeout)
+	defer cancel()
 	log := r.log.With("environment_id", environmentID)
 	drift, err := r.reconcile(ctx, environmentID, d, recreate, log)
 	if err != nil {
-		log.Warn("reconciling the environment's definitions with its database failed; trying again at its next open")
+		log.Warn("reconciling the environment's definitions with its database failed; the next call tries again")
 		log.Debug("reconcile failure cause", "error", err)
-		return g
+		return nil, fmt.Errorf("metadata: reconcile: %w", err)
 	}
+	if recreate && len(drift) == 0 {
+		log.Warn("the memory environment came back empty after a restart; its objects' tables were made again")
+	}
+	g := &Guarded{Driver: d}
 	if len(drift) > 0 {
 		g.drift.Store(&drift)
 	}
-	return g
+	return g, nil
 }
 
 func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driver.Driver, recreate bool, log *slog.Logger) (map[string]drifted, error) {
@@ -97,24 +108,42 @@ func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driv
 		if reason != "" {
 			log.Warn("an object's table does not match its definition; its calls answer SCHEMA_DRIFT until PutObject repairs it",
 				"object", def.Name, "version", def.Version, "drift", reason)
-			drift[def.Name] = drifted{version: def.Version, reason: reason}
+			drift[def.Name] = drifted{version: obj.Version, update: obj.UpdateTime, reason: reason}
 		}
 	}
-	// What the ledger holds beyond the definitions.
+	// What the ledger holds beyond the definitions: a create whose
+	// definition was not stored. (A tombstone needs nothing.)
 	for name, e := range ledger {
-		switch e.Version {
-		case 0: // dropped, and the definition is gone too: done
-		case 1:
-			if err := r.rollForward(ctx, environmentID, nil, e); err != nil {
-				return nil, fmt.Errorf("object %s: %w", name, err)
-			}
-			log.Warn("the database created an object whose definition was not stored (a crash in between); stored it now", "object", name)
-		default:
-			log.Warn("the database holds an object the control plane does not define; DeleteObject with force drops it",
-				"object", name, "version", e.Version)
+		if e.Version == 0 {
+			continue
 		}
+		if err := r.adoptEntry(ctx, environmentID, d, e); err != nil {
+			return nil, fmt.Errorf("object %s: %w", name, err)
+		}
+		log.Warn("the database holds an object whose definition was not stored (a crash in between); stored it now",
+			"object", name, "version", e.Version)
 	}
 	return drift, nil
+}
+
+// adoptEntry stores the definition of a ledger entry the control plane
+// does not hold, as a new object (version 1), and records that version in
+// the ledger when the entry had another.
+func (r *Reconciler) adoptEntry(ctx context.Context, environmentID string, d driver.Driver, e driver.LedgerEntry) error {
+	if err := r.rollForward(ctx, environmentID, nil, e); err != nil || e.Version == 1 {
+		return err
+	}
+	stored, err := r.store.GetObjectDefinition(ctx, environmentID, e.Object)
+	if err != nil {
+		return err
+	}
+	obj, err := decode(stored)
+	if err != nil {
+		return err
+	}
+	c := ledgerChange(obj, driver.RepairNone)
+	c.From = e.Version
+	return d.Migrate(ctx, c)
 }
 
 // object reconciles one defined object with its ledger entry e (recorded
@@ -122,7 +151,13 @@ func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driv
 func (r *Reconciler) object(ctx context.Context, environmentID string, d driver.Driver, obj *schema.Object, e driver.LedgerEntry, recorded, recreate, bootstrap bool, log *slog.Logger) (string, error) {
 	switch {
 	case recorded && e.Version == 0:
-		if err := r.store.DeleteObjectDefinition(ctx, environmentID, obj.Name); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		// Only the definition read goes: one re-created since (after the
+		// tombstone) is another object.
+		err := r.store.DeleteObjectDefinitionIf(ctx, environmentID, obj.Name, obj.Version, obj.CreateTime)
+		if errors.Is(err, controlplane.ErrVersionConflict) || errors.Is(err, controlplane.ErrNotFound) {
+			return "", nil
+		}
+		if err != nil {
 			return "", err
 		}
 		r.publish(ctx, environmentID, obj.Name)
@@ -137,6 +172,14 @@ func (r *Reconciler) object(ctx context.Context, environmentID string, d driver.
 		return "", nil
 	case recorded && e.Version != obj.Version:
 		return fmt.Sprintf("the database holds version %d of the object, the control plane version %d", e.Version, obj.Version), nil
+	case recorded:
+		same, err := sameDefinition(e, obj)
+		if err != nil {
+			return "", err
+		}
+		if !same {
+			return fmt.Sprintf("the database holds another definition of version %d than the control plane", obj.Version), nil
+		}
 	}
 	err := d.Check(ctx, obj)
 	var drift *driver.DriftError
@@ -184,19 +227,24 @@ func ledgerChange(obj *schema.Object, repair driver.Repair) driver.Change {
 // rollForward stores the definition the ledger entry e holds, after
 // current (nil: a new object).
 func (r *Reconciler) rollForward(ctx context.Context, environmentID string, current *schema.Object, e driver.LedgerEntry) error {
-	def := controlplane.ObjectDefinition{
-		EnvironmentID: environmentID, Name: e.Object, Definition: e.Definition, Version: e.Version,
-		CreateTime: e.ApplyTime, UpdateTime: e.ApplyTime,
+	obj, err := fromLedger(e)
+	if err != nil {
+		return err
 	}
-	if _, err := decode(def); err != nil {
-		return fmt.Errorf("the ledger's definition: %w", err)
+	encoded, err := encode(obj)
+	if err != nil {
+		return err
+	}
+	def := controlplane.ObjectDefinition{
+		EnvironmentID: environmentID, Name: e.Object, Definition: encoded, Version: e.Version,
+		CreateTime: e.ApplyTime, UpdateTime: e.ApplyTime,
 	}
 	var expected int64
 	if current != nil {
 		expected = current.Version
 		def.CreateTime = current.CreateTime
 	}
-	_, err := r.store.PutObjectDefinition(ctx, def, expected, controlplane.ObjectMigration{
+	_, err = r.store.PutObjectDefinition(ctx, def, expected, controlplane.ObjectMigration{
 		EnvironmentID: environmentID, Name: e.Object, Version: e.Version, Steps: e.Steps, ApplyTime: e.ApplyTime,
 	})
 	if errors.Is(err, controlplane.ErrVersionConflict) {
@@ -233,19 +281,46 @@ func (r *Reconciler) publish(ctx context.Context, environmentID, name string) {
 
 // ledgerDefinition is the definition a ledger entry holds: the object as
 // the API shows it, without its version and times (the entry has those),
-// so that the same definition applied twice is the same bytes.
+// in deterministic binary protobuf, so that the same definition is the same
+// bytes whichever build wrote it (protojson's output varies between
+// builds on purpose).
 func ledgerDefinition(obj *schema.Object) ([]byte, error) {
 	bare := *obj
 	bare.Version = 0
 	bare.CreateTime, bare.UpdateTime = time.Time{}, time.Time{}
-	return protojson.Marshal(objectToProto(&bare))
+	return proto.MarshalOptions{Deterministic: true}.Marshal(objectToProto(&bare))
+}
+
+// fromLedger decodes a ledger entry's definition, at the entry's version.
+func fromLedger(e driver.LedgerEntry) (*schema.Object, error) {
+	var p metadatav1.ObjectDefinition
+	if err := proto.Unmarshal(e.Definition, &p); err != nil {
+		return nil, fmt.Errorf("the ledger's definition of %s: %w", e.Object, err)
+	}
+	obj, violations := objectFromProto(e.Object, &p)
+	if len(violations) > 0 {
+		return nil, fmt.Errorf("the ledger's definition of %s is invalid: %v", e.Object, violations)
+	}
+	obj.Version = e.Version
+	obj.CreateTime, obj.UpdateTime = e.ApplyTime, e.ApplyTime
+	return obj, nil
+}
+
+// sameDefinition reports whether a ledger entry holds obj's definition.
+func sameDefinition(e driver.LedgerEntry, obj *schema.Object) (bool, error) {
+	def, err := ledgerDefinition(obj)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(def, e.Definition), nil
 }
 
 // drifted is an object whose table does not hold its definition, as found
-// at the database's open: version is the definition's version then, so a
-// later version (a repair, on this replica or another) lifts it.
+// at the database's open: version and update are the definition's then, so
+// any later definition (a repair, on this replica or another) lifts it.
 type drifted struct {
 	version int64
+	update  time.Time
 	reason  string
 }
 
@@ -264,7 +339,7 @@ func (g *Guarded) Drift(obj *schema.Object) string {
 	if m == nil {
 		return ""
 	}
-	if d, ok := (*m)[obj.Name]; ok && d.version == obj.Version {
+	if d, ok := (*m)[obj.Name]; ok && d.version == obj.Version && d.update.Equal(obj.UpdateTime) {
 		return d.reason
 	}
 	return ""
@@ -299,12 +374,15 @@ func (g *Guarded) refuse(obj *schema.Object) error {
 	return nil
 }
 
-// Migrate lifts the object's drift once the change went through.
+// Migrate lifts the object's drift once a repair went through (the
+// metadata service refuses other changes of a drifted object).
 func (g *Guarded) Migrate(ctx context.Context, c driver.Change) error {
 	if err := g.Driver.Migrate(ctx, c); err != nil {
 		return err
 	}
-	g.settle(c.Object.Name)
+	if c.Repair != driver.RepairNone {
+		g.settle(c.Object.Name)
+	}
 	return nil
 }
 
@@ -369,6 +447,3 @@ func (g *Guarded) Batch(ctx context.Context, ops []driver.Op) ([]driver.Record, 
 	}
 	return g.Driver.Batch(ctx, ops)
 }
-
-// Unwrap returns the guarded driver.
-func (g *Guarded) Unwrap() driver.Driver { return g.Driver }

@@ -109,9 +109,27 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		}
 		defer unlock()
 	}
+	// The database opens first: opening reconciles it with the control
+	// plane, so the definition read next is the one the database holds.
+	var lease *registry.Lease
+	if !m.GetValidateOnly() {
+		l, err := s.registry.Acquire(ctx, env.ID)
+		if err != nil {
+			return nil, s.databaseError(ctx, err)
+		}
+		defer l.Release()
+		lease = l
+	}
 	current, err := s.current(ctx, env.ID, m.GetName())
 	if err != nil {
 		return nil, err
+	}
+	if current != nil && repair == driver.RepairNone && lease != nil {
+		// A change made on a table that is not what its definition says
+		// would plan from a picture that is false: repair first.
+		if reason := driftOf(lease, current); reason != "" {
+			return nil, dberror.Error(driver.Drift(current.Name, reason))
+		}
 	}
 	steps := schema.Plan(current, next)
 	// A repair always records a new version: other replicas, which found the
@@ -146,11 +164,6 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 			"steps", strings.Join(destructive, "; "))
 	}
 
-	lease, err := s.registry.Acquire(ctx, env.ID)
-	if err != nil {
-		return nil, s.databaseError(ctx, err)
-	}
-	defer lease.Release()
 	if current != nil && repair == driver.RepairNone {
 		if err := s.checkRequiredFields(ctx, lease, current, steps); err != nil {
 			return nil, err
@@ -176,7 +189,12 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		Definition: ledgerDef, Applied: stepsJSON, ApplyTime: now,
 	})
 	if err != nil {
-		return nil, s.migrationError(ctx, env.ID, next, steps, err)
+		if errors.Is(err, driver.ErrLedgerConflict) {
+			// The database changed under the control plane's picture:
+			// reopening it reconciles the two for the caller's next read.
+			s.registry.Invalidate(env.ID)
+		}
+		return nil, s.migrationError(ctx, env.ID, next, steps, repair, err)
 	}
 	_, err = s.store.PutObjectDefinition(mctx, controlplane.ObjectDefinition{
 		EnvironmentID: env.ID, Name: next.Name, Definition: encoded, Version: next.Version,
@@ -248,9 +266,13 @@ func (s *Service) storedAlready(ctx context.Context, environmentID string, next 
 
 // migrationError answers a migration the database refused; nothing of it
 // was applied.
-func (s *Service) migrationError(ctx context.Context, environmentID string, next *schema.Object, steps []schema.Step, err error) error {
+func (s *Service) migrationError(ctx context.Context, environmentID string, next *schema.Object, steps []schema.Step, repair driver.Repair, err error) error {
 	log := reqlog.Logger(ctx, s.log)
 	switch {
+	case errors.Is(err, driver.ErrLedgerConflict) && repair == driver.RepairAdopt:
+		return apierr.New(connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift,
+			"the environment's database records another version of "+next.Name+" than the stored definition; "+
+				"repair REPAIR_REAPPLY makes the table match the definition", "object", next.Name)
 	case errors.Is(err, driver.ErrLedgerConflict):
 		return apierr.New(connect.CodeAborted, ReasonConcurrentModification,
 			"the object changed while this change was applied; read it and apply again (re-applying converges)")
@@ -301,6 +323,10 @@ func (s *Service) checkRequiredFields(ctx context.Context, lease *registry.Lease
 // GetObject implements MetadataService.GetObject.
 func (s *Service) GetObject(ctx context.Context, req *connect.Request[metadatav1.GetObjectRequest]) (*connect.Response[metadatav1.GetObjectResponse], error) {
 	env, _ := resolve.From(ctx)
+	lease := s.tryAcquire(ctx, env.ID)
+	if lease != nil {
+		defer lease.Release()
+	}
 	obj, err := s.current(ctx, env.ID, req.Msg.GetName())
 	if err != nil {
 		return nil, err
@@ -309,26 +335,32 @@ func (s *Service) GetObject(ctx context.Context, req *connect.Request[metadatav1
 		return nil, notDefined(req.Msg.GetName())
 	}
 	p := objectToProto(obj)
-	s.showDrift(ctx, env.ID, []*schema.Object{obj}, []*metadatav1.ObjectDefinition{p})
+	if lease != nil {
+		p.Drift = driftOf(lease, obj)
+	}
 	return connect.NewResponse(&metadatav1.GetObjectResponse{Object: p}), nil
 }
 
-// showDrift sets the drift of each object the environment's database
-// found at its open (see Reconciler). It opens the database if needed; a
-// database that cannot be opened shows none (its calls say why).
-func (s *Service) showDrift(ctx context.Context, environmentID string, objs []*schema.Object, out []*metadatav1.ObjectDefinition) {
+// tryAcquire opens the environment's database for a read of definitions,
+// which shows drift: opening reconciles, so the definitions read after it
+// are the ones the database holds. nil when it cannot be opened: the
+// definitions still answer, without drift (data calls say why).
+func (s *Service) tryAcquire(ctx context.Context, environmentID string) *registry.Lease {
 	lease, err := s.registry.Acquire(ctx, environmentID)
 	if err != nil {
-		return
+		reqlog.Logger(ctx, s.log).Debug("definitions read without their database", "environment_id", environmentID, "error", err)
+		return nil
 	}
-	defer lease.Release()
-	g, ok := lease.Driver.(interface{ Drift(*schema.Object) string })
-	if !ok {
-		return
+	return lease
+}
+
+// driftOf is why obj's table does not hold obj, as the lease's database
+// found at its open; "" when it does.
+func driftOf(lease *registry.Lease, obj *schema.Object) string {
+	if g, ok := lease.Driver.(interface{ Drift(*schema.Object) string }); ok {
+		return g.Drift(obj)
 	}
-	for i, obj := range objs {
-		out[i].Drift = g.Drift(obj)
-	}
+	return ""
 }
 
 // ListObjects implements MetadataService.ListObjects.
@@ -340,6 +372,10 @@ func (s *Service) ListObjects(ctx context.Context, req *connect.Request[metadata
 			apierr.FieldViolation{Field: "page_token", Description: err.Error()})
 	}
 	size := pagetoken.Size(req.Msg.GetPageSize())
+	lease := s.tryAcquire(ctx, env.ID)
+	if lease != nil {
+		defer lease.Release()
+	}
 	defs, err := s.store.ListObjectDefinitions(ctx, env.ID, controlplane.Page{After: after, Limit: size + 1})
 	if err != nil {
 		return nil, s.internal(ctx, err)
@@ -358,8 +394,10 @@ func (s *Service) ListObjects(ctx context.Context, req *connect.Request[metadata
 		objs = append(objs, obj)
 		resp.Objects = append(resp.Objects, objectToProto(obj))
 	}
-	if len(objs) > 0 {
-		s.showDrift(ctx, env.ID, objs, resp.Objects)
+	if lease != nil {
+		for i, obj := range objs {
+			resp.Objects[i].Drift = driftOf(lease, obj)
+		}
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -376,18 +414,17 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 		return nil, err
 	}
 	defer unlock()
+	// The database opens first: opening reconciles, and may finish a
+	// delete that a crash interrupted.
+	lease, err := s.registry.Acquire(ctx, env.ID)
+	if err != nil {
+		return nil, s.databaseError(ctx, err)
+	}
+	defer lease.Release()
 	obj, err := s.current(ctx, env.ID, name)
 	if err != nil {
 		return nil, err
 	}
-	lease, err := s.registry.Acquire(ctx, env.ID)
-	if err != nil {
-		if obj == nil {
-			return nil, notDefined(name)
-		}
-		return nil, s.databaseError(ctx, err)
-	}
-	defer lease.Release()
 	if obj == nil {
 		return s.dropOrphan(ctx, lease, env.ID, name, req.Msg.GetForce())
 	}
@@ -404,14 +441,22 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 	// The table goes first, with a tombstone in the ledger in the same
 	// transaction; then the definition. A failure of the first changes
 	// nothing; a crash between them leaves the tombstone, from which the
-	// next open of the database removes the definition (see Reconciler):
-	// no definition outlives its table, no table its definition.
+	// next open of the database removes the definition (see Reconciler),
+	// and a retry of this call does too: the delete finishes, or nothing
+	// of it happened.
 	if err := lease.Driver.DropObject(context.WithoutCancel(ctx), name); err != nil {
 		return nil, s.databaseError(ctx, err)
 	}
 	if err := s.store.DeleteObjectDefinition(context.WithoutCancel(ctx), env.ID, name); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		// The table is gone and its tombstone says so: reopening the
+		// database removes the definition, and a retry of this call does.
 		s.registry.Invalidate(env.ID)
-		return nil, s.internal(ctx, err)
+		if known := dberror.ControlPlane(err); known != nil {
+			return nil, known
+		}
+		reqlog.Logger(ctx, s.log).Error("removing a dropped object's definition failed", "environment_id", env.ID, "object", name, "error", err)
+		return nil, apierr.New(connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable,
+			"the object's table is dropped and its definition could not be removed now; retry (the delete finishes either way)")
 	}
 	s.publish(ctx, env.ID, name)
 	reqlog.Logger(ctx, s.log).Info("object deleted", "environment_id", env.ID, "object", name)
@@ -425,12 +470,15 @@ func (s *Service) dropOrphan(ctx context.Context, lease *registry.Lease, environ
 	if !force {
 		return nil, notDefined(name)
 	}
-	// Check of a bare object: nil or drift for a table that exists.
+	// Only a table envplane made goes: one the ledger knows, or one with
+	// every system column of envplane's types (what Check of a bare object
+	// asks). A table of a database brought by its user is not envplane's
+	// to drop.
 	held := false
 	switch err := lease.Driver.Check(ctx, &schema.Object{Name: name}); {
-	case errors.Is(err, driver.ErrNoTable):
-	case err == nil || errors.Is(err, driver.ErrSchemaDrift):
+	case err == nil:
 		held = true
+	case errors.Is(err, driver.ErrSchemaDrift):
 	default:
 		return nil, s.databaseError(ctx, err)
 	}
@@ -481,12 +529,9 @@ func notDefined(name string) error {
 }
 
 func (s *Service) databaseError(ctx context.Context, err error) error {
-	if known := dberror.Error(err); known != nil {
-		return known
-	}
 	env, _ := resolve.From(ctx)
-	if gone := dberror.Deleting(ctx, s.envs, env.ID); gone != nil {
-		return gone
+	if known := dberror.Classify(ctx, s.envs, env.ID, err, reqlog.Logger(ctx, s.log)); known != nil {
+		return known
 	}
 	reqlog.Logger(ctx, s.log).Warn("environment database unavailable")
 	reqlog.Logger(ctx, s.log).Debug("environment database failure cause", "error", err)
@@ -494,8 +539,8 @@ func (s *Service) databaseError(ctx context.Context, err error) error {
 }
 
 func (s *Service) internal(ctx context.Context, err error) error {
-	if known := dberror.ControlPlane(err); known != nil {
-		reqlog.Logger(ctx, s.log).Error("the control plane's storage is full")
+	env, _ := resolve.From(ctx)
+	if known := dberror.Classify(ctx, s.envs, env.ID, err, reqlog.Logger(ctx, s.log)); known != nil {
 		return known
 	}
 	reqlog.Logger(ctx, s.log).Error("metadata service failed", "error", err)

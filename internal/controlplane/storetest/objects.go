@@ -23,6 +23,7 @@ var objectTests = []struct {
 	{"ObjectEnvironmentMissing", testObjectEnvironmentMissing},
 	{"ListObjectDefinitions", testListObjectDefinitions},
 	{"ObjectIsolation", testObjectIsolation},
+	{"ObjectDeleteIf", testObjectDeleteIf},
 	{"ObjectMigrations", testObjectMigrations},
 	{"DeleteObject", testDeleteObject},
 	{"ObjectEnvironmentCascade", testObjectEnvironmentCascade},
@@ -439,4 +440,31 @@ func testRaceObjectUpdate(t *testing.T, s controlplane.Store) {
 	mustPutObject(t, s, newObject(env.ID, "contact"), 0, newMigration(`["racer -1"]`, fixtureTime()))
 	defs, errs := raceObjectPut(s, t, env.ID, 1)
 	wantObjectWinner(t, s, env.ID, defs, errs, 2)
+}
+
+// testObjectDeleteIf deletes a definition only while it is the one read:
+// not a later version, not a re-created object of the same version.
+func testObjectDeleteIf(t *testing.T, s controlplane.Store) {
+	ctx := t.Context()
+	env := newEnvForObjects(t, s, "dev")
+	v1 := mustPutObject(t, s, newObject(env.ID, "contact"), 0, newMigration(`[]`, fixtureTime()))
+	v2 := mustPutObject(t, s, newObject(env.ID, "contact"), 1, newMigration(`[]`, fixtureTime()))
+	err := s.DeleteObjectDefinitionIf(ctx, env.ID, "contact", v1.Version, v1.CreateTime)
+	wantErr(t, "DeleteObjectDefinitionIf(an older version)", err, controlplane.ErrVersionConflict)
+	if err := s.DeleteObjectDefinitionIf(ctx, env.ID, "contact", v2.Version, v2.CreateTime); err != nil {
+		t.Fatalf("DeleteObjectDefinitionIf(the version read): %v", err)
+	}
+	_, err = s.GetObjectDefinition(ctx, env.ID, "contact")
+	wantErr(t, "GetObjectDefinition after the delete", err, controlplane.ErrNotFound)
+	err = s.DeleteObjectDefinitionIf(ctx, env.ID, "contact", v2.Version, v2.CreateTime)
+	wantErr(t, "DeleteObjectDefinitionIf(a deleted one)", err, controlplane.ErrNotFound)
+
+	// Re-created at version 1, later: the old incarnation's delete misses it.
+	again := newObject(env.ID, "contact")
+	again.CreateTime = v1.CreateTime.Add(time.Second)
+	again.UpdateTime = again.CreateTime
+	re := mustPutObject(t, s, again, 0, newMigration(`[]`, fixtureTime()))
+	err = s.DeleteObjectDefinitionIf(ctx, env.ID, "contact", v1.Version, v1.CreateTime)
+	wantErr(t, "DeleteObjectDefinitionIf(the old incarnation)", err, controlplane.ErrVersionConflict)
+	diff(t, "the re-created definition", re, mustGetObject(t, s, env.ID, "contact"))
 }
