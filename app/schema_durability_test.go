@@ -310,7 +310,8 @@ func TestReservedNames(t *testing.T) {
 		}
 		for _, p := range []apptest.Protocol{apptest.ConnectProto, apptest.REST} {
 			meta := env.MetadataClient(p, env.AdminToken())
-			for _, name := range []string{"pg_roles", "pg_class", "pg_database", "pg_x", "sqlite_master", "sqlite_x", "sqlite_sequence"} {
+			for _, name := range []string{"pg_roles", "pg_class", "pg_database", "pg_x", "sqlite_master", "sqlite_x", "sqlite_sequence",
+				"pg", "sqlite", "t1__email_key_c846c489", "items__x", "t1_pkey"} {
 				_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: e.GetId(), Name: name, Object: metaObject(metaText("title"))}))
 				if apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonObjectNameReserved) {
 					apptest.WantFieldViolation(t, err, "name")
@@ -734,4 +735,64 @@ func TestFullDisk(t *testing.T) {
 		t.Errorf("integrity_check = %q, %v", check, err)
 	}
 	createOrg(t, admin, "after-full")
+}
+
+// TestForcedDeleteSparesABroughtDatabase: in a database its user brought,
+// a forced delete drops only what envplane's ledger knows, and a repair
+// cannot take a table over without its columns matching.
+func TestForcedDeleteSparesABroughtDatabase(t *testing.T) {
+	pgURL := apptest.PostgresURL(t)
+	env := apptest.Start(t)
+	admin := env.Client(apptest.ConnectProto)
+	org := createOrg(t, admin, "byo-owner")
+	su := apptest.PostgresPool(t, pgURL)
+	role := apptest.RandomName("envplane_apptest_byo_")
+	t.Cleanup(func() { apptest.DropPostgresObjects(t, pgURL, role) })
+	for _, stmt := range []string{"CREATE ROLE " + role + " LOGIN PASSWORD 'owner-secret'", "CREATE DATABASE " + role + " OWNER " + role} {
+		if _, err := su.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	u, err := url.Parse(pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User, u.Path = url.User(role), "/"+role
+	conn, err := apptest.ConnectPostgres(t.Context(), u.String(), "owner-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		"CREATE TABLE sessions (id text PRIMARY KEY, created_at timestamptz, updated_at timestamptz, etag text, payload text)",
+		"INSERT INTO sessions VALUES ('s1', now(), now(), 'e', 'keep me')",
+		"CREATE TABLE accounts (id serial PRIMARY KEY, name text)",
+	} {
+		if _, err := conn.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	e := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{
+		OrganizationId: org.GetId(), Slug: "own", Driver: "postgres", DatabaseUrl: u.String(), DatabaseSecret: "owner-secret",
+	})
+	meta := env.MetadataClient(apptest.REST, env.AdminToken())
+	for _, name := range []string{"sessions", "accounts"} {
+		_, err := meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: e.GetId(), Name: name, Force: true}))
+		apptest.WantError(t, err, connect.CodeNotFound, metadata.ReasonObjectNotDefined)
+		_, err = meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: e.GetId(), Name: name,
+			Object: metaObject(metaText("extra")), Repair: metadatav1.Repair_REPAIR_REAPPLY}))
+		apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonInvalidObjectDefinition)
+	}
+	_, err = meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: e.GetId(), Name: "accounts",
+		Object: metaObject(metaText("name")), Repair: metadatav1.Repair_REPAIR_ADOPT}))
+	apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
+	var payload string
+	if err := conn.QueryRow(t.Context(), "SELECT payload FROM sessions WHERE id = 's1'").Scan(&payload); err != nil || payload != "keep me" {
+		t.Errorf("the owner's row = %q, %v; want it kept", payload, err)
+	}
+	var cols int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM information_schema.columns WHERE table_name = 'accounts'").Scan(&cols); err != nil || cols != 2 {
+		t.Errorf("accounts has %d columns, %v; want its own two", cols, err)
+	}
+	_, err = admin.UpdateEnvironment(t.Context(), connect.NewRequest(&environmentv1.UpdateEnvironmentRequest{Id: e.GetId(), StorageLimitMb: proto.Int64(1 << 43)}))
+	apptest.WantError(t, err, connect.CodeInvalidArgument, "")
 }

@@ -187,6 +187,9 @@ func (c *RESTMetadataClient) PutObject(ctx context.Context, req *connect.Request
 	if req.Msg.GetValidateOnly() {
 		q.Set("validateOnly", "true")
 	}
+	if r := req.Msg.GetRepair(); r != metadatav1.Repair_REPAIR_UNSPECIFIED {
+		q.Set("repair", r.String())
+	}
 	var body proto.Message
 	if obj := req.Msg.GetObject(); obj != nil {
 		body = obj

@@ -6,6 +6,7 @@ package driver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -279,7 +280,9 @@ func RecordSize(rec Record) int64 {
 		case []byte:
 			n += int64(len(v))
 		case map[string]any, []any:
-			n += int64(len(fmt.Sprint(v)))
+			// As the engines store it: encoding/json's text, escapes and all.
+			b, _ := json.Marshal(v)
+			n += int64(len(b))
 		default:
 			n += 8
 		}

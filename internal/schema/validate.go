@@ -285,8 +285,16 @@ func validateIndexes(v *violations, o *Object) {
 // tables. Every engine refuses all of them, so a definition moves between
 // engines unchanged. (envplane's own table, driver.LedgerTable, starts
 // with an underscore, which no valid name does.)
+//
+// Names that would collide with the names of envplane's own indexes are
+// reserved too: an index is named <object>__<index>_<hash>, so a name
+// holding "__" could be another object's index (PostgreSQL puts tables and
+// indexes in one namespace), PostgreSQL names a table's primary key
+// <table>_pkey, and the indexes of objects "pg" and "sqlite" would start
+// with an engine's prefix.
 func ReservedObjectName(name string) bool {
-	return strings.HasPrefix(name, "pg_") || strings.HasPrefix(name, "sqlite_")
+	return strings.HasPrefix(name, "pg_") || strings.HasPrefix(name, "sqlite_") ||
+		name == "pg" || name == "sqlite" || strings.Contains(name, "__") || strings.HasSuffix(name, "_pkey")
 }
 
 // ReservedFieldName reports whether name is a system column of an engine:

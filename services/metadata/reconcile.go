@@ -117,6 +117,12 @@ func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driv
 		if e.Version == 0 {
 			continue
 		}
+		if obj, err := fromLedger(e); err != nil || reservedObject(obj) {
+			// Not a definition envplane could have applied (a ledger
+			// written by hand, in a database brought by its user).
+			log.Warn("the database's ledger holds an object envplane does not accept; left undefined", "object", name)
+			continue
+		}
 		if err := r.adoptEntry(ctx, environmentID, d, e); err != nil {
 			return nil, fmt.Errorf("object %s: %w", name, err)
 		}
@@ -124,6 +130,19 @@ func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driv
 			"object", name, "version", e.Version)
 	}
 	return drift, nil
+}
+
+// reservedObject reports whether obj uses a reserved object or field name.
+func reservedObject(obj *schema.Object) bool {
+	if schema.ReservedObjectName(obj.Name) {
+		return true
+	}
+	for _, f := range obj.Fields {
+		if schema.ReservedFieldName(f.Name) {
+			return true
+		}
+	}
+	return false
 }
 
 // adoptEntry stores the definition of a ledger entry the control plane
@@ -374,16 +393,44 @@ func (g *Guarded) refuse(obj *schema.Object) error {
 	return nil
 }
 
-// Migrate lifts the object's drift once a repair went through (the
-// metadata service refuses other changes of a drifted object).
+// Migrate lifts the object's drift once a repair went through and left the
+// table whole (the metadata service refuses other changes of a drifted
+// object).
 func (g *Guarded) Migrate(ctx context.Context, c driver.Change) error {
 	if err := g.Driver.Migrate(ctx, c); err != nil {
 		return err
 	}
-	if c.Repair != driver.RepairNone {
-		g.settle(c.Object.Name)
+	if c.Repair == driver.RepairNone {
+		return nil
 	}
+	// A repair lifts the drift only when the table is whole now (a lost id,
+	// the primary key, cannot come back).
+	if err := g.Driver.Check(ctx, c.Object); err != nil {
+		var drift *driver.DriftError
+		if errors.As(err, &drift) {
+			g.mark(c.Object, drift.Reason)
+		}
+		return nil
+	}
+	g.settle(c.Object.Name)
 	return nil
+}
+
+// mark records obj's drift (for its version), replacing any before.
+func (g *Guarded) mark(obj *schema.Object, reason string) {
+	for {
+		m := g.drift.Load()
+		next := make(map[string]drifted)
+		if m != nil {
+			for k, v := range *m {
+				next[k] = v
+			}
+		}
+		next[obj.Name] = drifted{version: obj.Version, update: obj.UpdateTime, reason: reason}
+		if g.drift.CompareAndSwap(m, &next) {
+			return
+		}
+	}
 }
 
 // DropObject lifts the object's drift once its table is gone.

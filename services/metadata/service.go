@@ -47,6 +47,9 @@ const (
 	ReasonObjectNameReserved = "OBJECT_NAME_RESERVED"
 	// ReasonFieldNameReserved: the name is a system column of an engine.
 	ReasonFieldNameReserved = "FIELD_NAME_RESERVED"
+	// ReasonChangeInProgress: the call's deadline passed while another
+	// change of the same object was applied.
+	ReasonChangeInProgress = "CHANGE_IN_PROGRESS"
 	// ReasonObjectTableExists: a table of the object's name exists that no
 	// definition describes; PutObject does not take it over unasked.
 	ReasonObjectTableExists = "OBJECT_TABLE_EXISTS"
@@ -123,6 +126,11 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	current, err := s.current(ctx, env.ID, m.GetName())
 	if err != nil {
 		return nil, err
+	}
+	if current == nil && repair == driver.RepairReapply {
+		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition,
+			"REPAIR_REAPPLY mends an object that is defined; to take over a table no definition describes, use REPAIR_ADOPT (its columns must match)",
+			apierr.FieldViolation{Field: "repair", Description: "REPAIR_REAPPLY needs a defined object"})
 	}
 	if current != nil && repair == driver.RepairNone && lease != nil {
 		// A change made on a table that is not what its definition says
@@ -228,8 +236,9 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 func reserved(name string, obj *metadatav1.ObjectDefinition) error {
 	if schema.ReservedObjectName(name) {
 		return apierr.InvalidArgument(ReasonObjectNameReserved,
-			"object name "+name+" is reserved: names starting with pg_ or sqlite_ are an engine's own",
-			apierr.FieldViolation{Field: "name", Description: "is reserved (pg_…, sqlite_…)"})
+			"object name "+name+" is reserved: names starting with pg_ or sqlite_ are an engine's own, and pg, sqlite, "+
+				"names holding __ and names ending in _pkey would collide with the names of indexes",
+			apierr.FieldViolation{Field: "name", Description: "is reserved (pg_…, sqlite_…, pg, sqlite, …__…, …_pkey)"})
 	}
 	for i, f := range obj.GetFields() {
 		if schema.ReservedFieldName(f.GetName()) {
@@ -470,17 +479,19 @@ func (s *Service) dropOrphan(ctx context.Context, lease *registry.Lease, environ
 	if !force {
 		return nil, notDefined(name)
 	}
-	// Only a table envplane made goes: one the ledger knows, or one with
-	// every system column of envplane's types (what Check of a bare object
-	// asks). A table of a database brought by its user is not envplane's
-	// to drop.
+	// Only a table envplane made goes: one the ledger knows, or, in a
+	// database envplane made, one with every system column of envplane's
+	// types (what Check of a bare object asks). The tables of a database
+	// brought by its user are its own: only the ledger speaks for them.
 	held := false
-	switch err := lease.Driver.Check(ctx, &schema.Object{Name: name}); {
-	case err == nil:
-		held = true
-	case errors.Is(err, driver.ErrSchemaDrift):
-	default:
-		return nil, s.databaseError(ctx, err)
+	if env, _ := resolve.From(ctx); !env.ExternalDatabase {
+		switch err := lease.Driver.Check(ctx, &schema.Object{Name: name}); {
+		case err == nil:
+			held = true
+		case errors.Is(err, driver.ErrSchemaDrift):
+		default:
+			return nil, s.databaseError(ctx, err)
+		}
 	}
 	if !held {
 		entries, err := lease.Driver.Ledger(ctx)
@@ -592,6 +603,6 @@ func (k *keyedLock) lock(ctx context.Context, key string) (unlock func(), err er
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			code = connect.CodeDeadlineExceeded
 		}
-		return nil, connect.NewError(code, errors.New("gave up waiting for another change of the object to finish"))
+		return nil, apierr.New(code, ReasonChangeInProgress, "gave up waiting for another change of the object to finish")
 	}
 }

@@ -185,7 +185,7 @@ func createTable(ctx context.Context, tx pgx.Tx, obj *schema.Object) error {
 			}
 		}
 	} else {
-		for _, f := range obj.Fields {
+		for _, f := range driversql.Mendable(obj) {
 			if _, ok := have[f.Name]; !ok {
 				if err := addColumn(ctx, tx, obj, f, true); err != nil {
 					return err

@@ -74,6 +74,13 @@ func Fields(obj *schema.Object) []schema.Field {
 	return append(out, obj.Fields...)
 }
 
+// Mendable returns the fields whose columns a create over an existing table
+// adds when missing: every field but id, which is the primary key and can
+// only come with the table.
+func Mendable(obj *schema.Object) []schema.Field {
+	return Fields(obj)[1:]
+}
+
 // Drift compares a table's columns (name → the engine's type of the
 // column; an empty map when there is no table) with obj: every system and
 // object field needs its column, of the type want gives (compared without

@@ -140,7 +140,7 @@ func createTable(ctx context.Context, tx *sql.Tx, obj *schema.Object) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range obj.Fields {
+	for _, f := range driversql.Mendable(obj) {
 		if _, ok := have[f.Name]; !ok {
 			if err := addColumn(ctx, tx, obj, f, true); err != nil {
 				return err

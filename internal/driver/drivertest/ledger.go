@@ -247,6 +247,19 @@ func testDriftAndRepair(t *testing.T, d driver.Driver, raw Raw) {
 	if e, _ := ledgerEntry(t, d, "notes"); e.Version != repair.Object.Version {
 		t.Errorf("ledger version after repair = %d; want %d", e.Version, repair.Object.Version)
 	}
+	// A lost system column comes back too.
+	raw(t, d, "ALTER TABLE notes DROP COLUMN etag")
+	if err := d.Check(t.Context(), obj); !errors.Is(err, driver.ErrSchemaDrift) {
+		t.Fatalf("Check without etag = %v; want ErrSchemaDrift", err)
+	}
+	repair = Next(t, d, obj, nil)
+	repair.Repair = driver.RepairReapply
+	if err := d.Migrate(t.Context(), repair); err != nil {
+		t.Fatalf("re-applying without etag: %v", err)
+	}
+	if err := d.Check(t.Context(), obj); err != nil {
+		t.Errorf("Check after re-applying without etag: %v", err)
+	}
 }
 
 // testSizeCountsRecords checks Size grows with what is written: storage

@@ -246,7 +246,7 @@ func (t *table) createTable(sc *script, obj *schema.Object) error {
 		}
 		sc.add(`CREATE TABLE IF NOT EXISTS ` + quote(obj.Name) + ` (` + strings.Join(cols, ", ") + `)`)
 	}
-	for _, f := range obj.Fields {
+	for _, f := range driversql.Mendable(obj) {
 		if _, ok := t.columns[f.Name]; !ok {
 			if err := t.addColumn(sc, obj, f, true); err != nil {
 				return err

@@ -747,9 +747,11 @@ type CreateEnvironmentRequest struct {
 	// (VerifyHostname).
 	Hostname *string `protobuf:"bytes,6,opt,name=hostname,proto3,oneof" json:"hostname,omitempty"`
 	// is_default defaults to true for an organization's first environment.
-	IsDefault      *bool  `protobuf:"varint,7,opt,name=is_default,json=isDefault,proto3,oneof" json:"is_default,omitempty"`
-	Region         string `protobuf:"bytes,8,opt,name=region,proto3" json:"region,omitempty"`
-	StorageLimitMb int64  `protobuf:"varint,9,opt,name=storage_limit_mb,json=storageLimitMb,proto3" json:"storage_limit_mb,omitempty"`
+	IsDefault *bool  `protobuf:"varint,7,opt,name=is_default,json=isDefault,proto3,oneof" json:"is_default,omitempty"`
+	Region    string `protobuf:"bytes,8,opt,name=region,proto3" json:"region,omitempty"`
+	// storage_limit_mb bounds the environment's database (0: no limit; at
+	// most 1 PiB).
+	StorageLimitMb int64 `protobuf:"varint,9,opt,name=storage_limit_mb,json=storageLimitMb,proto3" json:"storage_limit_mb,omitempty"`
 	// request_id makes a retried create idempotent.
 	RequestId string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// database_url brings an existing database (postgres, turso) instead of
@@ -1902,7 +1904,7 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x90\x01\n" +
 	"\x19ListOrganizationsResponse\x12K\n" +
 	"\rorganizations\x18\x01 \x03(\v2%.envplane.environment.v1.OrganizationR\rorganizations\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa5\x05\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xab\x05\n" +
 	"\x18CreateEnvironmentRequest\x121\n" +
 	"\x0forganization_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x0eorganizationId\x124\n" +
 	"\x04slug\x18\x02 \x01(\tB \xbaH\x1dr\x1b2\x19^[a-z0-9][a-z0-9-]{0,62}$R\x04slug\x12+\n" +
@@ -1913,8 +1915,9 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\bhostname\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bH\x00R\bhostname\x88\x01\x01\x12\"\n" +
 	"\n" +
 	"is_default\x18\a \x01(\bH\x01R\tisDefault\x88\x01\x01\x12\x1f\n" +
-	"\x06region\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x06region\x121\n" +
-	"\x10storage_limit_mb\x18\t \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x0estorageLimitMb\x12;\n" +
+	"\x06region\x18\b \x01(\tB\a\xbaH\x04r\x02\x18@R\x06region\x127\n" +
+	"\x10storage_limit_mb\x18\t \x01(\x03B\r\xbaH\n" +
+	"\"\b\x18\x80\x80\x80\x80\x04(\x00R\x0estorageLimitMb\x12;\n" +
 	"\n" +
 	"request_id\x18\n" +
 	" \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\trequestId\x12+\n" +
@@ -1935,7 +1938,7 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\tpageToken\"\x8c\x01\n" +
 	"\x18ListEnvironmentsResponse\x12H\n" +
 	"\fenvironments\x18\x01 \x03(\v2$.envplane.environment.v1.EnvironmentR\fenvironments\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa2\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x03\n" +
 	"\x18UpdateEnvironmentRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12)\n" +
 	"\bhostname\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bH\x00R\bhostname\x88\x01\x01\x120\n" +
@@ -1943,8 +1946,9 @@ const file_envplane_environment_v1_environment_proto_rawDesc = "" +
 	"\n" +
 	"is_default\x18\x04 \x01(\bH\x02R\tisDefault\x88\x01\x01\x125\n" +
 	"\x06status\x18\x05 \x01(\tB\x18\xbaH\x15r\x13R\x06activeR\tsuspendedH\x03R\x06status\x88\x01\x01\x12$\n" +
-	"\x06region\x18\x06 \x01(\tB\a\xbaH\x04r\x02\x18@H\x04R\x06region\x88\x01\x01\x126\n" +
-	"\x10storage_limit_mb\x18\a \x01(\x03B\a\xbaH\x04\"\x02(\x00H\x05R\x0estorageLimitMb\x88\x01\x01B\v\n" +
+	"\x06region\x18\x06 \x01(\tB\a\xbaH\x04r\x02\x18@H\x04R\x06region\x88\x01\x01\x12<\n" +
+	"\x10storage_limit_mb\x18\a \x01(\x03B\r\xbaH\n" +
+	"\"\b\x18\x80\x80\x80\x80\x04(\x00H\x05R\x0estorageLimitMb\x88\x01\x01B\v\n" +
 	"\t_hostnameB\x0f\n" +
 	"\r_display_nameB\r\n" +
 	"\v_is_defaultB\t\n" +
