@@ -47,8 +47,11 @@ func NewDatabase(tb testing.TB, prefix string) string {
 	defer cancel()
 	Exec(tb, ctx, admin, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	tb.Cleanup(func() {
-		// The test's context is done by now; the drop gets its own deadline.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// The test's context is done by now; the drop gets its own deadline,
+		// a long one: DROP DATABASE waits for a checkpoint and for the
+		// sessions it terminates, which a loaded CI machine (every package's
+		// tests at once) has been seen to take more than 30 s over.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		Exec(tb, ctx, admin, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	})
