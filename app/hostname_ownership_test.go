@@ -78,7 +78,7 @@ func newOwnershipWorld(t *testing.T, p apptest.Protocol) *ownershipWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := apptest.Start(t, "--dns-resolver="+d.Addr, "--hostname-check-http-port="+port,
+	env := apptest.Start(t, "--dns-resolver="+d.Addr, "--hostname-check-http-port="+port, "--hostname-check-allow-private",
 		"--hostname-check-interval=300ms", "--hostname-grace=1500ms", "--api-hostnames=api.envplane.test")
 	w := &ownershipWorld{env: env, p: p, dns: d, web: web, admin: env.Client(p)}
 	w.orgA, w.orgB = createOrg(t, w.admin, "orga"), createOrg(t, w.admin, "orgb")

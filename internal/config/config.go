@@ -90,6 +90,9 @@ type HostnameChecks struct {
 	// Grace is how long a verified hostname that stopped proving ownership
 	// keeps routing.
 	Grace time.Duration
+	// AllowPrivate lets HTTP checks fetch from non-public addresses
+	// (loopback, private networks): tests and closed networks only.
+	AllowPrivate bool
 }
 
 // ControlPlaneIsPostgres reports whether the control plane is a PostgreSQL URL.
@@ -159,6 +162,7 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (Config, er
 	fs.StringVar(&checkPort, "hostname-check-http-port", checkPort, "port the HTTP challenge of a custom hostname is fetched from (ENVPLANE_HOSTNAME_CHECK_HTTP_PORT)")
 	checkInterval := env("HOSTNAME_CHECK_INTERVAL", "1h")
 	fs.StringVar(&checkInterval, "hostname-check-interval", checkInterval, "how often a verified custom hostname proves ownership again (ENVPLANE_HOSTNAME_CHECK_INTERVAL)")
+	fs.BoolVar(&c.HostnameChecks.AllowPrivate, "hostname-check-allow-private", env("HOSTNAME_CHECK_ALLOW_PRIVATE", "") == "true", "let the HTTP challenge of a custom hostname be fetched from loopback and private addresses: for tests and closed networks, never on a server the internet reaches (ENVPLANE_HOSTNAME_CHECK_ALLOW_PRIVATE)")
 	grace := env("HOSTNAME_GRACE", "24h")
 	fs.StringVar(&grace, "hostname-grace", grace, "how long a verified custom hostname that stopped proving ownership keeps routing (ENVPLANE_HOSTNAME_GRACE)")
 	fs.StringVar(&services, "services", env("SERVICES", strings.Join(Implemented, ",")), "comma-separated services to serve (ENVPLANE_SERVICES)")

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,6 +100,12 @@ type Checker struct {
 	// Timeout bounds one check: a DNS check, or an HTTP check including its
 	// address lookup. Check runs up to two. 0 means 5 seconds.
 	Timeout time.Duration
+	// AllowPrivate lets the HTTP check connect to loopback, private,
+	// link-local and other non-public addresses. Off, a hostname that
+	// resolves only to such addresses is unreachable: an organization must
+	// not make the server fetch from its own network. Tests, whose
+	// challenge servers listen on loopback, turn it on.
+	AllowPrivate bool
 }
 
 // proofError is what every check returns: a message fit for the organization
@@ -421,6 +428,12 @@ func (c *Checker) dialHost(ctx context.Context, network, addr string) (net.Conn,
 	if err != nil {
 		return nil, &addrLookupError{err: err}
 	}
+	if !c.AllowPrivate {
+		addrs = slices.DeleteFunc(slices.Clone(addrs), func(ip netip.Addr) bool { return !public(ip) })
+		if len(addrs) == 0 {
+			return nil, errPrivateAddress
+		}
+	}
 	var d net.Dialer
 	var firstErr error
 	for _, ip := range addrs {
@@ -438,6 +451,29 @@ func (c *Checker) dialHost(ctx context.Context, network, addr string) (net.Conn,
 	return nil, firstErr
 }
 
+// errPrivateAddress is the HTTP check's refusal of a hostname that
+// resolves only to addresses of a private network.
+var errPrivateAddress = errors.New("it resolves only to private, loopback or link-local addresses, which are not checked")
+
+// nonPublic are ranges no public host has beyond what netip.Addr's
+// predicates know: shared address space (carrier NAT) and "this network".
+var nonPublic = []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("0.0.0.0/8")}
+
+// public reports whether ip is an address of the public internet.
+func public(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
 // describe turns a failure into words for the organization. It never returns
 // err's own text, which names the DNS server or the addresses dialed.
 func describe(err error) string {
@@ -452,6 +488,8 @@ func describe(err error) string {
 		return "the check was canceled"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
+	case errors.Is(err, errPrivateAddress):
+		return errPrivateAddress.Error()
 	default:
 		return "the connection failed"
 	}

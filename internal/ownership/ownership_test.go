@@ -440,9 +440,10 @@ func TestChecks(t *testing.T) {
 			}
 
 			checker := &ownership.Checker{
-				DNSResolver: dnsSrv.addr,
-				HTTPPort:    webPort,
-				Timeout:     2 * time.Second,
+				DNSResolver:  dnsSrv.addr,
+				HTTPPort:     webPort,
+				Timeout:      2 * time.Second,
+				AllowPrivate: true, // the challenge server listens on loopback
 			}
 			switch {
 			case tt.dnsDown:
@@ -534,6 +535,35 @@ func decoys(n int) [][]string {
 		records[i] = []string{"decoy-" + strconv.Itoa(i) + "-" + strings.Repeat("x", 60)}
 	}
 	return records
+}
+
+// TestCheckHTTPRefusesPrivateAddresses: a hostname that resolves only to
+// loopback, private or link-local addresses is not fetched (the server must
+// not fetch from its own network for an organization), unless allowed.
+func TestCheckHTTPRefusesPrivateAddresses(t *testing.T) {
+	t.Parallel()
+	token := ownership.NewToken()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the check fetched %s from a private address", r.URL)
+	}))
+	t.Cleanup(web.Close)
+	webURL, err := url.Parse(web.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webPort, err := strconv.Atoi(webURL.Port())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "::ffff:127.0.0.1", "0.0.0.0"} {
+		dnsSrv := startDNS(t)
+		dnsSrv.setA(host, netip.MustParseAddr(addr))
+		checker := &ownership.Checker{DNSResolver: dnsSrv.addr, HTTPPort: webPort, Timeout: 2 * time.Second}
+		err := checker.CheckHTTP(t.Context(), host, token)
+		if !errors.Is(err, ownership.ErrUnreachable) || !strings.Contains(err.Error(), "private") {
+			t.Errorf("%s: CheckHTTP = %v; want ErrUnreachable naming private addresses", addr, err)
+		}
+	}
 }
 
 func TestCheckRejectsMalformedInput(t *testing.T) {

@@ -23,7 +23,10 @@ var Module = fx.Module("environment",
 	fx.Provide(
 		func(cfg config.Config, store controlplane.Store, p *provision.Set, kr *secrets.Keyring, events invalidate.Publisher, log *slog.Logger) *Service {
 			return New(store, p, kr, events, cfg.RootDomain, HostnameChecks{
-				Checker:      &ownership.Checker{DNSResolver: cfg.HostnameChecks.DNSResolver, HTTPPort: cfg.HostnameChecks.HTTPPort},
+				Checker: &ownership.Checker{
+					DNSResolver: cfg.HostnameChecks.DNSResolver, HTTPPort: cfg.HostnameChecks.HTTPPort,
+					AllowPrivate: cfg.HostnameChecks.AllowPrivate,
+				},
 				Interval:     cfg.HostnameChecks.Interval,
 				Grace:        cfg.HostnameChecks.Grace,
 				APIHostnames: cfg.APIHostnames,
