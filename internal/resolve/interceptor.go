@@ -20,13 +20,21 @@ type envKey struct{}
 
 // From returns the environment the call was resolved to. Handlers of
 // environment-scoped services can rely on it: the interceptor ran first.
-func From(ctx context.Context) (controlplane.Environment, bool) {
-	env, ok := ctx.Value(envKey{}).(controlplane.Environment)
-	return env, ok
+//
+// The environment is shared by the whole call and cached by the resolver:
+// callers read it and never change it. Outside a resolved call it is a zero
+// environment (ok false).
+func From(ctx context.Context) (*controlplane.Environment, bool) {
+	if env, ok := ctx.Value(envKey{}).(*controlplane.Environment); ok {
+		return env, true
+	}
+	return new(controlplane.Environment), false
 }
 
-// WithEnvironment returns ctx carrying env.
-func WithEnvironment(ctx context.Context, env controlplane.Environment) context.Context {
+// WithEnvironment returns ctx carrying env (a pointer: an environment is
+// hundreds of bytes, which a value in a context would copy onto the heap
+// for every call).
+func WithEnvironment(ctx context.Context, env *controlplane.Environment) context.Context {
 	return context.WithValue(ctx, envKey{}, env)
 }
 

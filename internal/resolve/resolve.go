@@ -91,7 +91,7 @@ type Hints struct {
 // Resolver resolves and authorizes environments, caching control-plane reads.
 type Resolver struct {
 	src      Source
-	envs     *cache.Cache[string, controlplane.Environment]
+	envs     *cache.Cache[string, *controlplane.Environment]
 	hosts    *cache.Cache[string, hostRoute]
 	sessions *cache.Cache[string, string] // token id → active environment id
 	orgs     *cache.Cache[string, orgRoute]
@@ -133,7 +133,7 @@ func New(src Source, events invalidate.Subscriber, opts Options, log *slog.Logge
 	r := &Resolver{
 		src:      src,
 		opts:     opts,
-		envs:     cache.New[string, controlplane.Environment](cacheSize, cacheTTL, maxStale),
+		envs:     cache.New[string, *controlplane.Environment](cacheSize, cacheTTL, maxStale),
 		hosts:    cache.New[string, hostRoute](cacheSize, cacheTTL, maxStale),
 		sessions: cache.New[string, string](cacheSize, cacheTTL, maxStale),
 		orgs:     cache.New[string, orgRoute](cacheSize, cacheTTL, maxStale),
@@ -175,26 +175,29 @@ func (r *Resolver) invalidate(ev invalidate.Event) {
 // the caller may enter it, and it is active.
 func (r *Resolver) Resolve(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, error) {
 	env, _, err := r.resolve(ctx, h, p)
-	return env, err
+	if err != nil {
+		return controlplane.Environment{}, err
+	}
+	return *env, nil
 }
 
 // resolve is Resolve, also naming the rule that found the environment.
-func (r *Resolver) resolve(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, string, error) {
+func (r *Resolver) resolve(ctx context.Context, h Hints, p *auth.Principal) (*controlplane.Environment, string, error) {
 	env, source, err := r.find(ctx, h, p)
 	if errors.Is(err, errNotFound) {
-		return controlplane.Environment{}, "", notFound()
+		return nil, "", notFound()
 	}
 	if err != nil {
-		return controlplane.Environment{}, "", err
+		return nil, "", err
 	}
 	if !p.InOrganization(env.OrganizationID) {
-		return controlplane.Environment{}, "", notFound()
+		return nil, "", notFound()
 	}
 	if err := p.RequireEnvironment(env.ID); err != nil {
-		return controlplane.Environment{}, "", err
+		return nil, "", err
 	}
 	if err := ready(env); err != nil {
-		return controlplane.Environment{}, "", err
+		return nil, "", err
 	}
 	return env, source, nil
 }
@@ -204,10 +207,10 @@ func (r *Resolver) resolve(ctx context.Context, h Hints, p *auth.Principal) (con
 // environment_id, the Host, X-Environment-Id) must agree: two naming
 // different environments are an error, never a silent preference. Only when
 // none names one do the session, the default and the only environment count.
-func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (controlplane.Environment, string, error) {
-	var found controlplane.Environment
+func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (*controlplane.Environment, string, error) {
+	var found *controlplane.Environment
 	var source string
-	agree := func(env controlplane.Environment, from string) error {
+	agree := func(env *controlplane.Environment, from string) error {
 		if source != "" && env.ID != found.ID {
 			return conflict(source, from)
 		}
@@ -219,18 +222,18 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 	if h.EnvironmentID != "" {
 		env, err := r.environment(ctx, h.EnvironmentID)
 		if err != nil {
-			return controlplane.Environment{}, "", err
+			return nil, "", err
 		}
 		found, source = env, "request"
 	}
 	if n, ok := r.normalize(h.Host); ok {
 		env, named, err := r.byHost(ctx, n, p)
 		if err != nil {
-			return controlplane.Environment{}, "", err
+			return nil, "", err
 		}
 		if named {
 			if err := agree(env, "host"); err != nil {
-				return controlplane.Environment{}, "", err
+				return nil, "", err
 			}
 		}
 	}
@@ -239,26 +242,26 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 		// is not looked up: a miss is cached, and the header is the
 		// client's to fill, up to the header size limit, with new values.
 		if len(h.Header) != len(uuidExample) || uuid.Validate(h.Header) != nil {
-			return controlplane.Environment{}, "header", errNotFound
+			return nil, "header", errNotFound
 		}
 		env, err := r.environment(ctx, h.Header)
 		if err != nil {
-			return controlplane.Environment{}, "header", err
+			return nil, "header", err
 		}
 		if err := agree(env, "header"); err != nil {
-			return controlplane.Environment{}, "", err
+			return nil, "", err
 		}
 	}
 	if source != "" {
 		return found, source, nil
 	}
 	if p == nil {
-		return controlplane.Environment{}, "", notResolved(false)
+		return nil, "", notResolved(false)
 	}
 	if p.TokenID != "" {
 		id, err := r.session(ctx, p.TokenID)
 		if err != nil {
-			return controlplane.Environment{}, "", err
+			return nil, "", err
 		}
 		if id != "" {
 			env, err := r.environment(ctx, id)
@@ -271,7 +274,7 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 	if p.OrganizationID != "" {
 		route, err := r.organization(ctx, p.OrganizationID)
 		if err != nil {
-			return controlplane.Environment{}, "", err
+			return nil, "", err
 		}
 		for _, c := range []struct{ id, source string }{{route.defaultID, "default"}, {route.onlyID, "only"}} {
 			if c.id == "" {
@@ -283,7 +286,7 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 			}
 		}
 	}
-	return controlplane.Environment{}, "", notResolved(p.OrganizationID != "")
+	return nil, "", notResolved(p.OrganizationID != "")
 }
 
 // byHost is what the Host n means to caller p: the environment holding it
@@ -297,10 +300,10 @@ func (r *Resolver) find(ctx context.Context, h Hints, p *auth.Principal) (contro
 // cached hostname entry older than a fresher reading of the environment (the
 // hostname moved on, and the notification is still on its way) is read
 // again, never trusted, so two hostnames never route one environment.
-func (r *Resolver) byHost(ctx context.Context, n normalized, p *auth.Principal) (controlplane.Environment, bool, error) {
+func (r *Resolver) byHost(ctx context.Context, n normalized, p *auth.Principal) (*controlplane.Environment, bool, error) {
 	route, err := r.hostname(ctx, n.name, false)
 	if err != nil {
-		return controlplane.Environment{}, false, err
+		return nil, false, err
 	}
 	if route.id != "" {
 		env, err := r.environment(ctx, route.id)
@@ -308,9 +311,9 @@ func (r *Resolver) byHost(ctx context.Context, n normalized, p *auth.Principal) 
 			// One of the two entries is stale: read both again.
 			r.forget(n.name, route.id)
 			if route, err = r.hostname(ctx, n.name, true); err != nil {
-				return controlplane.Environment{}, false, err
+				return nil, false, err
 			}
-			env, err = controlplane.Environment{}, errNotFound
+			env, err = nil, errNotFound
 			if route.id != "" {
 				env, err = r.environment(ctx, route.id)
 			}
@@ -322,20 +325,20 @@ func (r *Resolver) byHost(ctx context.Context, n normalized, p *auth.Principal) 
 		case err == nil && p.InOrganization(env.OrganizationID):
 			return env, true, nil
 		case err != nil && !errors.Is(err, errNotFound):
-			return controlplane.Environment{}, false, err
+			return nil, false, err
 		}
 	}
 	for _, org := range route.waiting {
 		if p.InOrganization(org) {
-			return controlplane.Environment{}, false, apierr.New(connect.CodeFailedPrecondition, ReasonHostnameNotVerified,
+			return nil, false, apierr.New(connect.CodeFailedPrecondition, ReasonHostnameNotVerified,
 				"the hostname "+n.name+" does not route: its ownership is not verified (see the environment's hostname_verification, and VerifyHostname)",
 				"hostname", n.name)
 		}
 	}
 	if n.platform {
-		return controlplane.Environment{}, false, errNotFound
+		return nil, false, errNotFound
 	}
-	return controlplane.Environment{}, false, nil
+	return nil, false, nil
 }
 
 // conflict is the error of two hints naming different environments.
@@ -384,7 +387,7 @@ func notResolved(orgToken bool) *connect.Error {
 }
 
 // ready refuses environments that cannot serve calls now.
-func ready(env controlplane.Environment) error {
+func ready(env *controlplane.Environment) error {
 	switch env.Status {
 	case controlplane.StatusActive:
 		return nil
@@ -431,26 +434,32 @@ func (r *Resolver) forget(name, id string) {
 	r.envs.Remove(id)
 }
 
-func (r *Resolver) environment(ctx context.Context, id string) (controlplane.Environment, error) {
+// missing is the cached answer for an environment that does not exist.
+var missing = &controlplane.Environment{}
+
+// environment returns the environment of id, from the cache when it can.
+// The environment is shared: callers never change it.
+func (r *Resolver) environment(ctx context.Context, id string) (*controlplane.Environment, error) {
 	if env, ok := r.envs.Get(id); ok {
 		if env.ID == "" {
-			return controlplane.Environment{}, errNotFound
+			return nil, errNotFound
 		}
 		return env, nil
 	}
 	gen := r.gen.Load()
-	env, err := r.src.GetEnvironment(ctx, id)
+	row, err := r.src.GetEnvironment(ctx, id)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
-		r.cache(gen, func() { r.envs.Add(id, controlplane.Environment{}) })
-		return controlplane.Environment{}, errNotFound
+		r.cache(gen, func() { r.envs.Add(id, missing) })
+		return nil, errNotFound
 	case err != nil:
 		if env, ok := r.envs.Stale(id); ok && env.ID != "" {
 			r.servedStale(ctx, err)
 			return env, nil
 		}
-		return controlplane.Environment{}, r.unavailable(ctx, err)
+		return nil, r.unavailable(ctx, err)
 	}
+	env := &row
 	r.cache(gen, func() { r.envs.Add(id, env) })
 	return env, nil
 }
@@ -483,7 +492,7 @@ func (r *Resolver) hostname(ctx context.Context, name string, fresh bool) (hostR
 	r.cache(gen, func() {
 		r.hosts.Add(name, route)
 		if route.id != "" {
-			r.envs.Add(holder.ID, holder)
+			r.envs.Add(holder.ID, &holder)
 		}
 	})
 	return route, nil
