@@ -568,3 +568,107 @@ func rpLogCauses(t *testing.T, ps ...*apptest.Process) {
 		}
 	})
 }
+
+// TestReplicaProcessHostnameTransfer moves a verified hostname from one
+// organization to another across two server processes: organization Y
+// proves ownership (DNS) through A of a hostname X holds, and B routes it to
+// Y's environment within the notification's delay, never to X's again.
+func TestReplicaProcessHostnameTransfer(t *testing.T) {
+	t.Parallel()
+	adminURL := apptest.PostgresURL(t)
+	envCluster := apptest.StartPasswordCluster(t) // before the processes, so they stop first
+	dnsSrv := apptest.StartDNS(t)
+	flags, _ := rpControlPlane(t, adminURL)
+	flags = append(flags, "--postgres-admin-url="+envCluster, "--dns-resolver="+dnsSrv.Addr)
+	a := apptest.StartProcess(t, flags...)
+	b := apptest.StartProcess(t, flags...)
+	b.Token = a.Token
+	ctx := t.Context()
+	ca := a.Client(apptest.ConnectProto)
+	orgX, orgY := createOrg(t, ca, "orgx"), createOrg(t, ca, "orgy")
+	const host = "shop.transfer.test"
+	x := rpEnv(t, a, orgX.GetId(), "shop", host) // set by the platform admin: verified at once
+	y := rpEnv(t, a, orgY.GetId(), "shop", "shop-y.transfer.test")
+	tok := a.Token
+	onB := func() rpRead { return rpList(ctx, b, tok, host, "") }
+	if r := onB(); r.err != nil || r.env != x.GetId() {
+		t.Fatalf("B before the transfer: %v, want X's environment", r)
+	}
+
+	// Y claims the hostname with its own token: pending, X keeps routing.
+	_, yToken := a.MintToken(t, &accessv1.CreateTokenRequest{Name: "y", OrganizationId: orgY.GetId(), Role: "admin"})
+	cy := a.ClientWithToken(apptest.ConnectProto, yToken)
+	claimed := updateEnv(t, cy, &environmentv1.UpdateEnvironmentRequest{Id: y.GetId(), Hostname: proto.String(host)})
+	v := claimed.GetHostnameVerification()
+	if v.GetState() != "pending" || v.GetToken() == "" {
+		t.Fatalf("Y's claim = %v, want pending with a token", v)
+	}
+	if r := onB(); r.err != nil || r.env != x.GetId() {
+		t.Fatalf("B while Y's claim is pending: %v, want X's environment", r)
+	}
+
+	// Y proves it through A: B follows.
+	dnsSrv.SetTXT(v.GetDnsName(), v.GetToken())
+	resp, err := cy.VerifyHostname(ctx, connect.NewRequest(&environmentv1.VerifyHostnameRequest{Id: y.GetId()}))
+	if err != nil || resp.Msg.GetEnvironment().GetHostnameVerification().GetState() != "verified" {
+		t.Fatalf("VerifyHostname: %v, %v", resp, err)
+	}
+	rpSeen(t, "transfer", func() bool { r := onB(); return r.err == nil && r.env == y.GetId() })
+	for range 50 {
+		if r := onB(); r.env == x.GetId() {
+			t.Fatalf("B routed the transferred hostname to X again: %v", r)
+		}
+	}
+	if r := rpList(ctx, a, tok, host, ""); r.env != y.GetId() {
+		t.Errorf("A after the transfer: %v, want Y's environment", r)
+	}
+	// X's environment shows it lost the hostname (on either replica).
+	got := getEnv(t, b.Client(apptest.ConnectProto), x.GetId())
+	if got.GetHostnameVerification().GetState() == "verified" && got.GetHostname() == host {
+		t.Errorf("X after the transfer = %v, want its claim demoted", got.GetHostnameVerification())
+	}
+}
+
+// TestReplicaProcessHostnameChecksOneAtATime runs the background hostname
+// checks of two server processes on one control plane: their rounds never
+// overlap (the PostgreSQL control plane's advisory lock), which the DNS
+// server sees as never more than one query in flight, each answer taking
+// long enough that two rounds at once would overlap.
+func TestReplicaProcessHostnameChecksOneAtATime(t *testing.T) {
+	t.Parallel()
+	adminURL := apptest.PostgresURL(t)
+	dnsSrv := apptest.StartDNS(t)
+	flags, _ := rpControlPlane(t, adminURL)
+	flags = append(flags, "--dns-resolver="+dnsSrv.Addr, "--hostname-check-interval=100ms", "--hostname-grace=1h")
+	a := apptest.StartProcess(t, flags...)
+	b := apptest.StartProcess(t, flags...)
+	b.Token = a.Token
+	ctx := t.Context()
+	ca := a.Client(apptest.ConnectProto)
+	org := createOrg(t, ca, "checks")
+	_, orgToken := a.MintToken(t, &accessv1.CreateTokenRequest{Name: "org", OrganizationId: org.GetId(), Role: "admin"})
+	co := a.ClientWithToken(apptest.ConnectProto, orgToken)
+	for i := range 4 {
+		e := createEnv(t, ca, &environmentv1.CreateEnvironmentRequest{OrganizationId: org.GetId(), Slug: fmt.Sprintf("e%d", i)})
+		claimed := updateEnv(t, co, &environmentv1.UpdateEnvironmentRequest{Id: e.GetId(), Hostname: proto.String(fmt.Sprintf("h%d.checks.test", i))})
+		v := claimed.GetHostnameVerification()
+		dnsSrv.SetTXT(v.GetDnsName(), v.GetToken())
+		if _, err := co.VerifyHostname(ctx, connect.NewRequest(&environmentv1.VerifyHostnameRequest{Id: e.GetId()})); err != nil {
+			t.Fatalf("VerifyHostname(%d): %v", i, err)
+		}
+	}
+	// Every verified hostname is due every 100 ms and each answer takes
+	// 80 ms: a round takes longer than the interval, so two processes'
+	// rounds would overlap at once without the lock.
+	dnsSrv.SetDelay(80 * time.Millisecond)
+	dnsSrv.ResetStats()
+	time.Sleep(2500 * time.Millisecond)
+	queries, most := dnsSrv.Stats()
+	t.Logf("%d queries in 2.5 s, at most %d in flight", queries, most)
+	if queries < 10 {
+		t.Errorf("%d queries in 2.5 s: the background checks did not run", queries)
+	}
+	if most > 1 {
+		t.Errorf("%d queries in flight at once: two processes checked at the same time", most)
+	}
+}

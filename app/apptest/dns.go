@@ -4,7 +4,9 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -17,7 +19,21 @@ type DNS struct {
 	mu   sync.Mutex
 	txt  map[string][]string
 	a    map[string]net.IP
+
+	delay             atomic.Int64 // nanoseconds every answer waits
+	queries, in, most atomic.Int64
 }
+
+// SetDelay makes every answer wait d, so that queries overlap when their
+// askers do.
+func (d *DNS) SetDelay(delay time.Duration) { d.delay.Store(int64(delay)) }
+
+// Stats returns how many queries were answered and the most that were in
+// flight at once since the last ResetStats.
+func (d *DNS) Stats() (queries, maxInFlight int64) { return d.queries.Load(), d.most.Load() }
+
+// ResetStats starts counting again.
+func (d *DNS) ResetStats() { d.queries.Store(0); d.most.Store(d.in.Load()) }
 
 // StartDNS starts a DNS server on 127.0.0.1, stopped when tb ends.
 func StartDNS(tb testing.TB) *DNS {
@@ -48,6 +64,16 @@ func (d *DNS) SetA(name, ip string) {
 }
 
 func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
+	n := d.in.Add(1)
+	defer d.in.Add(-1)
+	for {
+		most := d.most.Load()
+		if n <= most || d.most.CompareAndSwap(most, n) {
+			break
+		}
+	}
+	d.queries.Add(1)
+	time.Sleep(time.Duration(d.delay.Load()))
 	m := new(dns.Msg)
 	m.SetReply(req)
 	d.mu.Lock()
