@@ -19,6 +19,7 @@ import (
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/auth"
+	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/services/environment"
 )
@@ -329,5 +330,50 @@ func wantReason(t *testing.T, err error, reason, what string) {
 	}
 	if got := apierr.Reason(err); got != reason {
 		t.Errorf("%s: %v (%s), want %s", what, err, got, reason)
+	}
+}
+
+// TestPlatformNamespaceSweep: a hostname under the root domain bound before
+// the platform namespace existed (another organization's generated name,
+// squatted) is taken back at start: the environment gets its own generated
+// name, and the organization whose name it was can have it.
+func TestPlatformNamespaceSweep(t *testing.T) {
+	dir := t.TempDir()
+	env := apptest.StartDir(t, dir)
+	admin := env.Client(apptest.ConnectProto)
+	orgA, orgB := createOrg(t, admin, "orga"), createOrg(t, admin, "orgb")
+	squatter := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: orgA.GetId(), Slug: "x"})
+	env.Stop(t)
+
+	// What a server before the namespace let org A do, and migration 7 kept.
+	store := env.ControlPlane(t)
+	if _, err := store.UpdateEnvironment(t.Context(), squatter.GetId(), controlplane.EnvironmentPatch{
+		Hostname: proto.String("orgb-future.localhost"),
+		Proof:    &controlplane.HostnameProof{State: controlplane.HostnameVerified, Method: controlplane.VerifiedMigrated},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	env = apptest.StartDir(t, dir)
+	admin = env.Client(apptest.ConnectProto)
+	deadline := time.Now().Add(5 * time.Second)
+	for getEnv(t, admin, squatter.GetId()).GetHostname() != "orga-x.localhost" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the squatter still holds %q after the start", getEnv(t, admin, squatter.GetId()).GetHostname())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := getEnv(t, admin, squatter.GetId()).GetHostnameVerification(); v.GetState() != "verified" || v.GetMethod() != "generated" {
+		t.Errorf("the squatter's new hostname = %v, want verified as generated", v)
+	}
+	future := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: orgB.GetId(), Slug: "future"})
+	if future.GetHostname() != "orgb-future.localhost" {
+		t.Errorf("org B's future got %q, want its generated orgb-future.localhost", future.GetHostname())
+	}
+	if !strings.Contains(env.Logs.String(), "not its generated one") {
+		t.Errorf("the log does not say the hostname was taken back:\n%s", env.Logs)
 	}
 }

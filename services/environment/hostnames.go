@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -296,5 +297,84 @@ func (s *Service) checkRound(ctx context.Context) {
 			!errors.Is(err, controlplane.ErrNotFound) {
 			log.Debug("recording a hostname check failed", "environment_id", env.ID, "error", err)
 		}
+	}
+}
+
+// SweepPlatformNamespace gives every environment that holds a hostname
+// under the root domain other than its own generated one (bound before
+// the platform namespace existed: "migrated") its generated name, so that
+// only generated names live there and their organizations can have them.
+// It runs at start; replicas racing it change each environment once (the
+// patch is conditional on the hostname it read).
+func (s *Service) SweepPlatformNamespace(ctx context.Context) {
+	log := s.log.With("component", "platform-namespace")
+	const size = 500
+	for after := ""; ; {
+		orgs, err := s.store.ListOrganizations(ctx, controlplane.Page{After: after, Limit: size})
+		if err != nil {
+			log.Debug("sweeping the platform namespace stopped: listing organizations failed", "error", err)
+			return
+		}
+		for _, org := range orgs {
+			s.sweepOrganization(ctx, org, log)
+		}
+		if len(orgs) < size {
+			return
+		}
+		after = orgs[len(orgs)-1].ID
+	}
+}
+
+func (s *Service) sweepOrganization(ctx context.Context, org controlplane.Organization, log *slog.Logger) {
+	const size = 500
+	for after := ""; ; {
+		envs, err := s.store.ListEnvironments(ctx, org.ID, controlplane.Page{After: after, Limit: size})
+		if err != nil {
+			log.Debug("sweeping the platform namespace: listing environments failed", "organization_id", org.ID, "error", err)
+			return
+		}
+		for _, env := range envs {
+			if env.Proof.Method != controlplane.VerifiedMigrated || !hostname.Under(env.Hostname, s.rootDomain) {
+				continue
+			}
+			generated, err := hostname.Normalize(hostname.Generate(org.Slug, env.Slug, s.rootDomain))
+			if err != nil || generated == env.Hostname {
+				continue
+			}
+			s.regenerate(ctx, env, generated, log)
+		}
+		if len(envs) < size {
+			return
+		}
+		after = envs[len(envs)-1].ID
+	}
+}
+
+// regenerate moves env from a hostname under the root domain that is not
+// its own to its generated one (or an alternative when that is taken).
+func (s *Service) regenerate(ctx context.Context, env controlplane.Environment, generated string, log *slog.Logger) {
+	name := generated
+	for attempt := 0; attempt <= 4; attempt++ {
+		if attempt > 0 {
+			name = s.alternative(generated, env.ID, attempt)
+		}
+		proof := controlplane.HostnameProof{State: controlplane.HostnameVerified, Method: controlplane.VerifiedGenerated, VerifyTime: s.now()}
+		after, err := s.store.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+			IfHostname: &controlplane.HostnameClaim{Hostname: env.Hostname, Token: env.Proof.Token},
+			Hostname:   &name, Proof: &proof,
+		})
+		switch {
+		case errors.Is(err, controlplane.ErrHostnameTaken):
+			continue
+		case err != nil:
+			if !errors.Is(err, controlplane.ErrHostnameMoved) && !errors.Is(err, controlplane.ErrNotFound) {
+				log.Debug("moving an environment off another's generated hostname failed", "environment_id", env.ID, "error", err)
+			}
+			return
+		}
+		s.publish(ctx, routingEvents(after, env.Hostname)...)
+		log.Warn("an environment held a hostname under the platform's root domain that is not its generated one; it now has its own",
+			"environment_id", env.ID, "old_hostname", env.Hostname, "hostname", name)
+		return
 	}
 }

@@ -46,7 +46,11 @@ var Module = fx.Module("environment",
 		done := make(chan struct{})
 		lc.Append(fx.Hook{
 			OnStart: func(context.Context) error {
-				go func() { defer close(done); s.RunHostnameChecks(ctx) }()
+				go func() {
+					defer close(done)
+					s.SweepPlatformNamespace(ctx)
+					s.RunHostnameChecks(ctx)
+				}()
 				return nil
 			},
 			OnStop: func(stop context.Context) error {
