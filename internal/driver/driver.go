@@ -141,6 +141,30 @@ type Change struct {
 	ApplyTime  time.Time
 }
 
+// Prepare is what every engine decides before applying c's steps, from
+// the ledger's entry for the object (nil: none) and whether its table
+// exists: ErrLedgerConflict or ErrUnknownTable refuse the change, and
+// ensureTable asks the engine to bring the table to c.Object first (a
+// repair). check compares the table with c.Object; RepairAdopt needs it
+// to pass.
+func (c Change) Prepare(have *LedgerEntry, tableExists bool, check func() error) (ensureTable bool, err error) {
+	if !c.LedgerAccepts(have) {
+		return false, ErrLedgerConflict
+	}
+	switch c.Repair {
+	case RepairNone:
+		if (have == nil || have.Version == 0) && tableExists {
+			return false, ErrUnknownTable
+		}
+		return false, nil
+	case RepairAdopt:
+		if err := check(); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
 // LedgerAccepts reports whether a ledger entry (nil: none) lets c apply,
 // for engines that read the entry in the change's transaction.
 func (c Change) LedgerAccepts(have *LedgerEntry) bool {

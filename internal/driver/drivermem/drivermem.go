@@ -95,25 +95,16 @@ func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 	if e, ok := d.db.ledger[obj.Name]; ok {
 		have = &e
 	}
-	if !c.LedgerAccepts(have) {
-		return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, driver.ErrLedgerConflict)
-	}
 	var t *table
 	if cur, ok := d.db.tables[obj.Name]; ok {
 		t = cur.clone()
 	}
+	ensure, err := c.Prepare(have, t != nil, func() error { return t.drift(obj) })
+	if err != nil {
+		return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, err)
+	}
 	steps := c.Steps
-	switch c.Repair {
-	case driver.RepairNone:
-		if (have == nil || have.Version == 0) && t != nil {
-			return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
-		}
-	case driver.RepairAdopt:
-		if err := t.drift(obj); err != nil {
-			return fmt.Errorf("drivermem: migrate %s: %w", obj.Name, err)
-		}
-		steps = append(schema.Plan(nil, obj), steps...)
-	case driver.RepairReapply:
+	if ensure {
 		// create_table on a table that exists adds what it misses, as the
 		// SQL engines do.
 		steps = append(schema.Plan(nil, obj), steps...)

@@ -90,27 +90,15 @@ func prepareChange(ctx context.Context, tx pgx.Tx, c driver.Change) error {
 	case !errors.Is(err, pgx.ErrNoRows):
 		return err
 	}
-	if !c.LedgerAccepts(have) {
-		return driver.ErrLedgerConflict
-	}
 	cols, err := tableColumns(ctx, tx, obj.Name)
 	if err != nil {
 		return err
 	}
-	switch c.Repair {
-	case driver.RepairNone:
-		if (have == nil || have.Version == 0) && len(cols) > 0 {
-			return driver.ErrUnknownTable
-		}
-	case driver.RepairAdopt:
-		if err := drift(obj, cols); err != nil {
-			return err
-		}
-		return createTable(ctx, tx, obj)
-	case driver.RepairReapply:
-		return createTable(ctx, tx, obj)
+	ensure, err := c.Prepare(have, len(cols) > 0, func() error { return drift(obj, cols) })
+	if err != nil || !ensure {
+		return err
 	}
-	return nil
+	return createTable(ctx, tx, obj)
 }
 
 // drift compares a table's columns with obj.

@@ -62,27 +62,15 @@ func prepareChange(ctx context.Context, tx *sql.Tx, c driver.Change) error {
 	case !errors.Is(err, sql.ErrNoRows):
 		return err
 	}
-	if !c.LedgerAccepts(have) {
-		return driver.ErrLedgerConflict
-	}
 	cols, err := tableColumns(ctx, tx, obj.Name)
 	if err != nil {
 		return err
 	}
-	switch c.Repair {
-	case driver.RepairNone:
-		if (have == nil || have.Version == 0) && len(cols) > 0 {
-			return driver.ErrUnknownTable
-		}
-	case driver.RepairAdopt:
-		if err := sqlitedialect.Drift(obj, cols); err != nil {
-			return err
-		}
-		return createTable(ctx, tx, obj)
-	case driver.RepairReapply:
-		return createTable(ctx, tx, obj)
+	ensure, err := c.Prepare(have, len(cols) > 0, func() error { return sqlitedialect.Drift(obj, cols) })
+	if err != nil || !ensure {
+		return err
 	}
-	return nil
+	return createTable(ctx, tx, obj)
 }
 
 func applyStep(ctx context.Context, tx *sql.Tx, obj *schema.Object, s schema.Step) error {

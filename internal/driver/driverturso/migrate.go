@@ -40,23 +40,14 @@ func (d *Driver) Migrate(ctx context.Context, c driver.Change) error {
 		if err != nil {
 			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, mapError(ctx, obj, err))
 		}
-		if !c.LedgerAccepts(t.ledger) {
-			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, driver.ErrLedgerConflict)
+		ensure, err := c.Prepare(t.ledger, t.exists(), func() error { return sqlitedialect.Drift(obj, t.columns) })
+		if err != nil {
+			return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, err)
 		}
 		var s script
 		s.add(`SELECT abs(CASE WHEN `+fingerprint+` IS ? THEN 0 ELSE ? END)`, obj.Name, t.fingerprint, overflow)
 		s.add(`SELECT abs(CASE WHEN `+ledgerKey+` IS ? THEN 0 ELSE ? END)`, obj.Name, t.ledgerKey(), overflow)
-		switch c.Repair {
-		case driver.RepairNone:
-			if (t.ledger == nil || t.ledger.Version == 0) && t.exists() {
-				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, driver.ErrUnknownTable)
-			}
-		case driver.RepairAdopt:
-			if err := sqlitedialect.Drift(obj, t.columns); err != nil {
-				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, err)
-			}
-			fallthrough
-		case driver.RepairReapply:
+		if ensure {
 			if err := t.createTable(&s, obj); err != nil {
 				return fmt.Errorf("driverturso: migrate %s: %w", obj.Name, err)
 			}
