@@ -796,3 +796,66 @@ func TestForcedDeleteSparesABroughtDatabase(t *testing.T) {
 	_, err = admin.UpdateEnvironment(t.Context(), connect.NewRequest(&environmentv1.UpdateEnvironmentRequest{Id: e.GetId(), StorageLimitMb: proto.Int64(1 << 43)}))
 	apptest.WantError(t, err, connect.CodeInvalidArgument, "")
 }
+
+// TestBroughtDatabaseServesOneEnvironment: a database one environment
+// brought cannot be brought again, by another organization or the same,
+// however its URL is spelt (two environments would share its tables); a
+// retried create of the same environment is not a second one, and a
+// database brought again after its environment was deleted is welcome.
+func TestBroughtDatabaseServesOneEnvironment(t *testing.T) {
+	tursoURL := apptest.StartTursodb(t) // before the server, so it stops after it
+	pgURL := apptest.PostgresURL(t)
+	env := apptest.Start(t)
+	admin := env.Client(apptest.ConnectProto)
+	orgA, orgB := createOrg(t, admin, "owner-a"), createOrg(t, admin, "owner-b")
+	su := apptest.PostgresPool(t, pgURL)
+	role := apptest.RandomName("envplane_apptest_once_")
+	t.Cleanup(func() { apptest.DropPostgresObjects(t, pgURL, role) })
+	for _, stmt := range []string{"CREATE ROLE " + role + " LOGIN PASSWORD 'once-secret'", "CREATE DATABASE " + role + " OWNER " + role} {
+		if _, err := su.Exec(t.Context(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	u, err := url.Parse(pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User, u.Path, u.RawQuery = url.User(role), "/"+role, "sslmode=disable"
+	pgOwn := u.String()
+	first := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{
+		OrganizationId: orgA.GetId(), Slug: "own", Driver: "postgres", DatabaseUrl: pgOwn, DatabaseSecret: "once-secret", RequestId: "bring-1",
+	})
+	// The retry of the same create answers the same environment.
+	retried := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{
+		OrganizationId: orgA.GetId(), Slug: "own", Driver: "postgres", DatabaseUrl: pgOwn, DatabaseSecret: "once-secret", RequestId: "bring-1",
+	})
+	if retried.GetId() != first.GetId() {
+		t.Errorf("the retried create made %s, want %s", retried.GetId(), first.GetId())
+	}
+	upper := *u
+	upper.Host = strings.ToUpper(u.Hostname()) + ":" + u.Port()
+	upper.RawQuery = "sslmode=disable&application_name=other"
+	createT := createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: orgA.GetId(), Slug: "lite-t", Driver: "turso", DatabaseUrl: tursoURL, DatabaseSecret: "any"})
+	for _, tc := range []struct {
+		name, org, driver, url, secret string
+	}{
+		{"another organization", orgB.GetId(), "postgres", pgOwn, "once-secret"},
+		{"the same organization", orgA.GetId(), "postgres", pgOwn, "once-secret"},
+		{"another spelling", orgB.GetId(), "postgres", upper.String(), "once-secret"},
+		{"a libSQL database", orgB.GetId(), "turso", tursoURL, "any"},
+	} {
+		_, err := admin.CreateEnvironment(t.Context(), connect.NewRequest(&environmentv1.CreateEnvironmentRequest{
+			OrganizationId: tc.org, Slug: "again", Driver: tc.driver, DatabaseUrl: tc.url, DatabaseSecret: tc.secret,
+		}))
+		if apptest.WantError(t, err, connect.CodeInvalidArgument, environment.ReasonDatabaseURLInUse) {
+			apptest.WantFieldViolation(t, err, "database_url")
+		}
+	}
+	// Once its environment is gone, the database may be brought again.
+	for _, e := range []*environmentv1.Environment{first, createT} {
+		if _, err := admin.DeleteEnvironment(t.Context(), connect.NewRequest(&environmentv1.DeleteEnvironmentRequest{Id: e.GetId(), Force: true})); err != nil {
+			t.Fatalf("DeleteEnvironment: %v", err)
+		}
+	}
+	createEnv(t, admin, &environmentv1.CreateEnvironmentRequest{OrganizationId: orgB.GetId(), Slug: "again", Driver: "postgres", DatabaseUrl: pgOwn, DatabaseSecret: "once-secret"})
+}

@@ -29,7 +29,10 @@ const (
 	ReasonDatabaseURLNotAllowed = "DATABASE_URL_NOT_ALLOWED"
 	// ReasonDatabaseURLManaged: a brought database is one envplane manages
 	// for an environment, or is reached as a superuser.
-	ReasonDatabaseURLManaged     = "DATABASE_URL_MANAGED"
+	ReasonDatabaseURLManaged = "DATABASE_URL_MANAGED"
+	// ReasonDatabaseURLInUse: another environment already brought the
+	// database.
+	ReasonDatabaseURLInUse       = "DATABASE_URL_IN_USE"
 	ReasonRequestIDReused        = "REQUEST_ID_REUSED"
 	ReasonInvalidPageToken       = "INVALID_PAGE_TOKEN"
 	ReasonEnvironmentProtected   = "ENVIRONMENT_PROTECTED"

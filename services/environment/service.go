@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	neturl "net/url"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -736,6 +738,16 @@ func (s *Service) bringYourOwn(ctx context.Context, env *controlplane.Environmen
 		return apierr.New(connect.CodeFailedPrecondition, ReasonDatabaseUnreachable,
 			provision.PublicMessage(err)+": check database_url and database_secret")
 	}
+	if inUse, err := s.databaseInUse(ctx, *env, url); err != nil {
+		return s.toConnect(ctx, err)
+	} else if inUse {
+		// Two environments on one database would share its tables: no
+		// isolation at all. Asked only once the caller has shown it can
+		// reach the database, and naming no one.
+		return apierr.InvalidArgument(ReasonDatabaseURLInUse,
+			"another environment already uses this database; bring a database of this environment's own",
+			apierr.FieldViolation{Field: "database_url", Description: "names a database another environment uses"})
+	}
 	now := s.now()
 	env.ExternalDatabase = true
 	env.DatabaseURL = url
@@ -749,6 +761,82 @@ func (s *Service) bringYourOwn(ctx context.Context, env *controlplane.Environmen
 		env.Credential = cred
 	}
 	return nil
+}
+
+// databaseInUse reports whether another environment, of any organization,
+// brought the database url names (compared by databaseKey: scheme, user,
+// parameters and case do not tell databases apart). A retried create (the
+// same organization and request id) is not another environment.
+func (s *Service) databaseInUse(ctx context.Context, env controlplane.Environment, url string) (bool, error) {
+	key := databaseKey(url)
+	if key == "" {
+		return false, nil
+	}
+	const size = 500
+	for orgAfter := ""; ; {
+		orgs, err := s.store.ListOrganizations(ctx, controlplane.Page{After: orgAfter, Limit: size})
+		if err != nil {
+			return false, err
+		}
+		for _, org := range orgs {
+			for after := ""; ; {
+				envs, err := s.store.ListEnvironments(ctx, org.ID, controlplane.Page{After: after, Limit: size})
+				if err != nil {
+					return false, err
+				}
+				for _, other := range envs {
+					retry := other.OrganizationID == env.OrganizationID && env.RequestID != "" && other.RequestID == env.RequestID
+					if other.ExternalDatabase && other.ID != env.ID && !retry && databaseKey(other.DatabaseURL) == key {
+						return true, nil
+					}
+				}
+				if len(envs) < size {
+					break
+				}
+				after = envs[len(envs)-1].ID
+			}
+		}
+		if len(orgs) < size {
+			return false, nil
+		}
+		orgAfter = orgs[len(orgs)-1].ID
+	}
+}
+
+// databaseKey names the database a brought URL reaches: lowercased host,
+// port (the scheme's default when absent) and, for PostgreSQL, the database
+// name (the user's name when absent, as libpq defaults it). "" when the URL
+// cannot be read (validation refuses it then).
+func databaseKey(raw string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	port := u.Port()
+	switch strings.ToLower(u.Scheme) {
+	case "postgres", "postgresql":
+		if port == "" {
+			port = "5432"
+		}
+		db := strings.TrimPrefix(u.Path, "/")
+		if db == "" {
+			db = u.Query().Get("dbname")
+		}
+		if db == "" {
+			db = u.User.Username()
+		}
+		return "postgres://" + host + ":" + port + "/" + db
+	case "libsql", "https", "wss":
+		if port == "" {
+			port = "443"
+		}
+	case "http", "ws":
+		if port == "" {
+			port = "80"
+		}
+	}
+	return "libsql://" + host + ":" + port + u.EscapedPath()
 }
 
 // seal encrypts an environment's secret, bound to the environment id so a
