@@ -612,17 +612,21 @@ func TestStorageLimit(t *testing.T) {
 }
 
 // mountTmpfs mounts a tmpfs of sizeMB at a new directory, unmounted when t
-// ends (after everything registered later, the server included). It skips
-// t, saying why, where this machine cannot mount (not root, no
-// CAP_SYS_ADMIN): CI runs as root on a machine that can.
+// ends (after everything registered later, the server included). A machine
+// that cannot mount (not root, no CAP_SYS_ADMIN) fails t: CI runs as root
+// and can, and a skipped full-disk test would prove nothing there. Only an
+// explicit ENVPLANE_TEST_NO_TMPFS=1 (a developer's machine) skips it.
 func mountTmpfs(t *testing.T, sizeMB int) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "small-disk")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	if os.Getenv("ENVPLANE_TEST_NO_TMPFS") == "1" {
+		t.Skip("ENVPLANE_TEST_NO_TMPFS=1: the full-disk test needs a tmpfs mount (root, CAP_SYS_ADMIN)")
+	}
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm,mode=0700", sizeMB), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here (the full-disk test needs root and CAP_SYS_ADMIN): %v: %s", err, out)
+		t.Fatalf("cannot mount a tmpfs (the full-disk test needs root and CAP_SYS_ADMIN; set ENVPLANE_TEST_NO_TMPFS=1 to skip it on a machine without): %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
