@@ -254,10 +254,11 @@ var RoutingModule = fx.Module("routing",
 // their objects re-created from the definitions at first use.
 func warnMemoryEnvironments(ctx context.Context, store controlplane.Store, log *slog.Logger) {
 	var ids []string
-	err := eachEnvironment(ctx, store, func(env controlplane.Environment) {
+	err := controlplane.EachEnvironment(ctx, store, func(_ controlplane.Organization, env controlplane.Environment) bool {
 		if env.Driver == provision.DriverMemory && env.Status == controlplane.StatusActive {
 			ids = append(ids, env.ID)
 		}
+		return true
 	})
 	if err != nil {
 		log.Debug("listing memory environments at start failed", "error", err)
@@ -266,36 +267,6 @@ func warnMemoryEnvironments(ctx context.Context, store controlplane.Store, log *
 	if len(ids) > 0 {
 		log.Warn("memory environments come back empty after a restart: their records are gone, their objects are re-created from their definitions",
 			"environments", strings.Join(ids, ","), "count", len(ids))
-	}
-}
-
-// eachEnvironment calls fn for every environment of every organization.
-func eachEnvironment(ctx context.Context, store controlplane.Store, fn func(controlplane.Environment)) error {
-	const size = 500
-	for org := ""; ; {
-		orgs, err := store.ListOrganizations(ctx, controlplane.Page{After: org, Limit: size})
-		if err != nil {
-			return err
-		}
-		for _, o := range orgs {
-			for after := ""; ; {
-				envs, err := store.ListEnvironments(ctx, o.ID, controlplane.Page{After: after, Limit: size})
-				if err != nil {
-					return err
-				}
-				for _, e := range envs {
-					fn(e)
-				}
-				if len(envs) < size {
-					break
-				}
-				after = envs[len(envs)-1].ID
-			}
-		}
-		if len(orgs) < size {
-			return nil
-		}
-		org = orgs[len(orgs)-1].ID
 	}
 }
 

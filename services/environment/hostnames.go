@@ -308,45 +308,18 @@ func (s *Service) checkRound(ctx context.Context) {
 // patch is conditional on the hostname it read).
 func (s *Service) SweepPlatformNamespace(ctx context.Context) {
 	log := s.log.With("component", "platform-namespace")
-	const size = 500
-	for after := ""; ; {
-		orgs, err := s.store.ListOrganizations(ctx, controlplane.Page{After: after, Limit: size})
-		if err != nil {
-			log.Debug("sweeping the platform namespace stopped: listing organizations failed", "error", err)
-			return
+	err := controlplane.EachEnvironment(ctx, s.store, func(org controlplane.Organization, env controlplane.Environment) bool {
+		if env.Proof.Method != controlplane.VerifiedMigrated || !hostname.Under(env.Hostname, s.rootDomain) {
+			return true
 		}
-		for _, org := range orgs {
-			s.sweepOrganization(ctx, org, log)
-		}
-		if len(orgs) < size {
-			return
-		}
-		after = orgs[len(orgs)-1].ID
-	}
-}
-
-func (s *Service) sweepOrganization(ctx context.Context, org controlplane.Organization, log *slog.Logger) {
-	const size = 500
-	for after := ""; ; {
-		envs, err := s.store.ListEnvironments(ctx, org.ID, controlplane.Page{After: after, Limit: size})
-		if err != nil {
-			log.Debug("sweeping the platform namespace: listing environments failed", "organization_id", org.ID, "error", err)
-			return
-		}
-		for _, env := range envs {
-			if env.Proof.Method != controlplane.VerifiedMigrated || !hostname.Under(env.Hostname, s.rootDomain) {
-				continue
-			}
-			generated, err := hostname.Normalize(hostname.Generate(org.Slug, env.Slug, s.rootDomain))
-			if err != nil || generated == env.Hostname {
-				continue
-			}
+		generated, err := hostname.Normalize(hostname.Generate(org.Slug, env.Slug, s.rootDomain))
+		if err == nil && generated != env.Hostname {
 			s.regenerate(ctx, env, generated, log)
 		}
-		if len(envs) < size {
-			return
-		}
-		after = envs[len(envs)-1].ID
+		return ctx.Err() == nil
+	})
+	if err != nil {
+		log.Debug("sweeping the platform namespace stopped", "error", err)
 	}
 }
 

@@ -772,35 +772,13 @@ func (s *Service) databaseInUse(ctx context.Context, env controlplane.Environmen
 	if key == "" {
 		return false, nil
 	}
-	const size = 500
-	for orgAfter := ""; ; {
-		orgs, err := s.store.ListOrganizations(ctx, controlplane.Page{After: orgAfter, Limit: size})
-		if err != nil {
-			return false, err
-		}
-		for _, org := range orgs {
-			for after := ""; ; {
-				envs, err := s.store.ListEnvironments(ctx, org.ID, controlplane.Page{After: after, Limit: size})
-				if err != nil {
-					return false, err
-				}
-				for _, other := range envs {
-					retry := other.OrganizationID == env.OrganizationID && env.RequestID != "" && other.RequestID == env.RequestID
-					if other.ExternalDatabase && other.ID != env.ID && !retry && databaseKey(other.DatabaseURL) == key {
-						return true, nil
-					}
-				}
-				if len(envs) < size {
-					break
-				}
-				after = envs[len(envs)-1].ID
-			}
-		}
-		if len(orgs) < size {
-			return false, nil
-		}
-		orgAfter = orgs[len(orgs)-1].ID
-	}
+	inUse := false
+	err := controlplane.EachEnvironment(ctx, s.store, func(_ controlplane.Organization, other controlplane.Environment) bool {
+		retry := other.OrganizationID == env.OrganizationID && env.RequestID != "" && other.RequestID == env.RequestID
+		inUse = other.ExternalDatabase && other.ID != env.ID && !retry && databaseKey(other.DatabaseURL) == key
+		return !inUse
+	})
+	return inUse, err
 }
 
 // databaseKey names the database a brought URL reaches: lowercased host,
