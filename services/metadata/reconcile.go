@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -366,20 +367,24 @@ func (g *Guarded) Drift(obj *schema.Object) string {
 
 // settle lifts the drift of name: a change or a drop went through.
 func (g *Guarded) settle(name string) {
+	if m := g.drift.Load(); m == nil {
+		return
+	} else if _, ok := (*m)[name]; !ok {
+		return
+	}
+	g.edit(func(next map[string]drifted) { delete(next, name) })
+}
+
+// edit replaces the drift map with a copy changed by fn (the map is read
+// without a lock, so it is never changed in place).
+func (g *Guarded) edit(fn func(next map[string]drifted)) {
 	for {
 		m := g.drift.Load()
-		if m == nil {
-			return
+		next := make(map[string]drifted)
+		if m != nil {
+			maps.Copy(next, *m)
 		}
-		if _, ok := (*m)[name]; !ok {
-			return
-		}
-		next := make(map[string]drifted, len(*m))
-		for k, v := range *m {
-			if k != name {
-				next[k] = v
-			}
-		}
+		fn(next)
 		if g.drift.CompareAndSwap(m, &next) {
 			return
 		}
@@ -418,19 +423,9 @@ func (g *Guarded) Migrate(ctx context.Context, c driver.Change) error {
 
 // mark records obj's drift (for its version), replacing any before.
 func (g *Guarded) mark(obj *schema.Object, reason string) {
-	for {
-		m := g.drift.Load()
-		next := make(map[string]drifted)
-		if m != nil {
-			for k, v := range *m {
-				next[k] = v
-			}
-		}
+	g.edit(func(next map[string]drifted) {
 		next[obj.Name] = drifted{version: obj.Version, update: obj.UpdateTime, reason: reason}
-		if g.drift.CompareAndSwap(m, &next) {
-			return
-		}
-	}
+	})
 }
 
 // DropObject lifts the object's drift once its table is gone.
