@@ -64,8 +64,12 @@ func (d *DNS) SetA(name, ip string) {
 }
 
 func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
+	// The query stops counting as in flight before its answer is written:
+	// a client that sends its next query on receiving this answer must
+	// never find this one still counted (a false overlap under load).
 	n := d.in.Add(1)
-	defer d.in.Add(-1)
+	done := sync.OnceFunc(func() { d.in.Add(-1) })
+	defer done()
 	for {
 		most := d.most.Load()
 		if n <= most || d.most.CompareAndSwap(most, n) {
@@ -97,5 +101,6 @@ func (d *DNS) serve(w dns.ResponseWriter, req *dns.Msg) {
 	if !found {
 		m.Rcode = dns.RcodeNameError
 	}
+	done()
 	_ = w.WriteMsg(m)
 }
