@@ -137,6 +137,10 @@ func TestHostnameOwnership(t *testing.T) {
 					{"localhost", environment.ReasonHostnameReserved},
 					{"LOCALHOST.", environment.ReasonHostnameReserved},
 					{"ｌｏｃａｌｈｏｓｔ", environment.ReasonHostnameReserved},
+					{"localhost\u3002", environment.ReasonHostnameReserved},     // an ideographic full stop
+					{"loca\u00adlhost", environment.ReasonHostnameReserved},     // a soft hyphen, which IDNA maps away
+					{"xn--localhost-", environment.ReasonInvalidHostname},       // the A-label of an ASCII name is no valid label
+					{"localhost\u200d.test", environment.ReasonInvalidHostname}, // a zero-width joiner
 					{"ip6-localhost", environment.ReasonHostnameReserved},
 					{"localhost.localdomain", environment.ReasonHostnameReserved},
 					{"printer.local", environment.ReasonHostnameReserved},
@@ -150,6 +154,7 @@ func TestHostnameOwnership(t *testing.T) {
 					{"0x7f.1", environment.ReasonInvalidHostname},
 					{"orga-web.localhost", environment.ReasonHostnameInPlatform},
 					{"x.orga-dev.LOCALHOST.", environment.ReasonHostnameInPlatform},
+					{"ORGA-WEB.ＬＯＣＡＬＨＯＳＴ\u3002", environment.ReasonHostnameInPlatform},
 				} {
 					for _, c := range []struct {
 						who string
