@@ -322,6 +322,28 @@ func TestHostnameOwnership(t *testing.T) {
 				if apierr.Reason(err) != auth.ReasonPlatformAdminRequired {
 					t.Errorf("skip_check by an organization token: reason %q", apierr.Reason(err))
 				}
+
+				// A claim an operator marks verified is the operator's word:
+				// the owner's check of it (which fails, nothing is published)
+				// answers that there is nothing to verify and starts no grace
+				// period that would lapse it.
+				claimed := updateEnv(t, w.asA, &environmentv1.UpdateEnvironmentRequest{Id: a2.GetId(), Hostname: proto.String("marked.acme.test")})
+				if claimed.GetHostnameVerification().GetState() != "pending" {
+					t.Fatalf("an organization's claim: %v", claimed.GetHostnameVerification())
+				}
+				marked, err := w.admin.VerifyHostname(ctx, connect.NewRequest(&environmentv1.VerifyHostnameRequest{Id: a2.GetId(), SkipCheck: true}))
+				if err != nil || marked.Msg.GetEnvironment().GetHostnameVerification().GetMethod() != "operator" {
+					t.Fatalf("skip_check by a platform admin: %v, %v", marked, err)
+				}
+				_, err = w.asA.VerifyHostname(ctx, connect.NewRequest(&environmentv1.VerifyHostnameRequest{Id: a2.GetId()}))
+				wantReason(t, err, environment.ReasonHostnameNothingToVerify, "the owner's check of an operator-verified hostname")
+				after := getEnv(t, w.admin, a2.GetId()).GetHostnameVerification()
+				if after.GetState() != "verified" || after.GetMethod() != "operator" || after.GetGraceExpireTime() != nil || after.GetNextCheckTime() != nil {
+					t.Errorf("after the owner's check the operator-verified hostname is %v; want it untouched, never re-checked", after)
+				}
+				if id, err := w.routed(t, w.tokA, "marked.acme.test", ""); err != nil || id != a2.GetId() {
+					t.Errorf("marked.acme.test routes to %q (%v), want a2", id, err)
+				}
 			})
 		})
 	}

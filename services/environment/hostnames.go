@@ -127,7 +127,7 @@ func (s *Service) VerifyHostname(ctx context.Context, req *connect.Request[envir
 		if err := caller.RequirePlatformAdmin(); err != nil {
 			return nil, err
 		}
-		if env.Proof.Routes() && env.Proof.Method != controlplane.VerifiedDNS && env.Proof.Method != controlplane.VerifiedHTTP {
+		if env.Proof.Routes() && !provenByCheck(env.Proof.Method) {
 			return connect.NewResponse(&environmentv1.VerifyHostnameResponse{Environment: s.environmentToProto(env)}), nil
 		}
 		now := s.now()
@@ -144,8 +144,11 @@ func (s *Service) VerifyHostname(ctx context.Context, req *connect.Request[envir
 		reqlog.Logger(ctx, s.log).Info("hostname marked verified by an operator", "environment_id", env.ID, "hostname", env.Hostname)
 		return connect.NewResponse(&environmentv1.VerifyHostnameResponse{Environment: s.environmentToProto(updated)}), nil
 	}
-	if env.Proof.Token == "" {
-		// Generated and operator names have no challenge to check.
+	if env.Proof.Token == "" || (env.Proof.Routes() && !provenByCheck(env.Proof.Method)) {
+		// Generated, operator and migrated names have no challenge to check:
+		// a failed check must not start a grace period an operator's word
+		// ended (an operator-verified name keeps the token it was claimed
+		// with, and would otherwise lapse a day after an owner's try).
 		return nil, apierr.New(connect.CodeFailedPrecondition, ReasonHostnameNothingToVerify,
 			"the hostname was verified by "+methodOrNone(env.Proof.Method)+" and has no challenge to check", "hostname", env.Hostname)
 	}
@@ -163,6 +166,13 @@ func (s *Service) VerifyHostname(ctx context.Context, req *connect.Request[envir
 			"hostname", env.Hostname, "dns_name", ownership.DNSName(env.Hostname), "state", updated.Proof.State)
 	}
 	return connect.NewResponse(&environmentv1.VerifyHostnameResponse{Environment: s.environmentToProto(updated)}), nil
+}
+
+// provenByCheck reports whether a hostname verified by method stays
+// verified only while its checks pass (DNS or HTTP), as opposed to by the
+// platform's word (generated, operator, migrated).
+func provenByCheck(method string) bool {
+	return method == controlplane.VerifiedDNS || method == controlplane.VerifiedHTTP
 }
 
 func methodOrNone(m string) string {
