@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -80,11 +81,25 @@ func Classify(ctx context.Context, envs Environments, environmentID string, err 
 		log.Error("the control plane's storage is full")
 		return known
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || outcome(err) {
 		return nil
 	}
 	return Deleting(ctx, envs, environmentID)
 }
+
+// outcome reports whether err is an answer of a database that works (no
+// such record, a duplicate, a stale etag): it needs no look at the
+// control plane, so a client asking for missing records over and over
+// costs the control plane nothing.
+func outcome(err error) bool {
+	var uv *driver.UniqueViolationError
+	return errors.Is(err, driver.ErrNotFound) || errors.Is(err, driver.ErrAlreadyExists) ||
+		errors.Is(err, driver.ErrEtagMismatch) || errors.As(err, &uv)
+}
+
+// deletingTimeout bounds Deleting's read of the control plane, which runs
+// after the caller's own deadline may have passed.
+const deletingTimeout = 2 * time.Second
 
 // Environments reads an environment's current row.
 type Environments interface {
@@ -100,7 +115,9 @@ func Deleting(ctx context.Context, envs Environments, environmentID string) erro
 	if envs == nil || environmentID == "" {
 		return nil
 	}
-	env, err := envs.GetEnvironment(context.WithoutCancel(ctx), environmentID)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deletingTimeout)
+	defer cancel()
+	env, err := envs.GetEnvironment(ctx, environmentID)
 	if errors.Is(err, controlplane.ErrNotFound) || (err == nil && env.Status == controlplane.StatusDeleting) {
 		return deleting()
 	}
