@@ -271,6 +271,19 @@ func TestSchemaDriftIsReportedAndRepaired(t *testing.T) {
 	}
 	meta := env.MetadataClient(apptest.ConnectJSON, env.AdminToken())
 	data = env.DataClient(apptest.ConnectJSON, env.AdminToken())
+	// A repair carries the stored definition as it is: a change riding on
+	// it would skip the checks a change gets (here: a required field with
+	// no default on a table with records).
+	required := metaText("due")
+	required.Required = true
+	for _, r := range []metadatav1.Repair{metadatav1.Repair_REPAIR_REAPPLY, metadatav1.Repair_REPAIR_ADOPT} {
+		_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
+			Object: metaObject(metaText("title"), metaText("note"), required), Repair: r, AllowDestructive: true}))
+		apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonInvalidObjectDefinition)
+	}
+	if got := metaGet(t, meta, id, "notes"); got.GetVersion() != 1 || got.GetDrift() == "" {
+		t.Errorf("after the refused repairs notes = %v; want version 1, still drifting", got)
+	}
 	put := metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
 		Object: metaObject(metaText("title"), metaText("note")), Repair: metadatav1.Repair_REPAIR_REAPPLY})
 	if !put.GetApplied() || put.GetObject().GetVersion() != 2 {

@@ -140,6 +140,14 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		}
 	}
 	steps := schema.Plan(current, next)
+	if current != nil && repair != driver.RepairNone && (len(steps) > 0 || schema.Changed(current, next)) {
+		// A repair mends the table under the stored definition; carrying
+		// a change too would apply it without the checks a change gets
+		// (required fields, drift, the storage limit).
+		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition,
+			"a repair of a defined object carries its stored definition unchanged (GetObject shows it); change the definition after the repair",
+			apierr.FieldViolation{Field: "repair", Description: "the definition differs from the stored one"})
+	}
 	// A repair always records a new version: other replicas, which found the
 	// drift at their own open, lift it when they see a later version.
 	if repair == driver.RepairNone && current != nil && len(steps) == 0 && !schema.Changed(current, next) {
