@@ -456,12 +456,40 @@ func (c *Checker) dialHost(ctx context.Context, network, addr string) (net.Conn,
 var errPrivateAddress = errors.New("it resolves only to private, loopback or link-local addresses, which are not checked")
 
 // nonPublic are ranges no public host has beyond what netip.Addr's
-// predicates know: shared address space (carrier NAT) and "this network".
-var nonPublic = []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("0.0.0.0/8")}
+// predicates know: shared address space (carrier NAT), "this network",
+// IETF protocol assignments, benchmarking, documentation, reserved and
+// broadcast; IPv6 discard-only, documentation, Teredo and local-use NAT64.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("240.0.0.0/4"),
+	netip.MustParsePrefix("100::/64"), netip.MustParsePrefix("2001:db8::/32"),
+	netip.MustParsePrefix("2001::/32"), netip.MustParsePrefix("64:ff9b:1::/48"),
+}
 
-// public reports whether ip is an address of the public internet.
+// Prefixes of IPv6 addresses that carry an IPv4 address a gateway reaches
+// for them: NAT64's well-known prefix (the IPv4 address in the last 32
+// bits) and 6to4 (in the 32 bits after the prefix).
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4 = netip.MustParsePrefix("2002::/16")
+)
+
+// public reports whether ip is an address of the public internet. An IPv6
+// address that embeds an IPv4 one (NAT64, 6to4) is as public as that one:
+// on a network with a NAT64 gateway, 64:ff9b::a9fe:a9fe is 169.254.169.254.
 func public(ip netip.Addr) bool {
 	ip = ip.Unmap()
+	if ip.Is6() {
+		b := ip.As16()
+		switch {
+		case nat64.Contains(ip):
+			return public(netip.AddrFrom4([4]byte(b[12:16])))
+		case sixTo4.Contains(ip):
+			return public(netip.AddrFrom4([4]byte(b[2:6])))
+		}
+	}
 	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
 		return false

@@ -555,7 +555,8 @@ func TestCheckHTTPRefusesPrivateAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, addr := range []string{"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "::ffff:127.0.0.1", "0.0.0.0"} {
+	for _, addr := range []string{"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "::ffff:127.0.0.1", "0.0.0.0",
+		"64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:0a00:0001::1", "2002:a9fe:a9fe::", "198.18.0.1", "240.0.0.1", "192.0.0.8", "2001:db8::1", "64:ff9b:1::1"} {
 		dnsSrv := startDNS(t)
 		dnsSrv.setA(host, netip.MustParseAddr(addr))
 		checker := &ownership.Checker{DNSResolver: dnsSrv.addr, HTTPPort: webPort, Timeout: 2 * time.Second}
