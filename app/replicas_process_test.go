@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -670,5 +671,79 @@ func TestReplicaProcessHostnameChecksOneAtATime(t *testing.T) {
 	}
 	if most > 1 {
 		t.Errorf("%d queries in flight at once: two processes checked at the same time", most)
+	}
+}
+
+// TestReplicaProcessChangeCutShortElsewhere: replica A migrates an
+// environment's database and is killed before it stores the definition;
+// replica B, whose driver was opened (and reconciled) before the change,
+// finds the table changed under it on its next call and reopens the
+// database, whose reconcile stores A's change: B serves the object again
+// by itself, without waiting for its driver to idle out.
+func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
+	t.Parallel()
+	adminURL := apptest.PostgresURL(t)
+	envCluster := apptest.StartPasswordCluster(t) // before the processes, so they stop first
+	flags, dbName := rpControlPlane(t, adminURL)
+	flags = append(flags, "--postgres-admin-url="+envCluster)
+	a := apptest.StartProcess(t, flags...)
+	b := apptest.StartProcess(t, flags...)
+	b.Token = a.Token
+	ctx := t.Context()
+	org := createOrg(t, a.Client(apptest.ConnectProto), "cutshort")
+	e := rpEnv(t, a, org.GetId(), "dev", "dev.cutshort.test")
+	id := e.GetId()
+	metaA := a.MetadataClient(apptest.ConnectProto, a.Token)
+	dataB := b.DataClient(apptest.ConnectProto, b.Token)
+	metaPut(t, metaA, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title"), metaText("a"), metaText("b"))})
+	dataCreate(t, a.DataClient(apptest.ConnectProto, a.Token), id, "memo", map[string]any{"title": "kept", "a": "x", "b": "y"})
+	if rows, err := listErr(dataB, id, "memo", ""); err != nil || len(rows) != 1 {
+		t.Fatalf("B before the change: %v, %v", rows, err)
+	}
+
+	// Hold writes of the control plane's definitions (reads go on), so
+	// that A's change reaches the database and stops there; then kill A.
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + dbName
+	lock, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close(context.WithoutCancel(ctx))
+	tx, err := lock.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE object_definitions IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_, _ = metaA.PutObject(context.WithoutCancel(ctx), connect.NewRequest(&metadatav1.PutObjectRequest{
+			EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title")), AllowDestructive: true}))
+	}()
+	// The drop reached the database when B's reads (by the old
+	// definition) stop working.
+	rpWait(t, "A's change reaching the database", 10*time.Second, func() bool {
+		_, err := listErr(dataB, id, "memo", "")
+		return err != nil
+	})
+	a.Kill(t)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var last error
+	waited := rpWait(t, "B serving memo again", 10*time.Second, func() bool {
+		rows, err := listErr(dataB, id, "memo", "")
+		last = err
+		return err == nil && len(rows) == 1 && rows[0] == "map[title:kept]"
+	})
+	t.Logf("B served memo again after %v (last error before: %v)", waited, last)
+	got := metaGet(t, b.MetadataClient(apptest.ConnectProto, b.Token), id, "memo")
+	if got.GetVersion() != 2 || !slices.Equal(metaFieldNames(got), []string{"title"}) || got.GetDrift() != "" {
+		t.Errorf("after B reconciled, memo = %v; want version 2 with title only, no drift", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -61,6 +62,7 @@ type Service struct {
 	lists    *lister
 	log      *slog.Logger
 	now      func() time.Time
+	reopened sync.Map // environment id → time.Time of the last reopen
 }
 
 var _ datav1connect.DataServiceHandler = (*Service)(nil)
@@ -337,6 +339,9 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 			return apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+obj.Name, "object", obj.Name)
 		}
 	}
+	if obj != nil && metadata.FoundDuringCall(err) {
+		s.reopen(env.ID)
+	}
 	if known := s.classify(ctx, env.ID, err); known != nil {
 		return known
 	}
@@ -359,6 +364,25 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 		return s.unavailable(ctx, err)
 	}
 	return s.internal(ctx, err)
+}
+
+// reopenEvery is how often at most a call that found a table other than
+// its definition says drops its environment's driver.
+const reopenEvery = time.Second
+
+// reopen drops the environment's driver, so that the next call opens the
+// database again and reconciles it with the control plane: the table
+// changed since it was opened (another replica's change whose definition
+// is not stored yet), and what reconciling finds then is either the stored
+// definition rolled forward or the drift, reported (and then refused
+// without reaching the engine, so reopening stops).
+func (s *Service) reopen(environmentID string) {
+	now := time.Now()
+	if last, ok := s.reopened.Load(environmentID); ok && now.Sub(last.(time.Time)) < reopenEvery {
+		return
+	}
+	s.reopened.Store(environmentID, now)
+	s.registry.Invalidate(environmentID)
 }
 
 // withIndex adds the failing write's index to a batch error, keeping its

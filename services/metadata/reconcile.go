@@ -393,9 +393,25 @@ func (g *Guarded) edit(fn func(next map[string]drifted)) {
 
 func (g *Guarded) refuse(obj *schema.Object) error {
 	if reason := g.Drift(obj); reason != "" {
-		return driver.Drift(obj.Name, reason)
+		return knownDrift{driver.Drift(obj.Name, reason)}
 	}
 	return nil
+}
+
+// knownDrift is the refusal of a call on an object whose drift reconciling
+// found: reopening the database would find nothing new.
+type knownDrift struct{ *driver.DriftError }
+
+func (k knownDrift) Unwrap() error { return k.DriftError }
+
+// FoundDuringCall reports whether err is a drift (or a missing table) that
+// the engine found during a call rather than one reconciling found when
+// the database opened: the database changed since (a replica that migrated
+// it stopped before storing the definition, say), and reopening it
+// reconciles again.
+func FoundDuringCall(err error) bool {
+	var known knownDrift
+	return errors.Is(err, driver.ErrSchemaDrift) && !errors.As(err, &known)
 }
 
 // Migrate lifts the object's drift once a repair went through and left the
