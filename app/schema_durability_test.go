@@ -180,8 +180,11 @@ func TestChangeInterruptedBeforeItsDefinitionConverges(t *testing.T) {
 	_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{
 		EnvironmentId: id, Name: "notes", Object: metaObject(metaText("title")), AllowDestructive: true,
 	}))
-	if err == nil {
-		t.Fatal("PutObject with the control plane locked succeeded")
+	// The database holds the change: the answer says so, never "nothing
+	// was written" or INTERNAL.
+	apptest.WantError(t, err, connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable)
+	if !strings.Contains(err.Error(), "applied to the environment's database") {
+		t.Errorf("PutObject with the control plane locked: %v; want it to say the database holds the change", err)
 	}
 	env.Stop(t)
 	release()
@@ -212,9 +215,7 @@ func TestChangeInterruptedBeforeItsDefinitionConverges(t *testing.T) {
 	// The same for a delete: the table dropped, the definition not removed.
 	release = lockSQLite(t, env.Config.ControlPlanePath())
 	_, err = meta.DeleteObject(t.Context(), connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "notes", Force: true}))
-	if err == nil {
-		t.Fatal("DeleteObject with the control plane locked succeeded")
-	}
+	apptest.WantError(t, err, connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable)
 	env.Stop(t)
 	release()
 	env = apptest.StartDir(t, dir)

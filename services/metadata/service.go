@@ -231,7 +231,9 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 			return nil, apierr.New(connect.CodeAborted, ReasonConcurrentModification,
 				"the object changed while this change was applied; read it and apply again (re-applying converges)")
 		}
-		return nil, s.internal(ctx, err)
+		reqlog.Logger(ctx, s.log).Error("storing an applied definition failed", "environment_id", env.ID, "object", next.Name, "error", err)
+		return nil, notRecorded(err, "the change is applied to the environment's database and could not be stored as the definition now; "+
+			"it is stored when the database is next opened, and re-applying it converges")
 	}
 	s.publish(ctx, env.ID, next.Name)
 	reqlog.Logger(ctx, s.log).Info("object definition applied", "environment_id", env.ID, "object", next.Name,
@@ -468,12 +470,9 @@ func (s *Service) DeleteObject(ctx context.Context, req *connect.Request[metadat
 		// The table is gone and its tombstone says so: reopening the
 		// database removes the definition, and a retry of this call does.
 		s.registry.Invalidate(env.ID)
-		if known := dberror.ControlPlane(err); known != nil {
-			return nil, known
-		}
 		reqlog.Logger(ctx, s.log).Error("removing a dropped object's definition failed", "environment_id", env.ID, "object", name, "error", err)
-		return nil, apierr.New(connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable,
-			"the object's table is dropped and its definition could not be removed now; retry (the delete finishes either way)")
+		return nil, notRecorded(err, "the object's table is dropped and its definition could not be removed now; "+
+			"the delete finishes when the database is next opened, and a retry converges")
 	}
 	s.publish(ctx, env.ID, name)
 	reqlog.Logger(ctx, s.log).Info("object deleted", "environment_id", env.ID, "object", name)
@@ -541,6 +540,17 @@ func (s *Service) publish(ctx context.Context, environmentID, name string) {
 	if err := s.events.Publish(ctx, invalidate.Event{Kind: invalidate.KindObject, EnvironmentID: environmentID, Object: name}); err != nil {
 		reqlog.Logger(ctx, s.log).Error("publishing a definition change failed; caches stay stale until their TTL", "error", err)
 	}
+}
+
+// notRecorded is the error of a change the environment's database made
+// and the control plane could not record: never "nothing was written"
+// (the reconcile at the next open records it), but why, and that a retry
+// converges. A full control plane stays RESOURCE_EXHAUSTED STORAGE_FULL.
+func notRecorded(err error, done string) error {
+	if errors.Is(err, controlplane.ErrStorageFull) {
+		return apierr.New(connect.CodeResourceExhausted, dberror.ReasonStorageFull, "the control plane's storage is full: "+done)
+	}
+	return apierr.New(connect.CodeUnavailable, apierr.ReasonControlPlaneUnavailable, "the control plane failed: "+done)
 }
 
 func notDefined(name string) error {
