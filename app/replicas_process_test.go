@@ -26,6 +26,7 @@ import (
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/services/data"
+	"github.com/envplane/envplane/services/metadata"
 )
 
 // rpMaxDelay is how long a change made through one replica may take to
@@ -703,23 +704,7 @@ func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
 
 	// Hold writes of the control plane's definitions (reads go on), so
 	// that A's change reaches the database and stops there; then kill A.
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + dbName
-	lock, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close(context.WithoutCancel(ctx))
-	tx, err := lock.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, "LOCK TABLE object_definitions IN EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	release := rpHoldDefinitionWrites(t, adminURL, dbName)
 	go func() {
 		_, _ = metaA.PutObject(context.WithoutCancel(ctx), connect.NewRequest(&metadatav1.PutObjectRequest{
 			EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title")), AllowDestructive: true}))
@@ -731,9 +716,7 @@ func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
 		return err != nil
 	})
 	a.Kill(t)
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	release()
 
 	var last error
 	waited := rpWait(t, "B serving memo again", 10*time.Second, func() bool {
@@ -746,4 +729,98 @@ func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
 	if got.GetVersion() != 2 || !slices.Equal(metaFieldNames(got), []string{"title"}) || got.GetDrift() != "" {
 		t.Errorf("after B reconciled, memo = %v; want version 2 with title only, no drift", got)
 	}
+}
+
+// rpHoldDefinitionWrites makes every write of object definitions to the
+// control plane of dbName (on the cluster of adminURL) wait, while reads go
+// on, until release.
+func rpHoldDefinitionWrites(t *testing.T, adminURL, dbName string) (release func()) {
+	t.Helper()
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + dbName
+	conn, err := pgx.Connect(t.Context(), u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), "LOCK TABLE object_definitions IN EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			ctx := context.WithoutCancel(t.Context())
+			if err := tx.Rollback(ctx); err != nil {
+				t.Errorf("releasing the definitions: %v", err)
+			}
+			_ = conn.Close(ctx)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// TestReplicaProcessDeleteRacingACreate: a forced delete on replica B of
+// an object whose create replica A has applied to the database but not yet
+// stored never drops the table under the create A is about to acknowledge:
+// B answers ABORTED, A's create is acknowledged and works, and B's retry
+// deletes the object whole.
+func TestReplicaProcessDeleteRacingACreate(t *testing.T) {
+	t.Parallel()
+	adminURL := apptest.PostgresURL(t)
+	envCluster := apptest.StartPasswordCluster(t) // before the processes, so they stop first
+	flags, dbName := rpControlPlane(t, adminURL)
+	flags = append(flags, "--postgres-admin-url="+envCluster)
+	a := apptest.StartProcess(t, flags...)
+	b := apptest.StartProcess(t, flags...)
+	b.Token = a.Token
+	ctx := t.Context()
+	org := createOrg(t, a.Client(apptest.ConnectProto), "racing")
+	e := rpEnv(t, a, org.GetId(), "dev", "dev.racing.test")
+	id := e.GetId()
+	metaA := a.MetadataClient(apptest.ConnectProto, a.Token)
+	metaB := b.MetadataClient(apptest.ConnectProto, b.Token)
+	dataB := b.DataClient(apptest.ConnectProto, b.Token)
+	if rows, err := listErr(dataB, id, rpObject, ""); err != nil || len(rows) != 1 { // B's driver is open
+		t.Fatalf("B before the race: %v, %v", rows, err)
+	}
+
+	release := rpHoldDefinitionWrites(t, adminURL, dbName)
+	created := make(chan error, 1)
+	go func() {
+		_, err := metaA.PutObject(context.WithoutCancel(ctx), connect.NewRequest(&metadatav1.PutObjectRequest{
+			EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title"))}))
+		created <- err
+	}()
+	// A's create is in the database, its definition waiting: B sees a
+	// table no definition describes, which the ledger holds.
+	var delErr error
+	rpWait(t, "B meeting A's create in the database", 10*time.Second, func() bool {
+		_, delErr = metaB.DeleteObject(ctx, connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "memo", Force: true}))
+		return apierr.Reason(delErr) != metadata.ReasonObjectNotDefined
+	})
+	apptest.WantError(t, delErr, connect.CodeAborted, metadata.ReasonConcurrentModification)
+	release()
+	if err := <-created; err != nil {
+		t.Fatalf("A's create: %v", err)
+	}
+	// Acknowledged, so it works, on either replica.
+	dataCreate(t, a.DataClient(apptest.ConnectProto, a.Token), id, "memo", map[string]any{"title": "kept"})
+	rpWait(t, "B serving the created object", 10*time.Second, func() bool {
+		rows, err := listErr(dataB, id, "memo", "")
+		return err == nil && len(rows) == 1
+	})
+	// B's retry deletes it whole.
+	if _, err := metaB.DeleteObject(ctx, connect.NewRequest(&metadatav1.DeleteObjectRequest{EnvironmentId: id, Name: "memo", Force: true})); err != nil {
+		t.Fatalf("B's retried delete: %v", err)
+	}
+	metaWantMissing(t, metaA, id, "memo")
+	_, err := listErr(a.DataClient(apptest.ConnectProto, a.Token), id, "memo", "")
+	apptest.WantError(t, err, connect.CodeNotFound, data.ReasonObjectNotDefined)
 }

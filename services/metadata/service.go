@@ -486,30 +486,44 @@ func (s *Service) dropOrphan(ctx context.Context, lease *registry.Lease, environ
 	if !force {
 		return nil, notDefined(name)
 	}
-	// Only a table envplane made goes: one the ledger knows, or, in a
+	// Only a table envplane made goes: one the ledger holds, or, in a
 	// database envplane made, one with every system column of envplane's
-	// types (what Check of a bare object asks). The tables of a database
-	// brought by its user are its own: only the ledger speaks for them.
-	held := false
+	// types (what Check of a bare object asks), left by an envplane older
+	// than the ledger. The tables of a database brought by its user are
+	// its own: only the ledger speaks for them.
+	made := false
 	if env, _ := resolve.From(ctx); !env.ExternalDatabase {
 		switch err := lease.Driver.Check(ctx, &schema.Object{Name: name}); {
 		case err == nil:
-			held = true
+			made = true
 		case errors.Is(err, driver.ErrSchemaDrift):
 		default:
 			return nil, s.databaseError(ctx, err)
 		}
 	}
-	if !held {
-		entries, err := lease.Driver.Ledger(ctx)
-		if err != nil && !errors.Is(err, driver.ErrNoLedger) {
-			return nil, s.databaseError(ctx, err)
-		}
-		for _, e := range entries {
-			held = held || (e.Object == name && e.Version > 0)
-		}
+	// The ledger is read after Check: a table Check found was committed
+	// with its ledger entry, so the entry is seen too. A live entry is a
+	// change whose definition is not stored yet (another replica's, in
+	// flight, or one a crash cut short, which reopening the database
+	// stores); dropping its table could undo a change acknowledged a
+	// moment later: reconcile, and let the caller retry.
+	entries, err := lease.Driver.Ledger(ctx)
+	if err != nil && !errors.Is(err, driver.ErrNoLedger) {
+		return nil, s.databaseError(ctx, err)
 	}
-	if !held {
+	for _, e := range entries {
+		if e.Object != name || e.Version == 0 {
+			continue
+		}
+		if obj, err := fromLedger(e); err == nil && !reservedObject(obj) {
+			s.registry.Invalidate(environmentID)
+			return nil, apierr.New(connect.CodeAborted, ReasonConcurrentModification,
+				"a change of object "+name+" is being stored; retry the delete (it then drops the object, definition and table together)",
+				"object", name)
+		}
+		made = true // an entry reconciling leaves undefined: the ledger speaks for the table
+	}
+	if !made {
 		return nil, notDefined(name)
 	}
 	if err := lease.Driver.DropObject(context.WithoutCancel(ctx), name); err != nil {
