@@ -88,8 +88,7 @@ func (o *Opener) open(ctx context.Context, env controlplane.Environment) (d driv
 		// A memory database does not outlive its process: after a restart
 		// the environment comes back empty, and reconciling creates its
 		// objects' tables again from their definitions.
-		d, fresh := o.memory.Open(env.ID)
-		return d, fresh, nil
+		return o.memory.Open(env.ID)
 	case provision.DriverSQLite:
 		// Opening creates a missing file: a file that is gone must not come
 		// back as an empty database that looks like the environment's.
@@ -145,15 +144,22 @@ func (o *Opener) secret(env controlplane.Environment) (string, error) {
 type Memory struct {
 	mu  sync.Mutex
 	dbs map[string]*drivermem.Driver
+	// gone are the environments deprovisioned in this process: a call
+	// that read the environment active just before its deletion must not
+	// make it a new database (and acknowledge writes into it).
+	gone map[string]bool
 }
 
 // NewMemory returns an empty Memory.
-func NewMemory() *Memory { return &Memory{dbs: make(map[string]*drivermem.Driver)} }
+func NewMemory() *Memory {
+	return &Memory{dbs: make(map[string]*drivermem.Driver), gone: make(map[string]bool)}
+}
 
 // Provision implements provision.Provisioner: a fresh in-process database.
 func (m *Memory) Provision(_ context.Context, env controlplane.Environment) (provision.Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.gone, env.ID)
 	if _, ok := m.dbs[env.ID]; !ok {
 		m.dbs[env.ID] = drivermem.New()
 	}
@@ -165,6 +171,7 @@ func (m *Memory) Deprovision(_ context.Context, env controlplane.Environment) er
 	m.mu.Lock()
 	d, ok := m.dbs[env.ID]
 	delete(m.dbs, env.ID)
+	m.gone[env.ID] = true
 	m.mu.Unlock()
 	if ok {
 		return d.Close()
@@ -174,16 +181,20 @@ func (m *Memory) Deprovision(_ context.Context, env controlplane.Environment) er
 
 // Open returns a handle on the environment's database whose Close leaves
 // the data in place, making an empty database when the process has none
-// for it (fresh true): the process that made it has ended.
-func (m *Memory) Open(environmentID string) (d driver.Driver, fresh bool) {
+// for it (fresh true): the process that made it has ended. An environment
+// this process deprovisioned has none: driver.ErrGone.
+func (m *Memory) Open(environmentID string) (d driver.Driver, fresh bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.gone[environmentID] {
+		return nil, false, fmt.Errorf("%w: the memory database was deprovisioned", driver.ErrGone)
+	}
 	db, ok := m.dbs[environmentID]
 	if !ok {
 		db = drivermem.New()
 		m.dbs[environmentID] = db
 	}
-	return keepOpen{db}, !ok
+	return keepOpen{db}, !ok, nil
 }
 
 // keepOpen is a memory database handle whose Close does not drop the data.

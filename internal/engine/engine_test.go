@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/engine"
 	"github.com/envplane/envplane/internal/provision"
 )
@@ -71,4 +72,42 @@ func TestOpenSQLiteNeverCreates(t *testing.T) {
 		t.Errorf("deleting, file removed: %v, want ErrNotProvisioned", err)
 	}
 	wantNoFile("deleting, file removed")
+}
+
+// TestOpenMemoryAfterDeprovision: a call that read a memory environment
+// active just before its deletion finds its database gone, and makes no new
+// one to write into.
+func TestOpenMemoryAfterDeprovision(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	mem := engine.NewMemory()
+	env := controlplane.Environment{ID: "01a21c9d-98e2-78e2-81c7-bb363b5b4ce4", Driver: provision.DriverMemory, Status: controlplane.StatusActive}
+	opener := engine.New(rows{env}, nil, provision.NewSQLite(t.TempDir()), mem)
+	if _, err := mem.Provision(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	d, err := opener.Open(ctx, env.ID)
+	if err != nil {
+		t.Fatalf("Open of a provisioned memory environment: %v", err)
+	}
+	_ = d.Close()
+	if err := mem.Deprovision(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	// The row still reads active (the racing call read it before the delete).
+	if d, err := opener.Open(ctx, env.ID); !errors.Is(err, driver.ErrGone) {
+		if err == nil {
+			_ = d.Close()
+		}
+		t.Fatalf("Open after Deprovision: %v, want driver.ErrGone", err)
+	}
+	// Provisioned again (a retried create of the same id), it opens.
+	if _, err := mem.Provision(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := opener.Open(ctx, env.ID); err != nil {
+		t.Errorf("Open after a new Provision: %v", err)
+	} else {
+		_ = d.Close()
+	}
 }
