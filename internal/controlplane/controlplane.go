@@ -219,6 +219,11 @@ type EnvironmentPatch struct {
 type HostnameClaim struct {
 	Hostname string
 	Token    string
+	// Proof, when set, must be the claim's proof as it is too (its state,
+	// method and check and verify times): a check's outcome, which replaces
+	// the proof it read, is dropped when another outcome or an operator's
+	// word was recorded meanwhile.
+	Proof *HostnameProof
 }
 
 // mismatches reports that cur fails the patch's conditions (IfStatus,
@@ -231,7 +236,15 @@ func (p EnvironmentPatch) mismatches(cur Environment) bool {
 
 // hostnameMoved reports that cur fails the patch's IfHostname condition.
 func (p EnvironmentPatch) hostnameMoved(cur Environment) bool {
-	return p.IfHostname != nil && (cur.Hostname != p.IfHostname.Hostname || cur.Proof.Token != p.IfHostname.Token)
+	c := p.IfHostname
+	if c == nil {
+		return false
+	}
+	if cur.Hostname != c.Hostname || cur.Proof.Token != c.Token {
+		return true
+	}
+	return c.Proof != nil && (cur.Proof.State != c.Proof.State || cur.Proof.Method != c.Proof.Method ||
+		!cur.Proof.CheckTime.Equal(c.Proof.CheckTime) || !cur.Proof.VerifyTime.Equal(c.Proof.VerifyTime))
 }
 
 // Page asks for at most Limit items whose id sorts after After ("" = start).

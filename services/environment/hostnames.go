@@ -153,6 +153,22 @@ func (s *Service) VerifyHostname(ctx context.Context, req *connect.Request[envir
 			"the hostname was verified by "+methodOrNone(env.Proof.Method)+" and has no challenge to check", "hostname", env.Hostname)
 	}
 	updated, checkErr, err := s.check(ctx, env)
+	for attempt := 1; errors.Is(err, controlplane.ErrHostnameMoved) && attempt < 3; attempt++ {
+		// Another outcome was recorded while this check ran (the background
+		// loop's, or a concurrent call's): for the same claim, look again.
+		fresh, gerr := s.store.GetEnvironment(ctx, env.ID)
+		if gerr != nil {
+			return nil, s.hostnameWriteError(ctx, gerr)
+		}
+		if fresh.Hostname != env.Hostname || fresh.Proof.Token != env.Proof.Token {
+			break // the claim itself changed
+		}
+		if fresh.Proof.Routes() {
+			return connect.NewResponse(&environmentv1.VerifyHostnameResponse{Environment: s.environmentToProto(fresh)}), nil
+		}
+		env = fresh
+		updated, checkErr, err = s.check(ctx, env)
+	}
 	if err != nil {
 		return nil, s.hostnameWriteError(ctx, err)
 	}
@@ -186,7 +202,7 @@ func methodOrNone(m string) string {
 func (s *Service) hostnameWriteError(ctx context.Context, err error) error {
 	if errors.Is(err, controlplane.ErrHostnameMoved) {
 		return apierr.New(connect.CodeAborted, ReasonHostnameNotVerified,
-			"the environment's hostname changed while it was checked; check the new one")
+			"the environment's hostname or its verification changed while it was checked; read the environment, and check again if it is still pending")
 	}
 	return s.notFound(ctx, err, environmentNotFound())
 }
@@ -200,8 +216,9 @@ func (s *Service) check(ctx context.Context, env controlplane.Environment) (cont
 	cancel()
 	now := s.now()
 	proof := s.outcome(env.Proof, method, checkErr, now)
+	read := env.Proof
 	patch := controlplane.EnvironmentPatch{
-		IfHostname: &controlplane.HostnameClaim{Hostname: env.Hostname, Token: env.Proof.Token},
+		IfHostname: &controlplane.HostnameClaim{Hostname: env.Hostname, Token: env.Proof.Token, Proof: &read},
 		Proof:      &proof, TakeHostname: proof.Routes(),
 	}
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)

@@ -134,10 +134,36 @@ func testHostnameIfHostname(t *testing.T, s controlplane.Store) {
 			t.Errorf("ErrHostnameMoved came with %v %q, want the environment as it is", got.ID, got.Proof.State)
 		}
 	}
+	read, err := s.GetEnvironment(ctx, env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	got, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
-		IfHostname: &controlplane.HostnameClaim{Hostname: "a.example.com", Token: "tok-1"}, Proof: &verified})
+		IfHostname: &controlplane.HostnameClaim{Hostname: "a.example.com", Token: "tok-1", Proof: &read.Proof}, Proof: &verified})
 	if err != nil || got.Proof.State != controlplane.HostnameVerified {
 		t.Fatalf("outcome for its claim: %v, %v", got.Proof, err)
+	}
+	// An outcome of a check that read the claim before that outcome was
+	// recorded (a check that failed, racing the one that proved it) is
+	// dropped: it would take the verification back.
+	failed := read.Proof
+	failed.Failures, failed.Message, failed.CheckTime = 1, "no TXT record", fixtureTime()
+	got, err = s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfHostname: &controlplane.HostnameClaim{Hostname: "a.example.com", Token: "tok-1", Proof: &read.Proof}, Proof: &failed})
+	wantErr(t, "an outcome recorded over a later one", err, controlplane.ErrHostnameMoved)
+	if got.Proof.State != controlplane.HostnameVerified {
+		t.Errorf("after the stale outcome the proof is %+v, want it verified", got.Proof)
+	}
+	// Read again, the claim takes the next outcome.
+	now, err := s.GetEnvironment(ctx, env.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := now.Proof
+	next.CheckTime = fixtureTime().Add(time.Hour)
+	if _, err := s.UpdateEnvironment(ctx, env.ID, controlplane.EnvironmentPatch{
+		IfHostname: &controlplane.HostnameClaim{Hostname: "a.example.com", Token: "tok-1", Proof: &now.Proof}, Proof: &next}); err != nil {
+		t.Errorf("an outcome for the claim as it is: %v", err)
 	}
 }
 
