@@ -18,7 +18,7 @@ import (
 
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
 	"github.com/envplane/envplane/gen/envplane/metadata/v1/metadatav1connect"
-	"github.com/envplane/envplane/internal/provision"
+	"github.com/envplane/envplane/internal/driver/driversqlite"
 )
 
 // HeaderEnvironmentID names an environment on a request and carries the
@@ -243,7 +243,7 @@ func (e *Env) RPCLog(requestID string) map[string]any {
 // unless write; it is closed when the test ends.
 func (e *Env) OpenSQLiteEnv(tb testing.TB, environmentID string, write bool) *sql.DB {
 	tb.Helper()
-	dsn := provision.SQLiteDSN(e.SQLitePath(environmentID))
+	dsn := driversqlite.DSN(e.SQLitePath(environmentID))
 	if !write {
 		// Read-only: no journal-mode switch, no write lock; WAL lets it
 		// read beside the server's writer.

@@ -6,14 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
 
 	"github.com/envplane/envplane/internal/controlplane"
-
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/envplane/envplane/internal/driver/driversqlite"
 )
 
 // SQLite provisions one database file per environment under
@@ -57,7 +55,7 @@ func (s *SQLite) Provision(ctx context.Context, env controlplane.Environment) (R
 	if err := f.Close(); err != nil {
 		return Result{}, &Error{Public: "could not create the environment's database file", Err: err}
 	}
-	db, err := sql.Open("sqlite", SQLiteDSN(s.Path(env.ID)))
+	db, err := sql.Open("sqlite", driversqlite.DSN(s.Path(env.ID)))
 	if err != nil {
 		return Result{}, &Error{Public: "could not open the environment's database file", Err: err, NothingCreated: true}
 	}
@@ -109,17 +107,4 @@ func (s *SQLite) Deprovision(_ context.Context, env controlplane.Environment) er
 		}
 	}
 	return nil
-}
-
-// SQLiteDSN is the modernc.org/sqlite DSN envplane opens every SQLite file
-// with: WAL so readers don't block the writer, a busy timeout instead of
-// immediate SQLITE_BUSY, foreign keys enforced.
-func SQLiteDSN(path string) string {
-	q := url.Values{}
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	q.Set("_txlock", "immediate")
-	return "file:" + path + "?" + q.Encode()
 }

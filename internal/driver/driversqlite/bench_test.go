@@ -8,7 +8,6 @@ import (
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/drivertest"
-	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -17,7 +16,7 @@ import (
 // transaction, on one connection to a file opened with envplane's DSN (WAL,
 // synchronous=NORMAL). Compare inserts/s with BenchmarkInsert.
 func BenchmarkBareInsert(b *testing.B) {
-	db, err := sql.Open("sqlite", provision.SQLiteDSN(filepath.Join(b.TempDir(), "bare.db")))
+	db, err := sql.Open("sqlite", DSN(filepath.Join(b.TempDir(), "bare.db")))
 	if err != nil {
 		b.Fatal(err)
 	}

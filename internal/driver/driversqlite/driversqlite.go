@@ -21,7 +21,6 @@ import (
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/sqlitedialect"
-	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -48,7 +47,7 @@ const idleConnTimeout = 5 * time.Minute
 // path must be a file: the writer and the readers are separate connections,
 // which ":memory:" would give separate databases.
 func Open(ctx context.Context, path string) (*Driver, error) {
-	dsn := provision.SQLiteDSN(path)
+	dsn := DSN(path)
 	writer, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("driversqlite: open: %w", err)
@@ -193,4 +192,17 @@ func uniqueColumns(msg string) []string {
 		cols = append(cols, c[dot+1:])
 	}
 	return cols
+}
+
+// DSN is the modernc.org/sqlite DSN envplane opens every SQLite file
+// with: WAL so readers don't block the writer, a busy timeout instead of
+// immediate SQLITE_BUSY, foreign keys enforced.
+func DSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/drivertest"
 	"github.com/envplane/envplane/internal/filter"
-	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -241,7 +240,7 @@ func TestUnavailable(t *testing.T) {
 		obj := &schema.Object{Name: "things"}
 		create(t, d, obj)
 		// Another process holds the write lock.
-		other, err := sql.Open("sqlite", provision.SQLiteDSN(path))
+		other, err := sql.Open("sqlite", DSN(path))
 		if err != nil {
 			t.Fatal(err)
 		}
