@@ -21,6 +21,7 @@ import (
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/engine"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/provision"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/resolve"
@@ -235,8 +236,8 @@ var RoutingModule = fx.Module("routing",
 			}))
 			return r
 		},
-		func(store controlplane.Store, events invalidate.Subscriber) *metadata.Cache {
-			return metadata.NewCache(store, events)
+		func(store controlplane.Store, events invalidate.Subscriber) *objects.Cache {
+			return objects.NewCache(store, events)
 		},
 		func(store controlplane.Store) controlplane.ObjectStore { return store },
 	),

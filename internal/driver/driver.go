@@ -178,6 +178,25 @@ func (c Change) LedgerAccepts(have *LedgerEntry) bool {
 		(have.Version == c.Object.Version && string(have.Definition) == string(c.Definition))
 }
 
+// KnownDrift marks d as a drift that reconciling found when the database
+// opened: the refusal of every call on the object until a repair, which
+// reopening the database would not change (see FoundDuringCall).
+func KnownDrift(d *DriftError) error { return knownDrift{d} }
+
+type knownDrift struct{ *DriftError }
+
+func (k knownDrift) Unwrap() error { return k.DriftError }
+
+// FoundDuringCall reports whether err is a drift (or a missing table) that
+// the engine found during a call rather than one reconciling found when
+// the database opened (KnownDrift): the database changed since (a replica
+// that migrated it stopped before storing the definition, say), and
+// reopening it reconciles again.
+func FoundDuringCall(err error) bool {
+	var known knownDrift
+	return errors.Is(err, ErrSchemaDrift) && !errors.As(err, &known)
+}
+
 // UniqueViolationError reports a write that would duplicate a unique field
 // or index.
 type UniqueViolationError struct {

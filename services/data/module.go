@@ -9,19 +9,19 @@ import (
 
 	"github.com/envplane/envplane/gen/envplane/data/v1/datav1connect"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/internal/secrets"
 	"github.com/envplane/envplane/internal/server"
-	"github.com/envplane/envplane/services/metadata"
 )
 
 // Module serves DataService behind the environment resolver.
 var Module = fx.Module("data",
 	fx.Provide(
-		func(reg *registry.Registry, objects *metadata.Cache, store controlplane.Store, kr *secrets.Keyring, log *slog.Logger) (*Service, error) {
+		func(reg *registry.Registry, defs *objects.Cache, store controlplane.Store, kr *secrets.Keyring, log *slog.Logger) (*Service, error) {
 			// Page tokens are signed with a key every replica derives alike.
-			return New(reg, objects, store, kr.Derive("page tokens"), log)
+			return New(reg, defs, store, kr.Derive("page tokens"), log)
 		},
 		server.AsService(func(s *Service, r *resolve.Resolver) server.Service {
 			return server.Service{

@@ -28,11 +28,11 @@ import (
 	"github.com/envplane/envplane/internal/auth"
 	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/reqlog"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/internal/schema"
-	"github.com/envplane/envplane/services/metadata"
 )
 
 // ErrorInfo reasons of DataService.
@@ -57,7 +57,7 @@ const MaxBatchWrites = 500
 // Service implements datav1connect.DataServiceHandler.
 type Service struct {
 	registry *registry.Registry
-	objects  *metadata.Cache
+	objects  *objects.Cache
 	envs     dberror.Environments
 	lists    *lister
 	log      *slog.Logger
@@ -68,14 +68,14 @@ type Service struct {
 var _ datav1connect.DataServiceHandler = (*Service)(nil)
 
 // New returns the service. cursorKey authenticates page tokens.
-func New(reg *registry.Registry, objects *metadata.Cache, envs dberror.Environments, cursorKey []byte, log *slog.Logger) (*Service, error) {
+func New(reg *registry.Registry, defs *objects.Cache, envs dberror.Environments, cursorKey []byte, log *slog.Logger) (*Service, error) {
 	lists, err := newLister(cursorKey)
 	if err != nil {
 		return nil, err
 	}
 	return &Service{
 		registry: reg,
-		objects:  objects,
+		objects:  defs,
 		envs:     envs,
 		lists:    lists,
 		log:      log.With("service", "data"),
@@ -96,7 +96,7 @@ func (s *Service) begin(ctx context.Context, object, role string) (*call, error)
 		return nil, err
 	}
 	// The database opens first: opening reconciles it with the control
-	// plane (see metadata.Reconciler), which may store a newer definition
+	// plane (see the metadata service's Reconciler), which may store a newer definition
 	// that the read below must see.
 	lease, err := s.registry.Acquire(ctx, env.ID)
 	if err != nil {
@@ -105,7 +105,7 @@ func (s *Service) begin(ctx context.Context, object, role string) (*call, error)
 	obj, err := s.objects.Object(ctx, env.ID, object)
 	if err != nil {
 		lease.Release()
-		if errors.Is(err, metadata.ErrObjectNotDefined) {
+		if errors.Is(err, objects.ErrNotDefined) {
 			return nil, apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+object, "object", object)
 		}
 		return nil, s.internal(ctx, err)
@@ -286,7 +286,7 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 				apierr.FieldViolation{Field: prefix + "environment_id", Description: "differs from the batch's environment"}), i)
 		}
 		obj, err := s.objects.Object(ctx, env.ID, object)
-		if errors.Is(err, metadata.ErrObjectNotDefined) {
+		if errors.Is(err, objects.ErrNotDefined) {
 			return nil, apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "write "+fmt.Sprint(i)+": the environment has no object "+object,
 				"object", object, "index", fmt.Sprint(i))
 		}
@@ -339,7 +339,7 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 			return apierr.New(connect.CodeNotFound, ReasonObjectNotDefined, "the environment has no object "+obj.Name, "object", obj.Name)
 		}
 	}
-	if obj != nil && metadata.FoundDuringCall(err) {
+	if obj != nil && driver.FoundDuringCall(err) {
 		s.reopen(env.ID)
 	}
 	if known := s.classify(ctx, env.ID, err); known != nil {

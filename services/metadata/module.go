@@ -10,6 +10,7 @@ import (
 	"github.com/envplane/envplane/gen/envplane/metadata/v1/metadatav1connect"
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/resolve"
 	"github.com/envplane/envplane/internal/server"
@@ -18,7 +19,7 @@ import (
 // Module serves MetadataService behind the environment resolver.
 var Module = fx.Module("metadata",
 	fx.Provide(
-		func(store controlplane.Store, reg *registry.Registry, cache *Cache, events invalidate.Publisher, log *slog.Logger) *Service {
+		func(store controlplane.Store, reg *registry.Registry, cache *objects.Cache, events invalidate.Publisher, log *slog.Logger) *Service {
 			return New(store, store, reg, cache, events, log)
 		},
 		server.AsService(func(s *Service, r *resolve.Resolver) server.Service {

@@ -18,6 +18,7 @@ import (
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -96,7 +97,7 @@ func (r *Reconciler) reconcile(ctx context.Context, environmentID string, d driv
 	}
 	drift := make(map[string]drifted)
 	for _, def := range defs {
-		obj, err := decode(def)
+		obj, err := objects.Decode(def)
 		if err != nil {
 			return nil, err
 		}
@@ -157,7 +158,7 @@ func (r *Reconciler) adoptEntry(ctx context.Context, environmentID string, d dri
 	if err != nil {
 		return err
 	}
-	obj, err := decode(stored)
+	obj, err := objects.Decode(stored)
 	if err != nil {
 		return err
 	}
@@ -251,7 +252,7 @@ func (r *Reconciler) rollForward(ctx context.Context, environmentID string, curr
 	if err != nil {
 		return err
 	}
-	encoded, err := encode(obj)
+	encoded, err := objects.Encode(obj)
 	if err != nil {
 		return err
 	}
@@ -308,7 +309,7 @@ func ledgerDefinition(obj *schema.Object) ([]byte, error) {
 	bare := *obj
 	bare.Version = 0
 	bare.CreateTime, bare.UpdateTime = time.Time{}, time.Time{}
-	return proto.MarshalOptions{Deterministic: true}.Marshal(objectToProto(&bare))
+	return proto.MarshalOptions{Deterministic: true}.Marshal(objects.ToProto(&bare))
 }
 
 // fromLedger decodes a ledger entry's definition, at the entry's version.
@@ -317,7 +318,7 @@ func fromLedger(e driver.LedgerEntry) (*schema.Object, error) {
 	if err := proto.Unmarshal(e.Definition, &p); err != nil {
 		return nil, fmt.Errorf("the ledger's definition of %s: %w", e.Object, err)
 	}
-	obj, violations := objectFromProto(e.Object, &p)
+	obj, violations := objects.FromProto(e.Object, &p)
 	if len(violations) > 0 {
 		return nil, fmt.Errorf("the ledger's definition of %s is invalid: %v", e.Object, violations)
 	}
@@ -393,25 +394,9 @@ func (g *Guarded) edit(fn func(next map[string]drifted)) {
 
 func (g *Guarded) refuse(obj *schema.Object) error {
 	if reason := g.Drift(obj); reason != "" {
-		return knownDrift{driver.Drift(obj.Name, reason)}
+		return driver.KnownDrift(driver.Drift(obj.Name, reason))
 	}
 	return nil
-}
-
-// knownDrift is the refusal of a call on an object whose drift reconciling
-// found: reopening the database would find nothing new.
-type knownDrift struct{ *driver.DriftError }
-
-func (k knownDrift) Unwrap() error { return k.DriftError }
-
-// FoundDuringCall reports whether err is a drift (or a missing table) that
-// the engine found during a call rather than one reconciling found when
-// the database opened: the database changed since (a replica that migrated
-// it stopped before storing the definition, say), and reopening it
-// reconciles again.
-func FoundDuringCall(err error) bool {
-	var known knownDrift
-	return errors.Is(err, driver.ErrSchemaDrift) && !errors.As(err, &known)
 }
 
 // Migrate lifts the object's drift once a repair went through and left the

@@ -17,6 +17,7 @@ import (
 	"github.com/envplane/envplane/internal/driver/drivermem"
 	"github.com/envplane/envplane/internal/driver/driversqlite"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -91,7 +92,7 @@ func (f *reconcileFixture) migrate(from, to *schema.Object) {
 // store stores obj's definition in the control plane, after expected.
 func (f *reconcileFixture) define(obj *schema.Object, expected int64) {
 	f.t.Helper()
-	encoded, err := encode(obj)
+	encoded, err := objects.Encode(obj)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func (f *reconcileFixture) stored() *schema.Object {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	obj, err := decode(def)
+	obj, err := objects.Decode(def)
 	if err != nil {
 		f.t.Fatal(err)
 	}

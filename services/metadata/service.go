@@ -24,6 +24,7 @@ import (
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/filter"
 	"github.com/envplane/envplane/internal/invalidate"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/pagetoken"
 	"github.com/envplane/envplane/internal/registry"
 	"github.com/envplane/envplane/internal/reqlog"
@@ -64,7 +65,7 @@ type Service struct {
 	store    controlplane.ObjectStore
 	envs     dberror.Environments
 	registry *registry.Registry
-	cache    *Cache
+	cache    *objects.Cache
 	events   invalidate.Publisher
 	log      *slog.Logger
 	now      func() time.Time
@@ -79,7 +80,7 @@ type Service struct {
 var _ metadatav1connect.MetadataServiceHandler = (*Service)(nil)
 
 // New returns the service.
-func New(store controlplane.ObjectStore, envs dberror.Environments, reg *registry.Registry, cache *Cache, events invalidate.Publisher, log *slog.Logger) *Service {
+func New(store controlplane.ObjectStore, envs dberror.Environments, reg *registry.Registry, cache *objects.Cache, events invalidate.Publisher, log *slog.Logger) *Service {
 	return &Service{
 		store: store, envs: envs, registry: reg, cache: cache, events: events,
 		log: log.With("service", "metadata"),
@@ -97,7 +98,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	if err := reserved(m.GetName(), m.GetObject()); err != nil {
 		return nil, err
 	}
-	next, violations := objectFromProto(m.GetName(), m.GetObject())
+	next, violations := objects.FromProto(m.GetName(), m.GetObject())
 	if n := m.GetObject().GetName(); n != "" && n != m.GetName() {
 		violations = append(violations, apierr.FieldViolation{Field: "object.name", Description: "must be empty or equal the name in the path"})
 	}
@@ -151,7 +152,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	// A repair always records a new version: other replicas, which found the
 	// drift at their own open, lift it when they see a later version.
 	if repair == driver.RepairNone && current != nil && len(steps) == 0 && !schema.Changed(current, next) {
-		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(current)}), nil
+		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objects.ToProto(current)}), nil
 	}
 	now := s.now()
 	next.Version = 1
@@ -165,7 +166,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	// validate_only plans every step, destructive ones included (each says
 	// so): it is how a caller sees what allow_destructive would permit.
 	if m.GetValidateOnly() {
-		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps)}), nil
+		return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objects.ToProto(next), Steps: stepsToProto(steps)}), nil
 	}
 	var destructive []string
 	for _, st := range steps {
@@ -185,7 +186,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 			return nil, err
 		}
 	}
-	encoded, err := encode(next)
+	encoded, err := objects.Encode(next)
 	if err != nil {
 		return nil, s.internal(ctx, err)
 	}
@@ -238,7 +239,7 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 	s.publish(ctx, env.ID, next.Name)
 	reqlog.Logger(ctx, s.log).Info("object definition applied", "environment_id", env.ID, "object", next.Name,
 		"version", next.Version, "steps", len(steps), "repair", m.GetRepair().String())
-	return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objectToProto(next), Steps: stepsToProto(steps), Applied: true}), nil
+	return connect.NewResponse(&metadatav1.PutObjectResponse{Object: objects.ToProto(next), Steps: stepsToProto(steps), Applied: true}), nil
 }
 
 // reserved refuses names an engine keeps for itself, before anything else
@@ -353,7 +354,7 @@ func (s *Service) GetObject(ctx context.Context, req *connect.Request[metadatav1
 	if obj == nil {
 		return nil, notDefined(req.Msg.GetName())
 	}
-	p := objectToProto(obj)
+	p := objects.ToProto(obj)
 	if lease != nil {
 		p.Drift = driftOf(lease, obj)
 	}
@@ -406,12 +407,12 @@ func (s *Service) ListObjects(ctx context.Context, req *connect.Request[metadata
 	}
 	objs := make([]*schema.Object, 0, len(defs))
 	for _, d := range defs {
-		obj, err := decode(d)
+		obj, err := objects.Decode(d)
 		if err != nil {
 			return nil, s.internal(ctx, err)
 		}
 		objs = append(objs, obj)
-		resp.Objects = append(resp.Objects, objectToProto(obj))
+		resp.Objects = append(resp.Objects, objects.ToProto(obj))
 	}
 	if lease != nil {
 		for i, obj := range objs {
@@ -543,7 +544,7 @@ func (s *Service) current(ctx context.Context, environmentID, name string) (*sch
 	if err != nil {
 		return nil, s.internal(ctx, err)
 	}
-	obj, err := decode(def)
+	obj, err := objects.Decode(def)
 	if err != nil {
 		return nil, s.internal(ctx, err)
 	}

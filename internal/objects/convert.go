@@ -1,4 +1,9 @@
-package metadata
+// Package objects is the object model between the API and the engines: a
+// definition as the API writes it (metadatav1.ObjectDefinition), as the
+// control plane stores it (protojson), and as the engines use it
+// (schema.Object); and the cache the data plane reads definitions from.
+// Both the metadata and the data services use it; neither imports the other.
+package objects
 
 import (
 	"errors"
@@ -19,9 +24,9 @@ import (
 // maxSafeInteger is the largest integer JSON clients represent exactly.
 const maxSafeInteger = 1<<53 - 1
 
-// objectFromProto converts a definition from the API; violations name the
+// FromProto converts a definition from the API; violations name the
 // offending fields with request paths (object.fields[2].default_value).
-func objectFromProto(name string, p *metadatav1.ObjectDefinition) (*schema.Object, []apierr.FieldViolation) {
+func FromProto(name string, p *metadatav1.ObjectDefinition) (*schema.Object, []apierr.FieldViolation) {
 	obj := &schema.Object{Name: name, DisplayName: p.GetDisplayName(), Description: p.GetDescription()}
 	var violations []apierr.FieldViolation
 	for i, f := range p.GetFields() {
@@ -142,7 +147,7 @@ func defaultToProto(v any) *structpb.Value {
 	}
 }
 
-func objectToProto(o *schema.Object) *metadatav1.ObjectDefinition {
+func ToProto(o *schema.Object) *metadatav1.ObjectDefinition {
 	p := &metadatav1.ObjectDefinition{
 		Name:        o.Name,
 		DisplayName: o.DisplayName,
@@ -172,14 +177,4 @@ func objectToProto(o *schema.Object) *metadatav1.ObjectDefinition {
 		p.Indexes = append(p.Indexes, &metadatav1.Index{Name: idx.Name, Fields: idx.Fields, Unique: idx.Unique})
 	}
 	return p
-}
-
-func stepsToProto(steps []schema.Step) []*metadatav1.MigrationStep {
-	out := make([]*metadatav1.MigrationStep, 0, len(steps))
-	for _, s := range steps {
-		out = append(out, &metadatav1.MigrationStep{
-			Kind: string(s.Kind), Target: s.Target, Description: s.Description, Destructive: s.Destructive,
-		})
-	}
-	return out
 }

@@ -1,4 +1,4 @@
-package metadata
+package objects
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	"github.com/envplane/envplane/internal/schema"
 )
 
-// ErrObjectNotDefined means the environment has no such object.
-var ErrObjectNotDefined = errors.New("metadata: object not defined")
+// ErrNotDefined means the environment has no such object.
+var ErrNotDefined = errors.New("objects: object not defined")
 
 // Cache serves object definitions to the data plane: decoded once, kept
 // briefly, dropped at once when a definition changes (KindObject events) or
@@ -71,7 +71,7 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 	key := cacheKey(environmentID, name)
 	if obj, ok := c.objects.Get(key); ok {
 		if obj == nil {
-			return nil, ErrObjectNotDefined
+			return nil, ErrNotDefined
 		}
 		return obj, nil
 	}
@@ -79,7 +79,7 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 	def, err := c.store.GetObjectDefinition(ctx, environmentID, name)
 	if errors.Is(err, controlplane.ErrNotFound) {
 		c.add(gen, key, nil)
-		return nil, ErrObjectNotDefined
+		return nil, ErrNotDefined
 	}
 	if err != nil {
 		// The control plane is unreachable: a definition known from before
@@ -89,7 +89,7 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 		}
 		return nil, err
 	}
-	obj, err := decode(def)
+	obj, err := Decode(def)
 	if err != nil {
 		return nil, err
 	}
@@ -118,19 +118,20 @@ func (c *Cache) add(gen uint64, key string, obj *schema.Object) {
 	}
 }
 
-// encode stores a definition as protojson: the API's own, versioned format.
-func encode(obj *schema.Object) ([]byte, error) {
-	return protojson.Marshal(objectToProto(obj))
+// Encode stores a definition as protojson: the API's own, versioned format.
+func Encode(obj *schema.Object) ([]byte, error) {
+	return protojson.Marshal(ToProto(obj))
 }
 
-func decode(def controlplane.ObjectDefinition) (*schema.Object, error) {
+// Decode reads a definition the control plane stored (see Encode).
+func Decode(def controlplane.ObjectDefinition) (*schema.Object, error) {
 	var p metadatav1.ObjectDefinition
 	if err := protojson.Unmarshal(def.Definition, &p); err != nil {
-		return nil, fmt.Errorf("metadata: decode %s/%s: %w", def.EnvironmentID, def.Name, err)
+		return nil, fmt.Errorf("objects: decode %s/%s: %w", def.EnvironmentID, def.Name, err)
 	}
-	obj, violations := objectFromProto(def.Name, &p)
+	obj, violations := FromProto(def.Name, &p)
 	if len(violations) > 0 {
-		return nil, fmt.Errorf("metadata: stored definition %s/%s is invalid: %v", def.EnvironmentID, def.Name, violations)
+		return nil, fmt.Errorf("objects: stored definition %s/%s is invalid: %v", def.EnvironmentID, def.Name, violations)
 	}
 	obj.Version = def.Version
 	obj.CreateTime = def.CreateTime

@@ -1,4 +1,4 @@
-package metadata_test
+package objects_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/invalidate"
-	"github.com/envplane/envplane/services/metadata"
+	"github.com/envplane/envplane/internal/objects"
 )
 
 // pausingStore stops its first definition read after reading and before
@@ -68,7 +68,7 @@ func TestCacheReadBeforeWriteIsNotCached(t *testing.T) {
 
 	src := &pausingStore{ObjectStore: store, read: make(chan struct{}), release: make(chan struct{}), armed: true}
 	bus := invalidate.NewBus()
-	cache := metadata.NewCache(src, bus)
+	cache := objects.NewCache(src, bus)
 	done := make(chan error, 1)
 	go func() {
 		_, err := cache.Object(context.Background(), env.ID, "thing")
