@@ -58,7 +58,7 @@ func decode(t testing.TB, b []byte) any {
 // and protojson does not.
 var tricky = []string{"", "plain", `q"uote`, `back\slash`, "tab\tnew\nline\r", "\x00\x01\x1f\x7f", "<&>", "é中🙂", "\u2028\u2029", strings.Repeat("long ", 40)}
 
-var numbers = []float64{0, -0.0, 1, -1, 42, 1.5, 1e-7, 1e-6, 1e20, 1e21, 123456789012345678, 9007199254740991, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1, 1.0 / 3}
+var numbers = []float64{0, math.Copysign(0, -1), 1, -1, 42, 1.5, 1e-7, 1e-6, 1e20, 1e21, 123456789012345678, 9007199254740991, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1, 1.0 / 3}
 
 func randomValue(r *rand.Rand, depth int) *structpb.Value {
 	switch n := r.IntN(7); {
