@@ -319,10 +319,10 @@ func TestIsolationProperty(t *testing.T) {
 		case "create":
 			rec := map[string]any{"name": name}
 			id := ""
-			switch n := w.rng.IntN(4); {
-			case n == 0:
+			switch w.rng.IntN(4) {
+			case 0:
 				// The server chooses.
-			case n == 1:
+			case 1:
 				id = fmt.Sprintf("own-%d", w.rng.IntN(100000))
 			default:
 				// An id of another environment's, or of a small pool

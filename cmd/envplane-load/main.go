@@ -161,7 +161,7 @@ func parseFlags(args []string) (options, error) {
 		return o, errors.New("--cpuprofile cannot be used with --swap-hostnames")
 	case o.swapHostnames && o.driver == "turso":
 		return o, errors.New("--swap-hostnames: --driver turso is not supported (use sqlite, memory or postgres)")
-	case !slices.Contains(knownDrivers, o.driver) && !(o.swapHostnames && o.driver == "postgres"):
+	case !slices.Contains(knownDrivers, o.driver) && (!o.swapHostnames || o.driver != "postgres"):
 		return o, fmt.Errorf("--driver: unknown %q (have %s)", o.driver, strings.Join(knownDrivers, ", "))
 	case o.driver == "turso" && o.environments > maxTursoEnvironments:
 		return o, fmt.Errorf("--environments: at most %d with --driver turso (one tursodb process each)", maxTursoEnvironments)

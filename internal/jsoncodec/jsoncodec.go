@@ -93,7 +93,7 @@ func (e encoder) appendMessage(b []byte, m protoreflect.Message) ([]byte, bool) 
 	}
 	// Proto3 messages cannot be extended, so their fields are all there is;
 	// unknown fields are not written, as by protojson.
-	ok := true
+	var ok bool
 	first := true
 	b = append(b, '{')
 	// protojson writes fields in declaration order.
@@ -130,7 +130,7 @@ func (e encoder) appendField(b []byte, fd protoreflect.FieldDescriptor, v protor
 	}
 	l := v.List()
 	b = append(b, '[')
-	ok := true
+	var ok bool
 	for i := range l.Len() {
 		if i > 0 {
 			b = append(b, ',')
@@ -191,7 +191,7 @@ func appendStruct(b []byte, s *structpb.Struct) ([]byte, bool) {
 	}
 	slices.Sort(keys)
 	b = append(b, '{')
-	ok := true
+	var ok bool
 	for i, k := range keys {
 		if i > 0 {
 			b = append(b, ',')
@@ -209,7 +209,7 @@ func appendStruct(b []byte, s *structpb.Struct) ([]byte, bool) {
 
 func appendList(b []byte, l *structpb.ListValue) ([]byte, bool) {
 	b = append(b, '[')
-	ok := true
+	var ok bool
 	for i, v := range l.GetValues() {
 		if i > 0 {
 			b = append(b, ',')

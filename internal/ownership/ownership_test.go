@@ -421,7 +421,7 @@ func TestChecks(t *testing.T) {
 				dnsSrv.setServfail(ownership.DNSName(host))
 			}
 
-			var handler http.Handler = http.NotFoundHandler()
+			handler := http.NotFoundHandler()
 			if tt.http != nil {
 				handler = tt.http(token)
 			}

@@ -144,9 +144,10 @@ func (i logInterceptor) record(ctx context.Context, procedure, protocol string, 
 	if err != nil {
 		c := connect.CodeOf(err)
 		code, reason = c.String(), apierr.Reason(err)
-		if c == connect.CodeInternal || c == connect.CodeUnknown || c == connect.CodeDataLoss {
+		switch c {
+		case connect.CodeInternal, connect.CodeUnknown, connect.CodeDataLoss:
 			level = slog.LevelError
-		} else if c == connect.CodeUnavailable || c == connect.CodeDeadlineExceeded {
+		case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
 			level = slog.LevelWarn
 		}
 	}

@@ -113,7 +113,7 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 		_, _ = w.Write([]byte("ok\n"))
 	})
 
-	var handler http.Handler = http.MaxBytesHandler(mux, cfg.MaxRequestBytes)
+	handler := http.MaxBytesHandler(mux, cfg.MaxRequestBytes)
 	if len(cfg.CORSOrigins) > 0 {
 		handler = cors.New(cors.Options{
 			AllowedOrigins: cfg.CORSOrigins,

@@ -15,8 +15,6 @@ type dialect = sqlitedialect.Dialect
 // sq is the one dialect value the package uses.
 var sq dialect
 
-var columnTypes = sqlitedialect.ColumnTypes
-
 func columnType(fieldType string) (string, error) { return sqlitedialect.ColumnType(fieldType) }
 
 func quote(ident string) string { return sqlitedialect.Quote(ident) }

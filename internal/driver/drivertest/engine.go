@@ -70,11 +70,11 @@ func testConcurrentWriters(t *testing.T, d driver.Driver) {
 					return
 				}
 				if _, err := d.Query(ctx, obj, driver.Query{Filter: eq("owner", owner), Order: desc("n"), Limit: 5}); err != nil {
-					errs <- fmt.Errorf("Query: %w", err)
+					errs <- fmt.Errorf("query: %w", err)
 					return
 				}
 				if _, err := d.Count(ctx, obj, nil); err != nil {
-					errs <- fmt.Errorf("Count: %w", err)
+					errs <- fmt.Errorf("count: %w", err)
 					return
 				}
 			}
@@ -113,7 +113,7 @@ func testConcurrentCompareAndSwap(t *testing.T, d driver.Driver) {
 			for i := 0; i < increments; {
 				cur, err := d.Get(ctx, obj, "c")
 				if err != nil {
-					errs <- fmt.Errorf("Get: %w", err)
+					errs <- fmt.Errorf("get: %w", err)
 					return
 				}
 				n, _ := cur["n"].(int64)
@@ -123,7 +123,7 @@ func testConcurrentCompareAndSwap(t *testing.T, d driver.Driver) {
 				case errors.Is(err, driver.ErrEtagMismatch):
 					continue // someone else won; read again
 				case err != nil:
-					errs <- fmt.Errorf("Update: %w", err)
+					errs <- fmt.Errorf("update: %w", err)
 					return
 				}
 				i++
