@@ -13,6 +13,12 @@ help: ## List the targets
 .PHONY: tools
 tools: debian-deps $(BUF) third_party/.stamp ## Install tools: npm packages (buf, protoc-gen-es, connect-es, esbuild, playwright-core, tursodb), Debian packages (protoc, grpcio, chromium), third-party protos
 
+# golangci-lint, pinned in tools/go.mod (a module of its own: it would drag
+# its ~200 modules into the app's go.mod), built once into bin/.
+GOLANGCI := bin/golangci-lint
+$(GOLANGCI): tools/go.mod tools/go.sum
+	cd tools && GOWORK=off $(GO) build -o ../$(GOLANGCI) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
 .PHONY: debian-deps
 debian-deps: ## Install the Debian packages the client tests need (protoc, python3-grpcio, chromium, jq), when missing
 	@./scripts/debian_deps.sh
@@ -37,10 +43,10 @@ check-generate: generate ## Fail when generated code differs from what is commit
 		echo "generated code is stale; run 'make generate' and commit:"; git status --porcelain -- gen proto; exit 1; fi
 
 .PHONY: lint
-lint: tools ## buf lint, buf format check, go vet
+lint: tools $(GOLANGCI) ## buf lint, buf format check, gofmt, golangci-lint (go vet, staticcheck, errcheck, and the import rules of ARCHITECTURE.md: .golangci.yml)
 	$(BUF) lint
 	$(BUF) format proto --diff --exit-code
-	$(GO) vet ./... ./gen/...
+	$(GOLANGCI) run ./... ./gen/...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 
