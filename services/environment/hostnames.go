@@ -378,3 +378,30 @@ func (s *Service) regenerate(ctx context.Context, env controlplane.Environment, 
 		return
 	}
 }
+
+// ResolveHostname implements EnvironmentService.ResolveHostname, normalizing
+// the hostname exactly as the router normalizes a Host header.
+func (s *Service) ResolveHostname(ctx context.Context, req *connect.Request[environmentv1.ResolveHostnameRequest]) (*connect.Response[environmentv1.ResolveHostnameResponse], error) {
+	h, ok := hostname.FromHost(req.Msg.GetHostname())
+	if !ok {
+		return nil, invalidHostname("hostname", errors.New("hostname: not a DNS name that can route to an environment"))
+	}
+	notFound := apierr.New(connect.CodeNotFound, ReasonHostnameNotFound, "no environment has this hostname", "hostname", h)
+	env, err := s.store.GetEnvironmentByHostname(ctx, h)
+	if err != nil {
+		return nil, s.notFound(ctx, err, notFound)
+	}
+	caller := auth.From(ctx)
+	if !caller.InOrganization(env.OrganizationID) {
+		return nil, notFound
+	}
+	if err := caller.RequireEnvironment(env.ID); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&environmentv1.ResolveHostnameResponse{
+		Hostname:       h,
+		EnvironmentId:  env.ID,
+		OrganizationId: env.OrganizationID,
+		Environment:    s.environmentToProto(env),
+	}), nil
+}
