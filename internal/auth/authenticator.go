@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -50,13 +48,10 @@ type Authenticator struct {
 	log     *slog.Logger
 	now     func() time.Time
 
-	// gen counts token invalidations. A call caches what it read only if no
-	// invalidation happened since it started: otherwise a read from before a
-	// revocation, cached after the revocation dropped the token, would keep
-	// the revoked token working until the TTL. mu orders that check-and-add
-	// with the invalidations.
-	mu  sync.Mutex
-	gen atomic.Uint64
+	// guard keeps a read that raced a token invalidation out of the cache:
+	// a read from before a revocation would keep the revoked token working
+	// until the TTL.
+	guard cache.Guard
 }
 
 // NewAuthenticator returns an Authenticator reading tokens from store and
@@ -74,15 +69,15 @@ func NewAuthenticator(store TokenLookup, events invalidate.Subscriber, log *slog
 }
 
 func (a *Authenticator) invalidate(ev invalidate.Event) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	if ev.Kind != invalidate.KindAll && ev.Kind != invalidate.KindToken {
+		return
+	}
+	defer a.guard.Invalidate()()
 	switch ev.Kind {
 	case invalidate.KindAll:
-		a.gen.Add(1)
 		a.known.Purge()
 		a.unknown.Purge()
 	case invalidate.KindToken:
-		a.gen.Add(1)
 		for _, key := range a.known.Keys() {
 			if tok, ok := a.known.PeekAny(key); ok && tok.ID == ev.TokenID {
 				a.known.Remove(key)
@@ -102,7 +97,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, authorization string) 
 	}
 	hash := HashSecret(secret)
 	key := string(hash)
-	gen := a.gen.Load()
+	gen := a.guard.Begin()
 	if a.unknown.Contains(key) {
 		return nil, unauthenticated(ReasonTokenUnknown, "the token is not known")
 	}
@@ -169,11 +164,7 @@ func (a *Authenticator) touch(ctx context.Context, key string, tok controlplane.
 // cache remembers tok unless a token invalidation happened since gen was
 // read: tok may then predate it.
 func (a *Authenticator) cache(key string, tok controlplane.Token, gen uint64) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.gen.Load() == gen {
-		a.known.Add(key, tok)
-	}
+	a.guard.Add(gen, func() { a.known.Add(key, tok) })
 }
 
 // WrapUnary implements connect.Interceptor.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -27,13 +25,10 @@ type Cache struct {
 	store   controlplane.ObjectStore
 	objects *cache.Cache[string, *schema.Object] // nil value: not defined
 
-	// gen counts invalidations. A read is cached only if no invalidation
-	// happened since it started: otherwise a definition read just before
-	// a PutObject, cached just after its event dropped the old entry, would
-	// be served until the TTL. mu orders that check-and-add with the
-	// invalidations; cache hits take neither.
-	mu  sync.Mutex
-	gen atomic.Uint64
+	// guard keeps a read that raced an invalidation out of the cache: a
+	// definition read just before a PutObject, cached just after its event
+	// dropped the old entry, would be served until the TTL.
+	guard cache.Guard
 }
 
 // NewCache returns a Cache over store, subscribed to events.
@@ -46,9 +41,7 @@ func NewCache(store controlplane.ObjectStore, events invalidate.Subscriber) *Cac
 func cacheKey(environmentID, name string) string { return environmentID + "/" + name }
 
 func (c *Cache) invalidate(ev invalidate.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gen.Add(1)
+	defer c.guard.Invalidate()()
 	switch ev.Kind {
 	case invalidate.KindAll:
 		c.objects.Purge()
@@ -75,7 +68,7 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 		}
 		return obj, nil
 	}
-	gen := c.gen.Load()
+	gen := c.guard.Begin()
 	def, err := c.store.GetObjectDefinition(ctx, environmentID, name)
 	if errors.Is(err, controlplane.ErrNotFound) {
 		c.add(gen, key, nil)
@@ -111,11 +104,7 @@ func (c *Cache) Defined(ctx context.Context, environmentID, name string) (bool, 
 // add caches what a read that started at generation gen found, unless an
 // invalidation happened since.
 func (c *Cache) add(gen uint64, key string, obj *schema.Object) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gen.Load() == gen {
-		c.objects.Add(key, obj)
-	}
+	c.guard.Add(gen, func() { c.objects.Add(key, obj) })
 }
 
 // Encode stores a definition as protojson: the API's own, versioned format.

@@ -11,8 +11,6 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -101,14 +99,9 @@ type Resolver struct {
 	opts      Options
 	log       *slog.Logger
 
-	// gen counts invalidations. A lookup caches what it read only if no
-	// invalidation happened since it started: otherwise a read from before
-	// a control-plane write, cached after the write's invalidation dropped
-	// the old entry, would serve the old fact (a suspended environment, a
-	// moved hostname) until the TTL. mu orders that check-and-add with the
-	// invalidations; cache hits take neither.
-	mu  sync.Mutex
-	gen atomic.Uint64
+	// guard keeps a lookup that raced an invalidation out of the caches
+	// (a suspended environment, a moved hostname).
+	guard cache.Guard
 }
 
 // normalized is what a Host header means: the result of hostname.FromHost,
@@ -145,9 +138,7 @@ func New(src Source, events invalidate.Subscriber, opts Options, log *slog.Logge
 }
 
 func (r *Resolver) invalidate(ev invalidate.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.gen.Add(1)
+	defer r.guard.Invalidate()()
 	switch ev.Kind {
 	case invalidate.KindAll:
 		r.envs.Purge()
@@ -427,9 +418,7 @@ func (r *Resolver) normalize(host string) (normalized, bool) {
 // forget drops the cached entries of a hostname and an environment that
 // disagree with each other.
 func (r *Resolver) forget(name, id string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.gen.Add(1)
+	defer r.guard.Invalidate()()
 	r.hosts.Remove(name)
 	r.envs.Remove(id)
 }
@@ -446,11 +435,11 @@ func (r *Resolver) environment(ctx context.Context, id string) (*controlplane.En
 		}
 		return env, nil
 	}
-	gen := r.gen.Load()
+	gen := r.guard.Begin()
 	row, err := r.src.GetEnvironment(ctx, id)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
-		r.cache(gen, func() { r.envs.Add(id, missing) })
+		r.guard.Add(gen, func() { r.envs.Add(id, missing) })
 		return nil, errNotFound
 	case err != nil:
 		if env, ok := r.envs.Stale(id); ok && env.ID != "" {
@@ -460,7 +449,7 @@ func (r *Resolver) environment(ctx context.Context, id string) (*controlplane.En
 		return nil, r.unavailable(ctx, err)
 	}
 	env := &row
-	r.cache(gen, func() { r.envs.Add(id, env) })
+	r.guard.Add(gen, func() { r.envs.Add(id, env) })
 	return env, nil
 }
 
@@ -471,7 +460,7 @@ func (r *Resolver) hostname(ctx context.Context, name string, fresh bool) (hostR
 			return route, nil
 		}
 	}
-	gen := r.gen.Load()
+	gen := r.guard.Begin()
 	claims, err := r.src.ListHostnameClaims(ctx, name)
 	if err != nil {
 		if route, ok := r.hosts.Stale(name); ok {
@@ -489,7 +478,7 @@ func (r *Resolver) hostname(ctx context.Context, name string, fresh bool) (hostR
 			route.waiting = append(route.waiting, c.OrganizationID)
 		}
 	}
-	r.cache(gen, func() {
+	r.guard.Add(gen, func() {
 		r.hosts.Add(name, route)
 		if route.id != "" {
 			r.envs.Add(holder.ID, &holder)
@@ -502,7 +491,7 @@ func (r *Resolver) session(ctx context.Context, tokenID string) (string, error) 
 	if id, ok := r.sessions.Get(tokenID); ok {
 		return id, nil
 	}
-	gen := r.gen.Load()
+	gen := r.guard.Begin()
 	tok, err := r.src.GetToken(ctx, tokenID)
 	switch {
 	case errors.Is(err, controlplane.ErrNotFound):
@@ -514,7 +503,7 @@ func (r *Resolver) session(ctx context.Context, tokenID string) (string, error) 
 		}
 		return "", r.unavailable(ctx, err)
 	}
-	r.cache(gen, func() { r.sessions.Add(tokenID, tok.ActiveEnvironmentID) })
+	r.guard.Add(gen, func() { r.sessions.Add(tokenID, tok.ActiveEnvironmentID) })
 	return tok.ActiveEnvironmentID, nil
 }
 
@@ -522,7 +511,7 @@ func (r *Resolver) organization(ctx context.Context, orgID string) (orgRoute, er
 	if route, ok := r.orgs.Get(orgID); ok {
 		return route, nil
 	}
-	gen := r.gen.Load()
+	gen := r.guard.Begin()
 	var route orgRoute
 	var after string
 	count := 0
@@ -552,20 +541,8 @@ func (r *Resolver) organization(ctx context.Context, orgID string) (orgRoute, er
 	if count != 1 {
 		route.onlyID = ""
 	}
-	r.cache(gen, func() { r.orgs.Add(orgID, route) })
+	r.guard.Add(gen, func() { r.orgs.Add(orgID, route) })
 	return route, nil
-}
-
-// cache runs add, which stores what a lookup read, unless an invalidation
-// happened since gen was loaded, before the read: what was read may then be
-// what the invalidation was about. The lookup still answers with it (the
-// write and the call raced), but the next call reads again.
-func (r *Resolver) cache(gen uint64, add func()) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.gen.Load() == gen {
-		add()
-	}
 }
 
 // servedStale notes that a lookup was answered from the last known good
