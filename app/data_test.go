@@ -173,6 +173,20 @@ func TestDataRecords(t *testing.T) {
 				dataWantRecord(t, "GetRecord "+string(rune('A'+i)), s.get(t, "item", dataID(created)), want)
 			}
 
+			// Integers as decimal strings: beyond 2^53 they come back as
+			// strings, within it as numbers; the ends of int64 hold.
+			for in, out := range map[string]any{
+				"9007199254740993": "9007199254740993", "-9223372036854775808": "-9223372036854775808",
+				"9223372036854775807": "9223372036854775807", "42": 42.0,
+			} {
+				rec := s.create(t, "item", map[string]any{"title": "big", "count": in})
+				for what, got := range map[string]*structpb.Struct{"CreateRecord": rec, "GetRecord": s.get(t, "item", dataID(rec))} {
+					if v := got.AsMap()["count"]; v != out {
+						t.Errorf("%s of count %q = %#v, want %#v", what, in, v, out)
+					}
+				}
+			}
+
 			// read_mask: the fields named, and the system fields always.
 			resp, err := s.c.GetRecord(t.Context(), connect.NewRequest(&datav1.GetRecordRequest{
 				EnvironmentId: s.id(), Object: "item", Id: dataID(created), ReadMask: dataMask("count", "title"),
@@ -379,7 +393,9 @@ func TestDataRecords(t *testing.T) {
 				{"over max_length", map[string]any{"title": strings.Repeat("é", 21)}, []string{"record.title"}},
 				{"not a select option", map[string]any{"title": "x", "status": "NEW"}, []string{"record.status"}},
 				{"fractional integer", map[string]any{"title": "x", "count": 1.5}, []string{"record.count"}},
-				{"integer as a string", map[string]any{"title": "x", "count": "1"}, []string{"record.count"}},
+				{"integer as a word", map[string]any{"title": "x", "count": "one"}, []string{"record.count"}},
+				{"integer as a fraction string", map[string]any{"title": "x", "count": "1.5"}, []string{"record.count"}},
+				{"integer beyond 2^53 as a number", map[string]any{"title": "x", "count": float64(1 << 54)}, []string{"record.count"}},
 				{"date without a day", map[string]any{"title": "x", "due": "2026-02"}, []string{"record.due"}},
 				{"timestamp without a time", map[string]any{"title": "x", "seen_at": "2026-01-01"}, []string{"record.seen_at"}},
 				{"unknown fields", map[string]any{"title": "x", "Title": "y", "extra_field": 1}, []string{"record.Title", "record.extra_field"}},

@@ -15,6 +15,7 @@ import (
 	datav1 "github.com/envplane/envplane/gen/envplane/data/v1"
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/jsoncodec"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 	"github.com/envplane/envplane/internal/server"
 )
@@ -138,8 +139,8 @@ func appendRecord(b []byte, keys []string, rec driver.Record) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendStored writes v as protojson writes toValue(v). The values records
-// hold are written here; anything else goes through toValue.
+// appendStored writes v as protojson writes objects.ToValue(v). The values records
+// hold are written here; anything else goes through objects.ToValue.
 func appendStored(b []byte, v any) ([]byte, error) {
 	switch x := v.(type) {
 	case nil:
@@ -148,10 +149,10 @@ func appendStored(b []byte, v any) ([]byte, error) {
 		if out, ok := jsoncodec.AppendString(b, x); ok {
 			return out, nil
 		}
-		// toValue: structpb refuses text that is not UTF-8, and it shows as null.
+		// objects.ToValue: structpb refuses text that is not UTF-8, and it shows as null.
 		return append(b, "null"...), nil
 	case int64:
-		if x > maxSafeInteger || x < -maxSafeInteger {
+		if x > objects.MaxSafeInteger || x < -objects.MaxSafeInteger {
 			b = append(b, '"')
 			return append(strconv.AppendInt(b, x, 10), '"'), nil
 		}
@@ -169,7 +170,7 @@ func appendStored(b []byte, v any) ([]byte, error) {
 		b = append(b, '"')
 		return append(x.UTC().AppendFormat(b, time.RFC3339Nano), '"'), nil
 	}
-	pv := toValue(v)
+	pv := objects.ToValue(v)
 	if out, ok := jsoncodec.AppendValue(b, pv); ok {
 		return out, nil
 	}

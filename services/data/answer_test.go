@@ -13,6 +13,7 @@ import (
 
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/jsoncodec"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -131,7 +132,7 @@ func randomStored(rng *rand.Rand) driver.Record {
 	case 0:
 		put("age", rng.Int64())
 	case 1:
-		put("age", -rng.Int64N(maxSafeInteger+2))
+		put("age", -rng.Int64N(objects.MaxSafeInteger+2))
 	default:
 		put("age", rng.Int64N(1000))
 	}
@@ -147,7 +148,7 @@ func randomStored(rng *rand.Rand) driver.Record {
 func FuzzShown(f *testing.F) {
 	f.Add("Alice", "key", int64(42), 1.5, true)
 	f.Add("bad \xff", "\x00", int64(math.MaxInt64), math.Inf(1), false)
-	f.Add("\u2028\"\\", "é", int64(-maxSafeInteger-1), 1e-7, true)
+	f.Add("\u2028\"\\", "é", int64(-objects.MaxSafeInteger-1), 1e-7, true)
 	codec := jsoncodec.VanguardCodec(protoregistry.GlobalTypes)
 	f.Fuzz(func(t *testing.T, s, key string, n int64, x float64, b bool) {
 		at := time.UnixMicro(n % (1 << 50)).UTC()

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/envplane/envplane/internal/driver"
+	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 )
 
@@ -54,7 +55,7 @@ func want(rec driver.Record, mask map[string]bool) *structpb.Struct {
 		v := rec[name]
 		switch x := v.(type) {
 		case int64:
-			if x > maxSafeInteger || x < -maxSafeInteger {
+			if x > objects.MaxSafeInteger || x < -objects.MaxSafeInteger {
 				v = fmt.Sprint(x)
 			}
 		case time.Time:
