@@ -1,0 +1,78 @@
+package objects_test
+
+import (
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/internal/objects"
+	"github.com/envplane/envplane/internal/schema"
+)
+
+// TestDefaultsFollowRecords: a value a field refuses in a record it refuses
+// as its default, and one it takes it takes as both (the two had drifted:
+// NaN, NUL in json and timestamps of year 0 differed).
+func TestDefaultsFollowRecords(t *testing.T) {
+	t.Parallel()
+	str, num := structpb.NewStringValue, structpb.NewNumberValue
+	nulJSON, _ := structpb.NewValue(map[string]any{"a\x00": 1})
+	cases := []struct {
+		field schema.Field
+		value *structpb.Value
+		ok    bool
+	}{
+		{schema.Field{Name: "n", Type: schema.TypeNumber}, num(math.NaN()), false},
+		{schema.Field{Name: "n", Type: schema.TypeNumber}, num(math.Inf(1)), false},
+		{schema.Field{Name: "n", Type: schema.TypeNumber}, num(1.5), true},
+		{schema.Field{Name: "j", Type: schema.TypeJSON}, nulJSON, false},
+		{schema.Field{Name: "j", Type: schema.TypeJSON}, num(math.NaN()), false},
+		{schema.Field{Name: "j", Type: schema.TypeJSON}, str("fine"), true},
+		{schema.Field{Name: "t", Type: schema.TypeText}, str("a\x00b"), false},
+		{schema.Field{Name: "t", Type: schema.TypeText, MaxLength: 3}, str("four"), false},
+		{schema.Field{Name: "s", Type: schema.TypeSelect, Options: []string{"a", "b"}}, str("c"), false},
+		{schema.Field{Name: "s", Type: schema.TypeSelect, Options: []string{"a", "b"}}, str("b"), true},
+		{schema.Field{Name: "ts", Type: schema.TypeTimestamp}, str("0000-06-01T00:00:00Z"), false},
+		{schema.Field{Name: "ts", Type: schema.TypeTimestamp}, str("0001-01-01T00:00:00Z"), true},
+		{schema.Field{Name: "ts", Type: schema.TypeTimestamp}, str("10000-01-01T00:00:00Z"), false},
+		{schema.Field{Name: "d", Type: schema.TypeDate}, str("0000-12-31"), false},
+		{schema.Field{Name: "i", Type: schema.TypeInteger}, str("9223372036854775807"), true},
+		{schema.Field{Name: "i", Type: schema.TypeInteger}, str("9223372036854775808"), false},
+		{schema.Field{Name: "i", Type: schema.TypeInteger}, num(1 << 54), false},
+		{schema.Field{Name: "i", Type: schema.TypeInteger}, num(-(1<<53 - 1)), true},
+		{schema.Field{Name: "i", Type: schema.TypeInteger}, str("1e3"), false},
+		{schema.Field{Name: "b", Type: schema.TypeBoolean}, str("true"), false},
+	}
+	for _, c := range cases {
+		what := c.field.Type + " " + strings.ReplaceAll(c.value.String(), "\x00", `\0`)
+		_, recErr := objects.Value(c.field, c.value)
+		if (recErr == nil) != c.ok {
+			t.Errorf("record %s: %v, want ok %v", what, recErr, c.ok)
+		}
+		p := &metadatav1.Field{Name: c.field.Name, Type: c.field.Type, MaxLength: int32(c.field.MaxLength), Options: c.field.Options, DefaultValue: c.value}
+		obj, violations := objects.FromProto("thing", &metadatav1.ObjectDefinition{Fields: []*metadatav1.Field{p}})
+		if (len(violations) == 0) != c.ok {
+			t.Errorf("default %s: %v, want ok %v", what, violations, c.ok)
+		}
+		if c.ok && len(violations) == 0 {
+			// The default's JSON form reads back as the same value.
+			back := objects.ToProto(obj).GetFields()[0].GetDefaultValue()
+			again, err := objects.Value(c.field, back)
+			if err != nil || !sameValue(again, obj.Fields[0].Default) {
+				t.Errorf("default %s: read back as %v (%v), want %v", what, again, err, obj.Fields[0].Default)
+			}
+		}
+	}
+}
+
+func sameValue(a, b any) bool {
+	if ta, ok := a.(time.Time); ok {
+		tb, ok := b.(time.Time)
+		return ok && ta.Equal(tb)
+	}
+	return reflect.DeepEqual(a, b)
+}
