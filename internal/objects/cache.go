@@ -90,6 +90,13 @@ func (c *Cache) Object(ctx context.Context, environmentID, name string) (*schema
 	return obj, nil
 }
 
+// Forget drops the cached definition of name, so that the next read asks
+// the control plane: a call found the object's table other than the
+// cached definition says.
+func (c *Cache) Forget(environmentID, name string) {
+	c.invalidate(invalidate.Event{Kind: invalidate.KindObject, EnvironmentID: environmentID, Object: name})
+}
+
 // Defined reports whether the control plane defines the object now,
 // bypassing the cache: what a call that found no table asks before it
 // calls the table missing (drift) rather than the object deleted.

@@ -39,6 +39,14 @@ func (s *Service) ListRecords(ctx context.Context, req *connect.Request[datav1.L
 }
 
 func (s *Service) listRecords(ctx context.Context, m *datav1.ListRecordsRequest) (*page, error) {
+	p, err := s.listRecordsOnce(ctx, m)
+	if changedUnder(err) {
+		p, err = s.listRecordsOnce(ctx, m)
+	}
+	return p, settled(err)
+}
+
+func (s *Service) listRecordsOnce(ctx context.Context, m *datav1.ListRecordsRequest) (*page, error) {
 	c, err := s.begin(ctx, m.GetObject(), auth.RoleViewer)
 	if err != nil {
 		return nil, err

@@ -123,6 +123,14 @@ func (s *Service) CreateRecord(ctx context.Context, req *connect.Request[datav1.
 }
 
 func (s *Service) createRecord(ctx context.Context, m *datav1.CreateRecordRequest) (*shown, error) {
+	r, err := s.createRecordOnce(ctx, m)
+	if changedUnder(err) {
+		r, err = s.createRecordOnce(ctx, m)
+	}
+	return r, settled(err)
+}
+
+func (s *Service) createRecordOnce(ctx context.Context, m *datav1.CreateRecordRequest) (*shown, error) {
 	c, err := s.begin(ctx, m.GetObject(), auth.RoleEditor)
 	if err != nil {
 		return nil, err
@@ -165,6 +173,14 @@ func (s *Service) GetRecord(ctx context.Context, req *connect.Request[datav1.Get
 }
 
 func (s *Service) getRecord(ctx context.Context, m *datav1.GetRecordRequest) (*shown, error) {
+	r, err := s.getRecordOnce(ctx, m)
+	if changedUnder(err) {
+		r, err = s.getRecordOnce(ctx, m)
+	}
+	return r, settled(err)
+}
+
+func (s *Service) getRecordOnce(ctx context.Context, m *datav1.GetRecordRequest) (*shown, error) {
 	c, err := s.begin(ctx, m.GetObject(), auth.RoleViewer)
 	if err != nil {
 		return nil, err
@@ -192,6 +208,14 @@ func (s *Service) UpdateRecord(ctx context.Context, req *connect.Request[datav1.
 }
 
 func (s *Service) updateRecord(ctx context.Context, m *datav1.UpdateRecordRequest) (*shown, error) {
+	r, err := s.updateRecordOnce(ctx, m)
+	if changedUnder(err) {
+		r, err = s.updateRecordOnce(ctx, m)
+	}
+	return r, settled(err)
+}
+
+func (s *Service) updateRecordOnce(ctx context.Context, m *datav1.UpdateRecordRequest) (*shown, error) {
 	c, err := s.begin(ctx, m.GetObject(), auth.RoleEditor)
 	if err != nil {
 		return nil, err
@@ -239,20 +263,39 @@ func (s *Service) changes(obj *schema.Object, m *datav1.UpdateRecordRequest, pre
 
 // DeleteRecord implements DataService.DeleteRecord.
 func (s *Service) DeleteRecord(ctx context.Context, req *connect.Request[datav1.DeleteRecordRequest]) (*connect.Response[datav1.DeleteRecordResponse], error) {
-	c, err := s.begin(ctx, req.Msg.GetObject(), auth.RoleEditor)
-	if err != nil {
-		return nil, err
+	err := s.deleteRecordOnce(ctx, req.Msg)
+	if changedUnder(err) {
+		err = s.deleteRecordOnce(ctx, req.Msg)
 	}
-	defer c.lease.Release()
-	if err := c.lease.Driver.Delete(ctx, c.obj, req.Msg.GetId(), req.Msg.GetEtag()); err != nil {
-		return nil, s.writeError(ctx, c.obj, err)
+	if err != nil {
+		return nil, settled(err)
 	}
 	return connect.NewResponse(&datav1.DeleteRecordResponse{}), nil
+}
+
+func (s *Service) deleteRecordOnce(ctx context.Context, m *datav1.DeleteRecordRequest) error {
+	c, err := s.begin(ctx, m.GetObject(), auth.RoleEditor)
+	if err != nil {
+		return err
+	}
+	defer c.lease.Release()
+	if err := c.lease.Driver.Delete(ctx, c.obj, m.GetId(), m.GetEtag()); err != nil {
+		return s.writeError(ctx, c.obj, err)
+	}
+	return nil
 }
 
 // BatchWriteRecords implements DataService.BatchWriteRecords: all writes in
 // one transaction of the environment's database, or none.
 func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[datav1.BatchWriteRecordsRequest]) (*connect.Response[datav1.BatchWriteRecordsResponse], error) {
+	resp, err := s.batchWriteRecordsOnce(ctx, req)
+	if changedUnder(err) {
+		resp, err = s.batchWriteRecordsOnce(ctx, req)
+	}
+	return resp, settled(err)
+}
+
+func (s *Service) batchWriteRecordsOnce(ctx context.Context, req *connect.Request[datav1.BatchWriteRecordsRequest]) (*connect.Response[datav1.BatchWriteRecordsResponse], error) {
 	env, _ := resolve.From(ctx)
 	if err := auth.From(ctx).RequireRole(auth.RoleEditor); err != nil {
 		return nil, err
@@ -315,7 +358,11 @@ func (s *Service) BatchWriteRecords(ctx context.Context, req *connect.Request[da
 	if err != nil {
 		var be *driver.BatchError
 		if errors.As(err, &be) && be.Index >= 0 && be.Index < len(objs) {
-			return nil, withIndex(s.writeError(ctx, objs[be.Index], be.Err), be.Index)
+			err := s.writeError(ctx, objs[be.Index], be.Err)
+			if changedUnder(err) {
+				return nil, err // run again, whole
+			}
+			return nil, withIndex(err, be.Index)
 		}
 		return nil, s.writeError(ctx, nil, err)
 	}
@@ -340,7 +387,18 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 		}
 	}
 	if obj != nil && driver.FoundDuringCall(err) {
+		// The table is not what the definition this call read says: a
+		// change made since the database opened (another replica's, whose
+		// notification is still on its way, or one a crash cut short).
+		// Nothing was written; the call runs again on the database
+		// reopened (which reconciles it) with the definition read again.
 		s.reopen(env.ID)
+		s.objects.Forget(env.ID, obj.Name)
+		known := s.classify(ctx, env.ID, err)
+		if known == nil {
+			known = s.internal(ctx, err)
+		}
+		return &tableChanged{err: known}
 	}
 	if known := s.classify(ctx, env.ID, err); known != nil {
 		return known
@@ -364,6 +422,31 @@ func (s *Service) writeError(ctx context.Context, obj *schema.Object, err error)
 		return s.unavailable(ctx, err)
 	}
 	return s.internal(ctx, err)
+}
+
+// tableChanged is the error of a call that found its table changed since
+// its database opened (see writeError): the call runs once more, and err
+// (SCHEMA_DRIFT) is the answer when the table is still not what the
+// definition says.
+type tableChanged struct{ err error }
+
+func (e *tableChanged) Error() string { return e.err.Error() }
+func (e *tableChanged) Unwrap() error { return e.err }
+
+// changedUnder reports whether a call's error asks for the call to run
+// once more (tableChanged).
+func changedUnder(err error) bool {
+	_, ok := err.(*tableChanged)
+	return ok
+}
+
+// settled is the error a client gets: a tableChanged after the second run
+// is the drift it found.
+func settled(err error) error {
+	if tc, ok := err.(*tableChanged); ok {
+		return tc.err
+	}
+	return err
 }
 
 // reopenEvery is how often at most a call that found a table other than
