@@ -96,3 +96,6 @@ fuzz: ## Run each fuzz target for a short while
 	$(GO) test -run='^$$' -fuzz=FuzzUnmarshalStruct -fuzztime=20s ./internal/jsoncodec/
 	$(GO) test -run='^$$' -fuzz=FuzzShown -fuzztime=20s ./services/data/
 	$(GO) test -run='^$$' -fuzz=FuzzLine -fuzztime=20s ./internal/logfmt/
+	$(GO) test -run='^$$' -fuzz=FuzzParseFilter -fuzztime=20s ./internal/query/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeCursor -fuzztime=20s ./internal/query/
+	$(GO) test -run='^$$' -fuzz=FuzzPhysicalIndexName -fuzztime=20s ./internal/schema/
