@@ -33,7 +33,9 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 // sits outside recovery (unlike STYLE.md's sketch) so a recovered panic still
 // gets its one line with request id and code INTERNAL; authentication comes
 // before validation so an anonymous caller learns nothing about the contract
-// from its errors. Environment resolution, when it comes, follows validation.
+// from its errors. Environment resolution follows validation: the services
+// that are environment-scoped (metadata, data) add it as their own
+// interceptor (server.Service.Interceptors), inside this chain.
 func Interceptors(log *slog.Logger, authn connect.Interceptor) ([]connect.Interceptor, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
