@@ -125,7 +125,7 @@ func Decode(def controlplane.ObjectDefinition) (*schema.Object, error) {
 	if err := protojson.Unmarshal(def.Definition, &p); err != nil {
 		return nil, fmt.Errorf("objects: decode %s/%s: %w", def.EnvironmentID, def.Name, err)
 	}
-	obj, violations := FromProto(def.Name, &p)
+	obj, violations := FromStored(def.Name, &p)
 	if len(violations) > 0 {
 		return nil, fmt.Errorf("objects: stored definition %s/%s is invalid: %v", def.EnvironmentID, def.Name, violations)
 	}

@@ -19,6 +19,18 @@ import (
 // FromProto converts a definition from the API; violations name the
 // offending fields with request paths (object.fields[2].default_value).
 func FromProto(name string, p *metadatav1.ObjectDefinition) (*schema.Object, []apierr.FieldViolation) {
+	return fromProto(name, p, false)
+}
+
+// FromStored converts a definition envplane stored (in the control plane
+// or a schema ledger), which was valid when it was stored: a json default
+// that today's rules refuse (NUL characters, which older versions took) is
+// kept as it was, so that no object stops working after an upgrade.
+func FromStored(name string, p *metadatav1.ObjectDefinition) (*schema.Object, []apierr.FieldViolation) {
+	return fromProto(name, p, true)
+}
+
+func fromProto(name string, p *metadatav1.ObjectDefinition, stored bool) (*schema.Object, []apierr.FieldViolation) {
 	obj := &schema.Object{Name: name, DisplayName: p.GetDisplayName(), Description: p.GetDescription()}
 	var violations []apierr.FieldViolation
 	for i, f := range p.GetFields() {
@@ -34,6 +46,9 @@ func FromProto(name string, p *metadatav1.ObjectDefinition) (*schema.Object, []a
 		}
 		if f.GetDefaultValue() != nil {
 			v, err := Value(field, f.GetDefaultValue())
+			if err != nil && stored && field.Type == schema.TypeJSON {
+				v, err = f.GetDefaultValue().AsInterface(), nil
+			}
 			if err != nil {
 				violations = append(violations, apierr.FieldViolation{
 					Field: fmt.Sprintf("object.fields[%d].default_value", i), Description: err.Error(),

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	metadatav1 "github.com/envplane/envplane/gen/envplane/metadata/v1"
+	"github.com/envplane/envplane/internal/controlplane"
 	"github.com/envplane/envplane/internal/objects"
 	"github.com/envplane/envplane/internal/schema"
 )
@@ -75,4 +77,27 @@ func sameValue(a, b any) bool {
 		return ok && ta.Equal(tb)
 	}
 	return reflect.DeepEqual(a, b)
+}
+
+// TestStoredDefaultsStillDecode: a json default with a NUL character,
+// which versions before one Value for records and defaults stored, still
+// decodes from the control plane (the object keeps working), while a new
+// definition with it is refused.
+func TestStoredDefaultsStillDecode(t *testing.T) {
+	t.Parallel()
+	stored := []byte(`{"fields":[{"name":"j","type":"json","defaultValue":{"k":"a\u0000b"}}]}`)
+	obj, err := objects.Decode(controlplane.ObjectDefinition{EnvironmentID: "e", Name: "thing", Definition: stored, Version: 3})
+	if err != nil {
+		t.Fatalf("Decode of a stored definition with a NUL in a json default: %v", err)
+	}
+	if got, want := obj.Fields[0].Default, map[string]any{"k": "a\x00b"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("the stored default = %#v, want %#v", got, want)
+	}
+	var p metadatav1.ObjectDefinition
+	if err := protojson.Unmarshal(stored, &p); err != nil {
+		t.Fatal(err)
+	}
+	if _, violations := objects.FromProto("thing", &p); len(violations) == 0 {
+		t.Error("FromProto took a json default with a NUL character")
+	}
 }

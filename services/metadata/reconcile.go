@@ -318,7 +318,7 @@ func fromLedger(e driver.LedgerEntry) (*schema.Object, error) {
 	if err := proto.Unmarshal(e.Definition, &p); err != nil {
 		return nil, fmt.Errorf("the ledger's definition of %s: %w", e.Object, err)
 	}
-	obj, violations := objects.FromProto(e.Object, &p)
+	obj, violations := objects.FromStored(e.Object, &p)
 	if len(violations) > 0 {
 		return nil, fmt.Errorf("the ledger's definition of %s is invalid: %v", e.Object, violations)
 	}
