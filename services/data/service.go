@@ -461,10 +461,15 @@ const reopenEvery = time.Second
 // without reaching the engine, so reopening stops).
 func (s *Service) reopen(environmentID string) {
 	now := time.Now()
-	if last, ok := s.reopened.Load(environmentID); ok && now.Sub(last.(time.Time)) < reopenEvery {
+	if last, ok := s.reopened.Load(environmentID); ok {
+		// Of concurrent calls, one reopens: another would drop the driver
+		// the first just opened and reconciled.
+		if now.Sub(last.(time.Time)) < reopenEvery || !s.reopened.CompareAndSwap(environmentID, last, now) {
+			return
+		}
+	} else if _, loaded := s.reopened.LoadOrStore(environmentID, now); loaded {
 		return
 	}
-	s.reopened.Store(environmentID, now)
 	s.registry.Invalidate(environmentID)
 }
 
