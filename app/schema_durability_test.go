@@ -272,16 +272,18 @@ func TestSchemaDriftIsReportedAndRepaired(t *testing.T) {
 	}
 	meta := env.MetadataClient(apptest.ConnectJSON, env.AdminToken())
 	data = env.DataClient(apptest.ConnectJSON, env.AdminToken())
-	// A repair carries the stored definition as it is: a change riding on
+	// REAPPLY carries the stored definition as it is: a change riding on
 	// it would skip the checks a change gets (here: a required field with
-	// no default on a table with records).
+	// no default on a table with records). ADOPT may carry one only when
+	// the table holds it already.
 	required := metaText("due")
 	required.Required = true
-	for _, r := range []metadatav1.Repair{metadatav1.Repair_REPAIR_REAPPLY, metadatav1.Repair_REPAIR_ADOPT} {
-		_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
-			Object: metaObject(metaText("title"), metaText("note"), required), Repair: r, AllowDestructive: true}))
-		apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonInvalidObjectDefinition)
-	}
+	_, err := meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
+		Object: metaObject(metaText("title"), metaText("note"), required), Repair: metadatav1.Repair_REPAIR_REAPPLY, AllowDestructive: true}))
+	apptest.WantError(t, err, connect.CodeInvalidArgument, metadata.ReasonInvalidObjectDefinition)
+	_, err = meta.PutObject(t.Context(), connect.NewRequest(&metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
+		Object: metaObject(metaText("title"), metaText("note"), required), Repair: metadatav1.Repair_REPAIR_ADOPT, AllowDestructive: true}))
+	apptest.WantError(t, err, connect.CodeFailedPrecondition, dberror.ReasonSchemaDrift)
 	if got := metaGet(t, meta, id, "notes"); got.GetVersion() != 1 || got.GetDrift() == "" {
 		t.Errorf("after the refused repairs notes = %v; want version 1, still drifting", got)
 	}
@@ -298,6 +300,27 @@ func TestSchemaDriftIsReportedAndRepaired(t *testing.T) {
 		t.Errorf("after the repair the records are %v, %v; want the record, its lost note empty", rows, err)
 	}
 	dataCreate(t, data, id, "notes", map[string]any{"title": "b", "note": "back"})
+
+	// A column of another type is a drift REAPPLY cannot mend (the column
+	// is there): adopting the table without that field is the way out.
+	env.SQLiteExec(t, id, "ALTER TABLE notes DROP COLUMN note")
+	env.SQLiteExec(t, id, "ALTER TABLE notes ADD COLUMN note INTEGER")
+	env.Stop(t)
+	env = apptest.StartDir(t, dir)
+	meta = env.MetadataClient(apptest.ConnectJSON, env.AdminToken())
+	data = env.DataClient(apptest.ConnectJSON, env.AdminToken())
+	if got := metaGet(t, meta, id, "notes"); !strings.Contains(got.GetDrift(), "note") {
+		t.Fatalf("after the column's type changed, drift = %q; want it to name note", got.GetDrift())
+	}
+	put = metaPut(t, meta, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "notes",
+		Object: metaObject(metaText("title")), Repair: metadatav1.Repair_REPAIR_ADOPT, AllowDestructive: true})
+	if !put.GetApplied() || len(metaFieldNames(put.GetObject())) != 1 {
+		t.Errorf("adopting without the retyped field = %v; want it applied", put)
+	}
+	if got := metaGet(t, meta, id, "notes"); got.GetDrift() != "" {
+		t.Errorf("after the adoption drift = %q", got.GetDrift())
+	}
+	dataCreate(t, data, id, "notes", map[string]any{"title": "after the adoption"})
 }
 
 // TestReservedNames is issue 18's fourth case on every engine (turso on a

@@ -141,12 +141,15 @@ func (s *Service) PutObject(ctx context.Context, req *connect.Request[metadatav1
 		}
 	}
 	steps := schema.Plan(current, next)
-	if current != nil && repair != driver.RepairNone && (len(steps) > 0 || schema.Changed(current, next)) {
-		// A repair mends the table under the stored definition; carrying
-		// a change too would apply it without the checks a change gets
-		// (required fields, drift, the storage limit).
+	if current != nil && repair == driver.RepairReapply && (len(steps) > 0 || schema.Changed(current, next)) {
+		// REAPPLY makes the table what the stored definition says; a
+		// change riding on it would skip the checks a change gets
+		// (required fields, drift, the storage limit). ADOPT may carry
+		// one: the table must already hold the new definition, which is
+		// the way out of a drift REAPPLY cannot mend (a column of another
+		// type: adopt the definition without that field).
 		return nil, apierr.InvalidArgument(ReasonInvalidObjectDefinition,
-			"a repair of a defined object carries its stored definition unchanged (GetObject shows it); change the definition after the repair",
+			"REPAIR_REAPPLY carries the stored definition unchanged (GetObject shows it); change the definition after the repair, or adopt the table as it is with REPAIR_ADOPT",
 			apierr.FieldViolation{Field: "repair", Description: "the definition differs from the stored one"})
 	}
 	// A repair always records a new version: other replicas, which found the

@@ -463,9 +463,9 @@ type PutObjectRequest struct {
 	ValidateOnly bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	// repair mends an object whose table does not hold its definition (see
 	// ObjectDefinition.drift), or adopts a table left without a definition.
-	// A repair always records a new version. A repair of a defined object
-	// carries its stored definition unchanged (INVALID_ARGUMENT otherwise);
-	// change the definition after the repair.
+	// A repair always records a new version. REPAIR_REAPPLY of a defined
+	// object carries its stored definition unchanged (INVALID_ARGUMENT
+	// otherwise); REPAIR_ADOPT may carry a changed one the table holds.
 	Repair        Repair `protobuf:"varint,6,opt,name=repair,proto3,enum=envplane.metadata.v1.Repair" json:"repair,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -268,9 +268,9 @@ export type PutObjectRequest = Message<"envplane.metadata.v1.PutObjectRequest"> 
   /**
    * repair mends an object whose table does not hold its definition (see
    * ObjectDefinition.drift), or adopts a table left without a definition.
-   * A repair always records a new version. A repair of a defined object
-   * carries its stored definition unchanged (INVALID_ARGUMENT otherwise);
-   * change the definition after the repair.
+   * A repair always records a new version. REPAIR_REAPPLY of a defined
+   * object carries its stored definition unchanged (INVALID_ARGUMENT
+   * otherwise); REPAIR_ADOPT may carry a changed one the table holds.
    *
    * @generated from field: envplane.metadata.v1.Repair repair = 6;
    */
