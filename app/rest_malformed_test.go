@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,6 +70,56 @@ func TestRESTMalformedRequests(t *testing.T) {
 			}
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("labelled %q", ct)
+			}
+		})
+	}
+
+	// Routing refusals answer the same envelope: no route (404), a route
+	// for other HTTP methods (405, with Allow), anywhere on the port.
+	for _, c := range []struct {
+		name, method, path string
+		status             int
+		code               connect.Code
+		reason, allow      string
+	}{
+		{"an unknown REST path", http.MethodGet, "/api/v1/nope", http.StatusNotFound, connect.CodeNotFound, apierr.ReasonUnknownPath, ""},
+		{"an unknown path outside REST", http.MethodGet, "/nope", http.StatusNotFound, connect.CodeNotFound, apierr.ReasonUnknownPath, ""},
+		{"the root", http.MethodGet, "/", http.StatusNotFound, connect.CodeNotFound, apierr.ReasonUnknownPath, ""},
+		{"a wrong method", http.MethodPut, "/api/v1/cloud/whoami", http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed, "GET"},
+		{"a wrong method on a data route", http.MethodPut, notes, http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed, "GET,POST"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), c.method, env.URL+c.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+env.AdminToken())
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			var status struct {
+				Code    int
+				Message string
+				Details []map[string]any
+			}
+			if err := json.Unmarshal(b, &status); err != nil {
+				t.Fatalf("%d %q: %v", resp.StatusCode, b, err)
+			}
+			if resp.StatusCode != c.status || status.Code != int(c.code) || status.Message == "" ||
+				len(status.Details) != 1 || status.Details[0]["reason"] != c.reason {
+				t.Errorf("%d %s, want %d, code %d and reason %s", resp.StatusCode, b, c.status, c.code, c.reason)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("labelled %q", ct)
+			}
+			// In any order: vanguard lists them from a map.
+			allow := strings.Split(resp.Header.Get("Allow"), ",")
+			slices.Sort(allow)
+			if c.allow != "" && strings.Join(allow, ",") != c.allow {
+				t.Errorf("Allow: %q, want %q in any order", resp.Header.Get("Allow"), c.allow)
 			}
 		})
 	}

@@ -31,6 +31,13 @@ const (
 	// ReasonMalformedRequest: a REST request's path or query cannot be read
 	// as the method's message (an unknown query parameter, say).
 	ReasonMalformedRequest = "MALFORMED_REQUEST"
+	// ReasonUnknownPath: no method is served at the request's path (REST
+	// 404, code NOT_FOUND).
+	ReasonUnknownPath = "UNKNOWN_PATH"
+	// ReasonMethodNotAllowed: a method is served at the path, not with the
+	// request's HTTP method (REST 405, code UNIMPLEMENTED; the Allow
+	// header lists the methods).
+	ReasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
 )
 
 // New returns a Connect error with code, message and an ErrorInfo carrying

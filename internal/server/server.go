@@ -107,6 +107,7 @@ func New(cfg config.Config, services []Service, authn *auth.Authenticator, ready
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	health := healthChecker{services: append([]string{grpchealth.HealthV1ServiceName}, names...), ready: ready, log: log}
 	mux.Handle(grpchealth.NewHandler(health))
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { unknownPath(w) })
 	mux.HandleFunc("GET /readyz", health.readyz)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -261,11 +262,24 @@ func (w *clarifyingWriter) finish() {
 		Message string            `json:"message"`
 		Details []json.RawMessage `json:"details"`
 	}
-	if json.Unmarshal(w.held.Bytes(), &status) == nil && len(status.Details) == 0 &&
+	parsed := json.Unmarshal(w.held.Bytes(), &status) == nil
+	if parsed && len(status.Details) == 0 &&
 		(status.Code == int(connect.CodeUnknown) || status.Code == int(connect.CodeInvalidArgument)) {
 		w.Header().Del("Content-Length")
 		writeRESTError(w.ResponseWriter, http.StatusBadRequest, connect.CodeInvalidArgument, apierr.ReasonMalformedRequest,
 			"the request does not fit the method: "+status.Message)
+		return
+	}
+	// Vanguard's routing refusals are plain text: no route (404), or a
+	// route for other HTTP methods (405, with Allow set).
+	if !parsed && (w.status == http.StatusNotFound || w.status == http.StatusMethodNotAllowed) {
+		w.Header().Del("Content-Length")
+		if w.status == http.StatusNotFound {
+			unknownPath(w.ResponseWriter)
+			return
+		}
+		writeRESTError(w.ResponseWriter, http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed,
+			"the path takes only "+w.Header().Get("Allow"))
 		return
 	}
 	w.ResponseWriter.WriteHeader(w.status)
@@ -385,6 +399,13 @@ func restBodies(next http.Handler) http.Handler {
 
 // writeRESTError answers like the transcoder does: a google.rpc.Status with
 // an ErrorInfo.
+// unknownPath answers a request for a path that serves no method, in the
+// JSON envelope of every REST error.
+func unknownPath(w http.ResponseWriter) {
+	writeRESTError(w, http.StatusNotFound, connect.CodeNotFound, apierr.ReasonUnknownPath,
+		"no method is served at this path (REST lives under /api/v1/; the README lists the routes)")
+}
+
 func writeRESTError(w http.ResponseWriter, status int, code connect.Code, reason, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
