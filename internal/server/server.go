@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -278,8 +279,12 @@ func (w *clarifyingWriter) finish() {
 			unknownPath(w.ResponseWriter)
 			return
 		}
+		// Vanguard lists them from a map: in order, one answer is one text.
+		allow := strings.Split(w.Header().Get("Allow"), ",")
+		slices.Sort(allow)
+		w.Header().Set("Allow", strings.Join(allow, ","))
 		writeRESTError(w.ResponseWriter, http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed,
-			"the path takes only "+w.Header().Get("Allow"))
+			"the path takes only "+strings.Join(allow, ", "))
 		return
 	}
 	w.ResponseWriter.WriteHeader(w.status)
