@@ -29,7 +29,7 @@ var Module = fx.Module("data",
 				Mount: func(opts ...connect.HandlerOption) (string, http.Handler) {
 					return datav1connect.NewDataServiceHandler(s, opts...)
 				},
-				Interceptors: []connect.Interceptor{r.Interceptor()},
+				Interceptors: []connect.Interceptor{r.Interceptor(), conditionals{}},
 				// REST answers records as JSON written from the stored
 				// values (rest, answer.go); the other protocols as Structs.
 				Direct: []server.Method{
