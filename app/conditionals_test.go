@@ -64,8 +64,18 @@ func TestIfMatch(t *testing.T) {
 	if got := resp.Header.Get("ETag"); got != `"`+etag+`"` {
 		t.Fatalf("GET's ETag = %q, want %q", got, `"`+etag+`"`)
 	}
+	// If-None-Match with the current ETag: 304, no body; with another: the record.
+	resp, body := rest(http.MethodGet, "", "If-None-Match", `"other", W/"`+etag+`"`)
+	if resp.StatusCode != http.StatusNotModified || body != "" || resp.Header.Get("ETag") != `"`+etag+`"` {
+		t.Errorf("GET with a matching If-None-Match: %d %q (ETag %q), want 304, no body, the ETag", resp.StatusCode, body, resp.Header.Get("ETag"))
+	}
+	resp, body = rest(http.MethodGet, "", "If-None-Match", `"other"`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "first") {
+		t.Errorf("GET with another If-None-Match: %d %q, want 200 and the record", resp.StatusCode, body)
+	}
+
 	// Stale: refused, nothing changed.
-	resp, body := rest(http.MethodPatch, `{"text":"lost"}`, "If-Match", `"0000000000000000"`)
+	resp, body = rest(http.MethodPatch, `{"text":"lost"}`, "If-Match", `"0000000000000000"`)
 	if resp.StatusCode != http.StatusConflict || !strings.Contains(body, data.ReasonETagMismatch) {
 		t.Errorf("PATCH with a stale If-Match: %d %s, want 409 %s", resp.StatusCode, body, data.ReasonETagMismatch)
 	}

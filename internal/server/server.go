@@ -192,7 +192,72 @@ func restHandler(services []Service, opts []connect.HandlerOption, interceptors 
 			mux.Handle(r.pattern, r)
 		}
 	}
-	return restBodies(compress(mux)), nil
+	return restBodies(compress(notModified(mux))), nil
+}
+
+// notModified answers a GET whose If-None-Match names the answer's ETag
+// with 304 Not Modified and no body, whichever route made the answer.
+func notModified(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		match := r.Header.Get("If-None-Match")
+		if match == "" || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(&notModifiedWriter{ResponseWriter: w, match: match}, r)
+	})
+}
+
+type notModifiedWriter struct {
+	http.ResponseWriter
+	match       string
+	wrote, skip bool
+}
+
+func (w *notModifiedWriter) WriteHeader(status int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	if status == http.StatusOK && etagListed(w.match, w.Header().Get("ETag")) {
+		w.skip = true
+		h := w.Header()
+		h.Del("Content-Length")
+		h.Del("Content-Type")
+		w.ResponseWriter.WriteHeader(http.StatusNotModified)
+		return
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *notModifiedWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.skip {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *notModifiedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// etagListed reports whether an If-None-Match value names etag: "*", or a
+// list of entity tags compared weakly (W/ ignored), as RFC 9110 says.
+func etagListed(list, etag string) bool {
+	if etag == "" {
+		return false
+	}
+	if strings.TrimSpace(list) == "*" {
+		return true
+	}
+	etag = strings.TrimPrefix(etag, "W/")
+	for tag := range strings.SplitSeq(list, ",") {
+		if strings.TrimPrefix(strings.TrimSpace(tag), "W/") == etag {
+			return true
+		}
+	}
+	return false
 }
 
 // clarifyErrors gives vanguard's own refusals what every envplane error
