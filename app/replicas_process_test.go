@@ -683,17 +683,9 @@ func TestReplicaProcessHostnameChecksOneAtATime(t *testing.T) {
 // never sees the change's window.
 func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
 	t.Parallel()
-	adminURL := apptest.PostgresURL(t)
-	envCluster := apptest.StartPasswordCluster(t) // before the processes, so they stop first
-	flags, dbName := rpControlPlane(t, adminURL)
-	flags = append(flags, "--postgres-admin-url="+envCluster)
-	a := apptest.StartProcess(t, flags...)
-	b := apptest.StartProcess(t, flags...)
-	b.Token = a.Token
+	r := rpPostgresPair(t, "cutshort")
+	a, b, id, envCluster := r.a, r.b, r.env, r.envCluster
 	ctx := t.Context()
-	org := createOrg(t, a.Client(apptest.ConnectProto), "cutshort")
-	e := rpEnv(t, a, org.GetId(), "dev", "dev.cutshort.test")
-	id := e.GetId()
 	metaA := a.MetadataClient(apptest.ConnectProto, a.Token)
 	dataB := b.DataClient(apptest.ConnectProto, b.Token)
 	metaPut(t, metaA, &metadatav1.PutObjectRequest{EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title"), metaText("a"), metaText("b"))})
@@ -704,7 +696,7 @@ func TestReplicaProcessChangeCutShortElsewhere(t *testing.T) {
 
 	// Hold writes of the control plane's definitions (reads go on), so
 	// that A's change reaches the database and stops there; then kill A.
-	release := rpHoldDefinitionWrites(t, adminURL, dbName)
+	release := rpHoldDefinitionWrites(t, r.adminURL, r.dbName)
 	go func() {
 		_, _ = metaA.PutObject(context.WithoutCancel(ctx), connect.NewRequest(&metadatav1.PutObjectRequest{
 			EnvironmentId: id, Name: "memo", Object: metaObject(metaText("title")), AllowDestructive: true}))
@@ -784,17 +776,9 @@ func rpHoldDefinitionWrites(t *testing.T, adminURL, dbName string) (release func
 // deletes the object whole.
 func TestReplicaProcessDeleteRacingACreate(t *testing.T) {
 	t.Parallel()
-	adminURL := apptest.PostgresURL(t)
-	envCluster := apptest.StartPasswordCluster(t) // before the processes, so they stop first
-	flags, dbName := rpControlPlane(t, adminURL)
-	flags = append(flags, "--postgres-admin-url="+envCluster)
-	a := apptest.StartProcess(t, flags...)
-	b := apptest.StartProcess(t, flags...)
-	b.Token = a.Token
+	r := rpPostgresPair(t, "racing")
+	a, b, id := r.a, r.b, r.env
 	ctx := t.Context()
-	org := createOrg(t, a.Client(apptest.ConnectProto), "racing")
-	e := rpEnv(t, a, org.GetId(), "dev", "dev.racing.test")
-	id := e.GetId()
 	metaA := a.MetadataClient(apptest.ConnectProto, a.Token)
 	metaB := b.MetadataClient(apptest.ConnectProto, b.Token)
 	dataB := b.DataClient(apptest.ConnectProto, b.Token)
@@ -802,7 +786,7 @@ func TestReplicaProcessDeleteRacingACreate(t *testing.T) {
 		t.Fatalf("B before the race: %v, %v", rows, err)
 	}
 
-	release := rpHoldDefinitionWrites(t, adminURL, dbName)
+	release := rpHoldDefinitionWrites(t, r.adminURL, r.dbName)
 	created := make(chan error, 1)
 	go func() {
 		_, err := metaA.PutObject(context.WithoutCancel(ctx), connect.NewRequest(&metadatav1.PutObjectRequest{
@@ -834,4 +818,28 @@ func TestReplicaProcessDeleteRacingACreate(t *testing.T) {
 	metaWantMissing(t, metaA, id, "memo")
 	_, err := listErr(a.DataClient(apptest.ConnectProto, a.Token), id, "memo", "")
 	apptest.WantError(t, err, connect.CodeNotFound, data.ReasonObjectNotDefined)
+}
+
+// rpPair is two server processes on one PostgreSQL control plane, with
+// one organization's postgres environment (rpEnv) on a cluster that checks
+// passwords.
+type rpPair struct {
+	a, b                         *apptest.Process
+	env                          string // the environment's id
+	adminURL, dbName, envCluster string // the control plane's cluster and database; the environments' cluster
+}
+
+func rpPostgresPair(t *testing.T, orgSlug string) rpPair {
+	t.Helper()
+	r := rpPair{adminURL: apptest.PostgresURL(t)}
+	r.envCluster = apptest.StartPasswordCluster(t) // before the processes, so they stop first
+	var flags []string
+	flags, r.dbName = rpControlPlane(t, r.adminURL)
+	flags = append(flags, "--postgres-admin-url="+r.envCluster)
+	r.a = apptest.StartProcess(t, flags...)
+	r.b = apptest.StartProcess(t, flags...)
+	r.b.Token = r.a.Token
+	org := createOrg(t, r.a.Client(apptest.ConnectProto), orgSlug)
+	r.env = rpEnv(t, r.a, org.GetId(), "dev", "dev."+orgSlug+".test").GetId()
+	return r
 }

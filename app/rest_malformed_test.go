@@ -42,35 +42,7 @@ func TestRESTMalformedRequests(t *testing.T) {
 		{"a query parameter on a create", http.MethodPost, notes + "?colour=red", `{"text":"x"}`, apierr.ReasonMalformedRequest},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), c.method, env.URL+c.path, strings.NewReader(c.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+env.AdminToken())
-			if c.body != "" {
-				req.Header.Set("Content-Type", "application/json")
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			var status struct {
-				Code    int
-				Message string
-				Details []map[string]any
-			}
-			if err := json.Unmarshal(b, &status); err != nil {
-				t.Fatalf("%s: %v", b, err)
-			}
-			if resp.StatusCode != http.StatusBadRequest || status.Code != int(connect.CodeInvalidArgument) || status.Message == "" ||
-				len(status.Details) != 1 || status.Details[0]["reason"] != c.reason {
-				t.Errorf("%d %s, want 400, code 3 and reason %s", resp.StatusCode, b, c.reason)
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("labelled %q", ct)
-			}
+			restRefusal(t, env, c.method, c.path, c.body, http.StatusBadRequest, connect.CodeInvalidArgument, c.reason)
 		})
 	}
 
@@ -89,32 +61,7 @@ func TestRESTMalformedRequests(t *testing.T) {
 		{"a wrong method on a data route", http.MethodPut, notes, http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed, "GET,POST"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), c.method, env.URL+c.path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Authorization", "Bearer "+env.AdminToken())
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			var status struct {
-				Code    int
-				Message string
-				Details []map[string]any
-			}
-			if err := json.Unmarshal(b, &status); err != nil {
-				t.Fatalf("%d %q: %v", resp.StatusCode, b, err)
-			}
-			if resp.StatusCode != c.status || status.Code != int(c.code) || status.Message == "" ||
-				len(status.Details) != 1 || status.Details[0]["reason"] != c.reason {
-				t.Errorf("%d %s, want %d, code %d and reason %s", resp.StatusCode, b, c.status, c.code, c.reason)
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("labelled %q", ct)
-			}
+			resp := restRefusal(t, env, c.method, c.path, "", c.status, c.code, c.reason)
 			// In any order: vanguard lists them from a map.
 			allow := strings.Split(resp.Header.Get("Allow"), ",")
 			slices.Sort(allow)
@@ -139,4 +86,40 @@ func TestRESTMalformedRequests(t *testing.T) {
 	if n := len(page.Msg.GetRecords()); n != 1 {
 		t.Errorf("%d notes, want 1", n)
 	}
+}
+
+// restRefusal sends a REST request as the admin and checks that it is
+// refused with status, code and reason in the JSON error envelope.
+func restRefusal(t *testing.T, env *apptest.Env, method, path, body string, status int, code connect.Code, reason string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, env.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+env.AdminToken())
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var got struct {
+		Code    int
+		Message string
+		Details []map[string]any
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%d %q: %v", resp.StatusCode, b, err)
+	}
+	if resp.StatusCode != status || got.Code != int(code) || got.Message == "" ||
+		len(got.Details) != 1 || got.Details[0]["reason"] != reason {
+		t.Errorf("%d %s, want %d, code %d and reason %s", resp.StatusCode, b, status, code, reason)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("labelled %q", ct)
+	}
+	return resp
 }
