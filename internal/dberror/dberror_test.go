@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/envplane/envplane/internal/apierr"
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/controlplane/cptest"
 	"github.com/envplane/envplane/internal/dberror"
 	"github.com/envplane/envplane/internal/driver"
 )
@@ -38,24 +37,8 @@ func (s *countingStore) GetEnvironment(ctx context.Context, id string) (controlp
 func TestClassify(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	sqlite, err := controlplane.OpenSQLite(ctx, filepath.Join(t.TempDir(), "cp.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sqlite.Close() })
+	sqlite, env := cptest.WithEnvironment(t, "sqlite")
 	store := &countingStore{SQLite: sqlite}
-	now := time.Now().UTC()
-	org, _, err := store.CreateOrganization(ctx, controlplane.Organization{ID: uuid.NewString(), Slug: "acme", DisplayName: "acme", CreateTime: now, UpdateTime: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, _, err := store.CreateEnvironment(ctx, controlplane.Environment{
-		ID: uuid.NewString(), OrganizationID: org.ID, Slug: "dev", DisplayName: "dev", Type: "development",
-		Driver: "sqlite", Status: controlplane.StatusActive, Hostname: "acme-dev.localhost", CreateTime: now, UpdateTime: now,
-	}, controlplane.DefaultYes)
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.DiscardHandler)
 
 	for _, err := range []error{

@@ -2,13 +2,11 @@ package objects_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/controlplane/cptest"
 	"github.com/envplane/envplane/internal/invalidate"
 	"github.com/envplane/envplane/internal/objects"
 )
@@ -38,23 +36,8 @@ func (s *pausingStore) GetObjectDefinition(ctx context.Context, environmentID, n
 func TestCacheReadBeforeWriteIsNotCached(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	store, err := controlplane.OpenSQLite(ctx, filepath.Join(t.TempDir(), "cp.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
+	store, env := cptest.WithEnvironment(t, "memory")
 	now := time.Now().UTC()
-	org, _, err := store.CreateOrganization(ctx, controlplane.Organization{ID: uuid.NewString(), Slug: "acme", DisplayName: "acme", CreateTime: now, UpdateTime: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, _, err := store.CreateEnvironment(ctx, controlplane.Environment{
-		ID: uuid.NewString(), OrganizationID: org.ID, Slug: "dev", DisplayName: "dev", Type: "development",
-		Driver: "memory", Status: controlplane.StatusActive, Hostname: "acme-dev.localhost", CreateTime: now, UpdateTime: now,
-	}, controlplane.DefaultYes)
-	if err != nil {
-		t.Fatal(err)
-	}
 	put := func(version int64, definition string) {
 		t.Helper()
 		_, err := store.PutObjectDefinition(ctx, controlplane.ObjectDefinition{

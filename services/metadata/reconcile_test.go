@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/envplane/envplane/internal/controlplane"
+	"github.com/envplane/envplane/internal/controlplane/cptest"
 	"github.com/envplane/envplane/internal/driver"
 	"github.com/envplane/envplane/internal/driver/drivermem"
 	"github.com/envplane/envplane/internal/driver/driversqlite"
@@ -36,23 +35,7 @@ func newReconcileFixture(t *testing.T) *reconcileFixture {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	store, err := controlplane.OpenSQLite(ctx, filepath.Join(dir, "cp.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	now := time.Now().UTC()
-	org, _, err := store.CreateOrganization(ctx, controlplane.Organization{ID: uuid.NewString(), Slug: "acme", DisplayName: "acme", CreateTime: now, UpdateTime: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	env, _, err := store.CreateEnvironment(ctx, controlplane.Environment{
-		ID: uuid.NewString(), OrganizationID: org.ID, Slug: "dev", DisplayName: "dev", Type: "development",
-		Driver: "sqlite", Status: controlplane.StatusActive, Hostname: "acme-dev.localhost", CreateTime: now, UpdateTime: now,
-	}, controlplane.DefaultYes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, env := cptest.WithEnvironment(t, "sqlite")
 	path := filepath.Join(dir, "env.db")
 	d, err := driversqlite.Open(ctx, path)
 	if err != nil {
