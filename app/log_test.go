@@ -27,9 +27,9 @@ func TestRequestLog(t *testing.T) {
 		apptest.ConnectProto: connect.ProtocolConnect,
 		apptest.GRPC:         connect.ProtocolGRPC,
 		apptest.GRPCWeb:      connect.ProtocolGRPCWeb,
-		// REST reaches most handlers through vanguard, which picks the
-		// protocol; the data plane's are direct (protocol rest, see
-		// internal/server's direct routes).
+		// REST says so, whichever route (the transcoder or a direct one)
+		// served it.
+		apptest.REST: "rest",
 	}
 	forEachProtocol(t, func(t *testing.T, env *apptest.Env, p apptest.Protocol, c client) {
 		ctx := t.Context()

@@ -94,7 +94,22 @@ func procedureOf(ctx context.Context, req connect.AnyRequest) (procedure, protoc
 	if c, ok := ctx.Value(callKey{}).(callInfo); ok {
 		return c.procedure, c.protocol
 	}
+	if ctx.Value(restKey{}) != nil {
+		// Through the transcoder, which calls the handler in Connect.
+		return req.Spec().Procedure, protocolREST
+	}
 	return req.Spec().Procedure, req.Peer().Protocol
+}
+
+// restKey marks the context of a REST call the transcoder serves, so that
+// its log line says rest, as a direct call's does.
+type restKey struct{}
+
+// markREST marks every request next serves as REST (restKey).
+func markREST(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), restKey{}, true)))
+	})
 }
 
 // procedure is procedureOf's procedure.

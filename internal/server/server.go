@@ -180,7 +180,7 @@ func restHandler(services []Service, opts []connect.HandlerOption, interceptors 
 	}
 	// The transcoder's codec, over the types it resolves by default.
 	codec := jsoncodec.VanguardCodec(protoregistry.GlobalTypes)
-	fallback := clarifyErrors(transcoder)
+	fallback := markREST(clarifyErrors(transcoder))
 	mux := http.NewServeMux()
 	mux.Handle("/", fallback)
 	for _, s := range services {
