@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,7 +43,7 @@ func Value(f schema.Field, v *structpb.Value) (any, error) {
 		if f.MaxLength > 0 && utf8.RuneCountInString(s.StringValue) > f.MaxLength {
 			return nil, fmt.Errorf("longer than max_length %d", f.MaxLength)
 		}
-		if f.Type == schema.TypeSelect && !contains(f.Options, s.StringValue) {
+		if f.Type == schema.TypeSelect && !slices.Contains(f.Options, s.StringValue) {
 			return nil, errors.New("not one of the field's options")
 		}
 		return s.StringValue, nil
@@ -175,13 +176,4 @@ func ToValue(v any) *structpb.Value {
 		}
 		return pv
 	}
-}
-
-func contains(options []string, s string) bool {
-	for _, o := range options {
-		if o == s {
-			return true
-		}
-	}
-	return false
 }

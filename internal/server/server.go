@@ -348,6 +348,9 @@ func (w *clarifyingWriter) finish() {
 		allow := strings.Split(w.Header().Get("Allow"), ",")
 		slices.Sort(allow)
 		w.Header().Set("Allow", strings.Join(allow, ","))
+		// UNIMPLEMENTED is the code of a 405 by design, not a stub: the
+		// path serves methods, none with this HTTP method (grpc-gateway maps
+		// 405 to it too); the reason says which, and Allow lists them.
 		writeRESTError(w.ResponseWriter, http.StatusMethodNotAllowed, connect.CodeUnimplemented, apierr.ReasonMethodNotAllowed,
 			"the path takes only "+strings.Join(allow, ", "))
 		return
